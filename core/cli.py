@@ -1,0 +1,404 @@
+"""``imagegate``: the operators' command line. Thin: parse, call ``ImageService``, print.
+
+Exit 0 on success; on failure one line on stderr and a non-zero exit (with ``--json`` also
+``{"error": {"code", "message"}}`` on stdout). Log lines go to stderr only with ``-v``.
+The ``serve``, ``mcp`` and ``bot`` commands hand over to the front ends by name, so ``core``
+itself never imports ``discord`` or ``mcp``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import importlib
+import json
+import logging
+import re
+import secrets
+import shutil
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import ImageGateError, InvalidRequestError
+from .service import ImageService, default_cli_user
+from .settings import Settings, load_settings
+from .types import EDIT_MODES, Caller, ImageRequest, ImageResult
+
+# Front ends, loaded by name only when asked for (``module:function(settings, args)``).
+FRONTENDS = {
+    "serve": "mcp_server.serve:serve_all",
+    "mcp": "mcp_server.serve:run_mcp",
+    "bot": "bot.__main__:run_bot",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``imagegate`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.CRITICAL + 1,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    as_json = getattr(args, "json", False)
+    try:
+        settings = load_settings(args.config)
+        return args.handler(settings, args) or 0
+    except ImageGateError as exc:
+        return _fail(exc.as_dict(), as_json)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: say so in one line; the traceback only with -v
+        logging.getLogger("imagegate").exception("unexpected error")
+        return _fail({"code": "internal_error", "message": f"internal error ({type(exc).__name__})"}, as_json)
+
+
+def _fail(error: dict[str, Any], as_json: bool) -> int:
+    print(f"imagegate: {error['message']}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": error}))
+    return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagegate", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", metavar="PATH", help="TOML config file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = _job_parser(sub, "generate", "text to image", _generate)
+    gen.add_argument("prompt")
+    gen.add_argument("-n", type=int, default=None, help="number of images (1-10)")
+    gen.add_argument("--negative", help="what to leave out")
+    shape = gen.add_mutually_exclusive_group()
+    shape.add_argument("--size", help="WxH, e.g. 1024x768")
+    shape.add_argument("--aspect", help="W:H, e.g. 16:9")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--guidance", type=float)
+
+    edit = _job_parser(sub, "edit", "edit an image", _edit)
+    edit.add_argument("image", type=Path)
+    edit.add_argument("--prompt", default="")
+    edit.add_argument("--mode", required=True, choices=EDIT_MODES)
+    edit.add_argument("--mask", type=Path, help="white = repaint, black = keep")
+    edit.add_argument("--strength", type=float)
+    edit.add_argument("--seed", type=int)
+
+    up = _job_parser(sub, "upscale", "upscale an image", _upscale)
+    up.add_argument("image", type=Path)
+    up.add_argument("--scale", type=int, choices=(2, 4))
+
+    models = sub.add_parser("models", help="list configured models")
+    _json_flag(models)
+    models.set_defaults(handler=_async(_models))
+
+    providers = sub.add_parser("providers", help="list configured providers")
+    _json_flag(providers)
+    providers.add_argument("--balance", action="store_true", help="ask each provider")
+    providers.set_defaults(handler=_async(_providers))
+
+    _quota_parsers(sub)
+
+    job = sub.add_parser("job", help="look at a stored job").add_subparsers(dest="job_cmd", required=True)
+    show = job.add_parser("show", help="a job and its images")
+    show.add_argument("job_id")
+    show.add_argument("--user", help="whose job (default: you; admins see all)")
+    _json_flag(show)
+    show.set_defaults(handler=_async(_job_show))
+
+    serve = sub.add_parser("serve", help="run everything configured (MCP over HTTP, bot, callbacks)")
+    serve.set_defaults(handler=_frontend("serve"))
+    mcp = sub.add_parser("mcp", help="run the MCP server, or mint a client token")
+    mcp.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    mcp.set_defaults(handler=_frontend("mcp"))
+    mcp_sub = mcp.add_subparsers(dest="mcp_cmd")
+    token = mcp_sub.add_parser("token", help="mint a bearer token for USER")
+    token.add_argument("user")
+    token.set_defaults(handler=_mcp_token)
+    bot = sub.add_parser("bot", help="run the Discord bot")
+    bot.set_defaults(handler=_frontend("bot"))
+    return parser
+
+
+def _quota_parsers(sub: Any) -> None:
+    quota = sub.add_parser("quota", help="credits per user").add_subparsers(
+        dest="quota_cmd", required=True
+    )
+    show = quota.add_parser("show", help="a user's credits")
+    show.add_argument("user")
+    _json_flag(show)
+    show.set_defaults(handler=_async(_quota_show))
+    grant = quota.add_parser("grant", help="grant credits that never expire (negative: take back)")
+    grant.add_argument("user")
+    grant.add_argument("credits", type=int)
+    grant.add_argument("--reason", default="")
+    _json_flag(grant)
+    grant.set_defaults(handler=_async(_quota_grant))
+    allowance = quota.add_parser("allowance", help="set a user's per-period allowance")
+    allowance.add_argument("user")
+    allowance.add_argument("allowance", help="credits per period, or 'default'")
+    _json_flag(allowance)
+    allowance.set_defaults(handler=_async(_quota_allowance))
+    history = quota.add_parser("history", help="a user's ledger, newest first")
+    history.add_argument("user")
+    history.add_argument("--limit", type=int, default=50)
+    _json_flag(history)
+    history.set_defaults(handler=_async(_quota_history))
+
+
+def _job_parser(sub: Any, name: str, help_text: str, handler: Callable) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text)
+    parser.add_argument("--model", help="provider:model or an alias")
+    parser.add_argument("--user", help="frontend:id (default cli:<login>)")
+    parser.add_argument("--out", type=Path, help="write the images into this folder")
+    _json_flag(parser)
+    parser.set_defaults(handler=_async(handler))
+    return parser
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+Handler = Callable[[ImageService, argparse.Namespace], Awaitable[int | None]]
+
+
+def _async(handler: Handler) -> Callable[[Settings, argparse.Namespace], int | None]:
+    def run(settings: Settings, args: argparse.Namespace) -> int | None:
+        async def go() -> int | None:
+            service = await ImageService.open(settings, sweeper=False)
+            async with service:
+                return await handler(service, args)
+
+        return asyncio.run(go())
+
+    return run
+
+
+def _frontend(name: str) -> Callable[[Settings, argparse.Namespace], int | None]:
+    def run(settings: Settings, args: argparse.Namespace) -> int | None:
+        module, _, function = FRONTENDS[name].partition(":")
+        return getattr(importlib.import_module(module), function)(settings, args)
+
+    return run
+
+
+def _caller(args: argparse.Namespace) -> Caller:
+    return Caller.parse(args.user or default_cli_user())
+
+
+def _admin() -> Caller:
+    """The operator at the terminal: the CLI is the admin tool."""
+    return Caller.parse(default_cli_user(), is_admin=True)
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+async def _generate(service: ImageService, args: argparse.Namespace) -> None:
+    request = _request(
+        operation="generate", prompt=args.prompt, negative_prompt=args.negative,
+        n=args.n or service.settings.defaults.n, size=_size(args.size),
+        aspect_ratio=args.aspect, seed=args.seed, steps=args.steps, guidance=args.guidance,
+        model=args.model,
+    )
+    result = await service.generate(_caller(args), request, idempotency_key=_key())
+    _print_result(result, args)
+
+
+async def _edit(service: ImageService, args: argparse.Namespace) -> None:
+    image = await service.load_input(_read(args.image), what=f"image {args.image.name}")
+    mask = None
+    if args.mask:
+        mask = await service.load_input(_read(args.mask), what=f"mask {args.mask.name}")
+    request = _request(
+        operation=args.mode, prompt=args.prompt, image=image, mask=mask,
+        strength=args.strength, seed=args.seed, model=args.model,
+    )
+    result = await service.edit(_caller(args), request, idempotency_key=_key())
+    _print_result(result, args)
+
+
+async def _upscale(service: ImageService, args: argparse.Namespace) -> None:
+    image = await service.load_input(_read(args.image), what=f"image {args.image.name}")
+    request = _request(operation="upscale", image=image, scale=args.scale, model=args.model)
+    result = await service.upscale(_caller(args), request, idempotency_key=_key())
+    _print_result(result, args)
+
+
+def _request(**fields: Any) -> ImageRequest:
+    """Build a request, turning validation problems into one readable line."""
+    from pydantic import ValidationError
+
+    try:
+        return ImageRequest(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        raise InvalidRequestError(f"{where}: {message}" if where else message) from None
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d{1,5})[xX](\d{1,5})", text)
+    if not match:
+        raise InvalidRequestError(f"size must look like WIDTHxHEIGHT, e.g. 1024x768, not {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidRequestError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise InvalidRequestError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _key() -> str:
+    return f"cli:{uuid.uuid4().hex}"
+
+
+def _print_result(result: ImageResult, args: argparse.Namespace) -> None:
+    paths = [_deliver(image.path, result.job_id, image.index, args.out) for image in result.images]
+    if args.json:
+        print(json.dumps({
+            "job_id": result.job_id,
+            "images": [
+                {"path": str(path), "mime": image.mime, "width": image.width,
+                 "height": image.height, "seed": image.seed}
+                for path, image in zip(paths, result.images, strict=True)
+            ],
+            "model": result.model,
+            "credits_charged": result.credits_charged,
+            "credits_remaining": result.credits_remaining,
+            "warnings": result.warnings,
+        }))
+        return
+    for path, image in zip(paths, result.images, strict=True):
+        print(f"{path}  ({image.width}x{image.height}, seed {image.seed})")
+    print(f"job {result.job_id} on {result.model}: {result.credits_charged} credit(s) charged,"
+          f" {result.credits_remaining} left")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+
+
+def _deliver(stored: Path, job_id: str, index: int, out: Path | None) -> Path:
+    if out is None:
+        return stored.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{job_id}-{index}{stored.suffix}"
+    shutil.copyfile(stored, target)
+    return target.resolve()
+
+
+# --- lookups --------------------------------------------------------------------------------
+
+
+async def _models(service: ImageService, args: argparse.Namespace) -> None:
+    models = service.models()
+    if args.json:
+        print(json.dumps([
+            {"ref": m.ref, "provider": m.provider, "kind": m.kind, "operations": m.operations,
+             "max_images": m.max_images, "price": m.price, "prices": m.prices,
+             "aliases": m.aliases}
+            for m in models
+        ]))
+        return
+    for m in models:
+        aliases = f"  (alias: {', '.join(m.aliases)})" if m.aliases else ""
+        print(f"{m.ref}  [{m.kind}]  {', '.join(m.operations)}  up to {m.max_images}/call,"
+              f" {m.price} credit(s)/image{aliases}")
+
+
+async def _providers(service: ImageService, args: argparse.Namespace) -> None:
+    providers = await service.providers(balance=args.balance)
+    if args.json:
+        print(json.dumps([p.__dict__ for p in providers]))
+        return
+    for p in providers:
+        key = "not needed" if p.kind == "placeholder" else ("set" if p.key_set else "NOT SET")
+        line = f"{p.name}  [{p.kind}]  {p.base_url or '(offline)'}  key {p.api_key_env or '-'}: {key}"
+        if p.balance is not None:
+            line += f"  balance: {p.balance}"
+        print(line)
+
+
+async def _job_show(service: ImageService, args: argparse.Namespace) -> None:
+    caller = Caller.parse(args.user) if args.user else _admin()
+    job = await service.job(caller, args.job_id)
+    if args.json:
+        print(job.model_dump_json())
+        return
+    print(f"job {job.job_id}: {job.operation} on {job.model} by {job.user}, {job.status},"
+          f" {job.credits_charged} credit(s)")
+    for image in job.images:
+        print(f"  {image.path}  {image.width}x{image.height} seed {image.seed} ({image.uri})")
+    if job.error:
+        print(f"  error: {job.error}")
+
+
+# --- quotas ---------------------------------------------------------------------------------
+
+
+async def _quota_show(service: ImageService, args: argparse.Namespace) -> None:
+    _print_quota(await service.quota(Caller.parse(args.user)), args.json)
+
+
+async def _quota_grant(service: ImageService, args: argparse.Namespace) -> None:
+    status = await service.grant(_admin(), Caller.parse(args.user), args.credits, reason=args.reason)
+    _print_quota(status, args.json)
+
+
+async def _quota_allowance(service: ImageService, args: argparse.Namespace) -> None:
+    value = None if args.allowance == "default" else _int(args.allowance, "allowance")
+    status = await service.set_allowance(_admin(), Caller.parse(args.user), value)
+    _print_quota(status, args.json)
+
+
+async def _quota_history(service: ImageService, args: argparse.Namespace) -> None:
+    entries = await service.history(_admin(), Caller.parse(args.user), limit=args.limit)
+    if args.json:
+        print(json.dumps([json.loads(e.model_dump_json()) for e in entries]))
+        return
+    for e in entries:
+        print(f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.kind:8}  allowance_used {e.d_allowance_used:+d}"
+              f"  granted {e.d_granted:+d}  held {e.d_held:+d}  {e.reason or ''}")
+
+
+def _print_quota(status: Any, as_json: bool) -> None:
+    if as_json:
+        print(status.model_dump_json())
+        return
+    print(f"{status.user}: {status.remaining} credit(s) left (allowance {status.allowance} per"
+          f" {status.period}, granted {status.granted}, held {status.held},"
+          f" {status.in_flight} job(s) running); resets {status.resets_at:%Y-%m-%d %H:%M} UTC")
+
+
+def _int(text: str, what: str) -> int:
+    if not re.fullmatch(r"\d{1,9}", text):
+        raise InvalidRequestError(f"{what} must be a whole number of credits or 'default'")
+    return int(text)
+
+
+def _mcp_token(settings: Settings, args: argparse.Namespace) -> None:
+    if not re.fullmatch(r"[^\s:]{1,128}", args.user):
+        raise InvalidRequestError("the user must be a name without spaces or ':'")
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    print(token)
+    print("# Paste into your config file; the token above is shown only once:")
+    print("[[mcp.clients]]")
+    print(f'user = "{args.user}"')
+    print(f'token_sha256 = "{digest}"')
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Checking, converting and previewing images.
+
+Every image that enters or leaves imagegate is decoded once here with a pixel limit, so a
+decompression bomb, a truncated file or a non-image never reaches a provider or a user. MIME
+types are sniffed from the bytes, never trusted. All functions are synchronous and CPU-bound:
+async callers run them with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InvalidRequestError
+from .types import InputImage
+
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+_PIL_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    mime: str
+    width: int
+    height: int
+
+
+def sniff_mime(data: bytes) -> str | None:
+    """The image MIME type the leading bytes announce, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    for signature, mime in _SIGNATURES:
+        if data.startswith(signature):
+            return mime
+    return None
+
+
+def inspect(data: bytes, *, max_pixels: int, what: str = "image") -> ImageInfo:
+    """Decode ``data`` fully and return its real type and size.
+
+    Raises:
+        InvalidRequestError: not an image we accept, truncated, or over ``max_pixels``.
+    """
+    mime = sniff_mime(data)
+    if mime is None:
+        raise InvalidRequestError(f"the {what} is not a PNG, JPEG, WebP or GIF file")
+    with _open(data, max_pixels, what) as img:
+        if img.width * img.height > max_pixels:
+            raise InvalidRequestError(
+                f"the {what} is {img.width}x{img.height}; the limit is {max_pixels:,} pixels"
+            )
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError):
+            raise InvalidRequestError(f"the {what} is damaged or truncated") from None
+        real = _PIL_FORMATS.get(img.format or "", mime)
+        return ImageInfo(mime=real, width=img.width, height=img.height)
+
+
+def load_input(
+    data: bytes, *, max_bytes: int, max_pixels: int, what: str = "input image"
+) -> InputImage:
+    """Check an uploaded image and wrap it for an ``ImageRequest``.
+
+    Raises:
+        InvalidRequestError: empty, too large, not an image, damaged, or too many pixels.
+    """
+    if not data:
+        raise InvalidRequestError(f"the {what} is empty")
+    if len(data) > max_bytes:
+        raise InvalidRequestError(
+            f"the {what} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB"
+        )
+    info = inspect(data, max_pixels=max_pixels, what=what)
+    return InputImage(data=data, mime=info.mime, width=info.width, height=info.height)
+
+
+def normalize_mask(mask: InputImage, image: InputImage) -> bytes:
+    """The mask as a grayscale PNG, white = repaint and black = keep, the image's size.
+
+    A mask with an alpha channel whose colour channels hold no white is read the OpenAI way:
+    transparent = repaint.
+
+    Raises:
+        InvalidRequestError: the mask's size differs from the image's, or it marks nothing.
+    """
+    if (mask.width, mask.height) != (image.width, image.height):
+        raise InvalidRequestError(
+            f"the mask is {mask.width}x{mask.height} but the image is "
+            f"{image.width}x{image.height}; they must be the same size"
+        )
+    with Image.open(io.BytesIO(mask.data)) as img:
+        gray = _mask_to_gray(img)
+    if gray.getextrema()[1] < 128:
+        raise InvalidRequestError("the mask marks nothing to repaint (white = repaint)")
+    return to_png(gray)
+
+
+def _mask_to_gray(img: Image.Image) -> Image.Image:
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        gray = rgba.convert("L")
+        alpha = rgba.getchannel("A")
+        if gray.getextrema()[1] < 128 and alpha.getextrema()[0] < 128:
+            return ImageOps.invert(alpha).point(lambda v: 255 if v >= 128 else 0)
+        return gray.point(lambda v: 255 if v >= 128 else 0)
+    return img.convert("L").point(lambda v: 255 if v >= 128 else 0)
+
+
+def to_png(img: Image.Image) -> bytes:
+    """Encode deterministically as PNG."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def decode(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Open and load an image that ``inspect`` already accepted."""
+    with _open(data, max_pixels, "image") as img:
+        img.load()
+        return img.copy()
+
+
+def preview(data: bytes, *, max_edge: int, max_bytes: int) -> tuple[bytes, str]:
+    """A downscaled copy within ``max_edge`` pixels and about ``max_bytes``: (bytes, MIME).
+
+    Keeps PNG for small images with transparency, otherwise JPEG, lowering the quality and
+    then the size until it fits.
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        img.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
+        if img.mode in ("RGBA", "LA", "P"):
+            png = to_png(img)
+            if len(png) <= max_bytes:
+                return png, "image/png"
+        rgb = img.convert("RGB")
+    edge = max(rgb.size)
+    while True:
+        for quality in (85, 70, 55, 40):
+            buf = io.BytesIO()
+            rgb.save(buf, format="JPEG", quality=quality)
+            if buf.tell() <= max_bytes:
+                return buf.getvalue(), "image/jpeg"
+        edge = edge * 3 // 4
+        if edge < 16:
+            return buf.getvalue(), "image/jpeg"
+        rgb.thumbnail((edge, edge), Image.Resampling.LANCZOS)
+
+
+def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            # Pillow checks the header size here, before any pixel is decoded.
+            if img.width * img.height > max_pixels:
+                raise Image.DecompressionBombError("too many pixels")
+            return img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidRequestError(
+            f"the {what} has too many pixels; the limit is {max_pixels:,}"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise InvalidRequestError(f"the {what} is damaged or not an image") from None

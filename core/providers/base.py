@@ -1,0 +1,328 @@
+"""The adapter contract and the few HTTP helpers every adapter shares.
+
+An adapter serves one provider model. ``plan(request)`` is pure: it validates, maps the
+request to the provider's body, returns warnings for settings it ignores, and raises
+``InvalidRequestError`` for anything that would change count, size or cost. ``do_generate``
+makes one provider call (plus polling or waiting for a callback) for ``count`` images and never
+retries: batching, retries, the deadline and fallback live in ``core.orchestrator``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from ..errors import (
+    InvalidRequestError,
+    ProviderAuthError,
+    ProviderConflictError,
+    ProviderError,
+    ProviderQuotaError,
+    ProviderRateLimitedError,
+    ProviderRejectedError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from ..settings import ProviderSettings
+from ..types import GeneratedImage, ImageRequest, Operation
+
+if TYPE_CHECKING:
+    from ..callbacks import CallbackHub
+
+ResponseModel = TypeVar("ResponseModel", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model serves; the contract tests check adapters against it."""
+
+    operations: frozenset[Operation]
+    max_images_per_call: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated, mapped request for one model: no I/O was done to build it."""
+
+    operation: Operation
+    n: int
+    request: ImageRequest
+    body: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    offset: int = 0  # index of this batch's first image in the job (set by the orchestrator)
+
+    def seed_for(self, index: int = 0) -> int | None:
+        """The seed of image ``offset + index`` of the job: the job's seed plus its position."""
+        seed = self.request.seed
+        return None if seed is None else (seed + self.offset + index) % 2**32
+
+
+@dataclass
+class ProviderContext:
+    """What a configured provider gives its adapters: one shared HTTP client, the key, limits."""
+
+    name: str
+    settings: ProviderSettings
+    http: httpx.AsyncClient
+    api_key: str | None = None
+    callbacks: CallbackHub | None = None
+    max_download_bytes: int = 50 * 1024 * 1024
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.resolved_base_url()
+
+
+class ImageModel(ABC):
+    """One provider model. Subclasses set ``kind`` and implement ``plan`` and ``do_generate``."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, ctx: ProviderContext, model: str) -> None:
+        self.ctx = ctx
+        self.model = model
+
+    @property
+    def ref(self) -> str:
+        return f"{self.ctx.name}:{self.model}"
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    def plan(self, request: ImageRequest) -> Plan:
+        """Validate and map ``request``; pure.
+
+        Raises:
+            InvalidRequestError: the request cannot be served as asked (names what is allowed).
+        """
+
+    @abstractmethod
+    async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
+        """One provider call for ``count`` images (``count`` <= max_images_per_call).
+
+        ``deadline`` is a ``time.monotonic()`` value the call must not outlive.
+
+        Raises:
+            ProviderError: a subclass saying whether a retry or a fallback may help.
+            ContentRejectedError: moderation refused the prompt or an image.
+        """
+
+    async def balance(self) -> str | None:
+        """The provider account's balance where the API has one, as text."""
+        return None
+
+    def require_operation(self, request: ImageRequest) -> None:
+        """Raise a clear error when this model does not serve ``request.operation``."""
+        if request.operation not in self.capabilities.operations:
+            served = ", ".join(sorted(self.capabilities.operations))
+            raise InvalidRequestError(
+                f"{self.ref} does not do {request.operation}; it serves: {served}"
+            )
+
+
+# --- HTTP helpers -------------------------------------------------------------------------
+
+
+def remaining(deadline: float, cap: float) -> float:
+    """Seconds left before ``deadline``, at most ``cap``.
+
+    Raises:
+        ProviderTimeoutError: the deadline has passed.
+    """
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ProviderTimeoutError("the provider did not answer in time")
+    return min(left, cap)
+
+
+async def send(
+    ctx: ProviderContext, method: str, url: str, *, deadline: float, **kwargs: Any
+) -> httpx.Response:
+    """Make one request, turning transport failures into provider errors; checks the status.
+
+    Raises:
+        ProviderError: a subclass chosen by ``error_for_status`` or the transport failure.
+    """
+    timeout = remaining(deadline, ctx.settings.timeout_s)
+    try:
+        response = await ctx.http.request(method, url, timeout=timeout, **kwargs)
+    except httpx.TimeoutException:
+        raise ProviderTimeoutError(
+            f"{ctx.name} did not answer within {timeout:.0f} s", provider=ctx.name
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ProviderUnavailableError(
+            f"{ctx.name} could not be reached", provider=ctx.name, detail=type(exc).__name__
+        ) from None
+    if response.status_code >= 400:
+        raise error_for_status(ctx, response)
+    return response
+
+
+def error_for_status(ctx: ProviderContext, response: httpx.Response) -> ProviderError:
+    """The error class a failed HTTP status maps to (408/409/429/5xx are retryable)."""
+    status = response.status_code
+    detail = redact(response.text[:500], ctx.api_key)
+    message = provider_message(response, ctx.api_key)
+    kwargs: dict[str, Any] = {"provider": ctx.name, "status": status, "detail": detail}
+    name = ctx.name
+    if status == 429:
+        return ProviderRateLimitedError(
+            f"{name} is busy (rate limited); try again shortly",
+            retry_after=retry_after(response),
+            **kwargs,
+        )
+    if status in (401, 403):
+        return ProviderAuthError(f"{name} refused our API key; tell the operator", **kwargs)
+    if status == 402:
+        return ProviderQuotaError(f"{name} account is out of credits; tell the operator", **kwargs)
+    if status == 408:
+        return ProviderTimeoutError(f"{name} timed out", **kwargs)
+    if status == 409:
+        return ProviderConflictError(f"{name} reported a conflict", **kwargs)
+    if status >= 500:
+        return ProviderUnavailableError(f"{name} had a server error ({status})", **kwargs)
+    suffix = f": {message}" if message else ""
+    return ProviderRejectedError(f"{name} rejected the request{suffix}", **kwargs)
+
+
+def provider_message(response: httpx.Response, secret: str | None) -> str:
+    """A short message from a provider's error JSON (``message``/``error.message``), redacted."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    message: Any = ""
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("detail") or ""
+        error = body.get("error")
+        if isinstance(error, dict):
+            message = error.get("message") or message
+        elif isinstance(error, str):
+            message = error
+    return redact(str(message)[:200], secret) if message else ""
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    if value := response.headers.get("retry-after-ms"):
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with the secret (if any) replaced."""
+    return text.replace(secret, "[redacted]") if secret else text
+
+
+def parse_json(ctx: ProviderContext, response: httpx.Response, model: type[ResponseModel]) -> ResponseModel:
+    """Validate a provider reply against a response model that declares only what we read.
+
+    Raises:
+        ProviderResponseError: the body is not JSON or lacks what we need.
+    """
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ProviderResponseError(
+            f"{ctx.name} sent a reply we could not read", provider=ctx.name,
+            detail=redact(str(exc)[:300], ctx.api_key),
+        ) from None
+
+
+def decode_b64(ctx: ProviderContext, data: str) -> bytes:
+    """Decode base64 image data (a ``data:`` prefix is allowed).
+
+    Raises:
+        ProviderResponseError: the data is not valid base64.
+    """
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProviderResponseError(
+            f"{ctx.name} sent image data that is not valid base64", provider=ctx.name
+        ) from None
+
+
+def encode_b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+async def download(ctx: ProviderContext, url: str, *, deadline: float) -> bytes:
+    """Fetch a result image at once (provider URLs expire), capped while streaming.
+
+    The API key is never sent along: result URLs are signed links or public CDN paths.
+
+    Raises:
+        ProviderResponseError: expired or missing (403/404), or too large.
+        ProviderError: other failures, classified as for API calls.
+    """
+    timeout = remaining(deadline, ctx.settings.timeout_s)
+    cap = ctx.max_download_bytes
+    try:
+        async with ctx.http.stream("GET", url, timeout=timeout) as response:
+            if response.status_code in (403, 404, 410):
+                raise ProviderResponseError(
+                    f"{ctx.name}'s image link had expired or was missing", provider=ctx.name,
+                    status=response.status_code,
+                )
+            if response.status_code >= 400:
+                raise error_for_status(ctx, response)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    raise ProviderResponseError(
+                        f"{ctx.name} sent an image over {cap // 1_000_000} MB", provider=ctx.name
+                    )
+                chunks.append(chunk)
+    except httpx.TimeoutException:
+        raise ProviderTimeoutError(f"downloading from {ctx.name} timed out", provider=ctx.name) from None
+    except httpx.HTTPError as exc:
+        raise ProviderUnavailableError(
+            f"downloading from {ctx.name} failed", provider=ctx.name, detail=type(exc).__name__
+        ) from None
+    return b"".join(chunks)
+
+
+def bearer(ctx: ProviderContext) -> dict[str, str]:
+    """``Authorization: Bearer`` headers.
+
+    Raises:
+        ProviderAuthError: no key is set in the environment variable named by ``api_key_env``.
+    """
+    return {"Authorization": f"Bearer {require_key(ctx)}"}
+
+
+def require_key(ctx: ProviderContext) -> str:
+    if not ctx.api_key:
+        env = ctx.settings.api_key_env or "api_key_env"
+        raise ProviderAuthError(
+            f"{ctx.name} has no API key: set the environment variable {env}", provider=ctx.name
+        )
+    return ctx.api_key

@@ -1,0 +1,431 @@
+"""Per-user credits: reserve -> settle | release, with an append-only ledger.
+
+A user's credits are the period's allowance (drawn first, reset each UTC day/week/month) plus
+granted credits that never expire. Reserving moves credits into ``held``; settling charges only
+what was delivered and gives the rest back; releasing gives everything back. Each step is one
+short ``BEGIN IMMEDIATE`` transaction, guarded by the hold's state, so it happens at most once.
+Invariant (``check_ledger``): per user, the ledger's deltas sum to the account row.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import aiosqlite
+
+from .db import Database
+from .errors import IdempotencyConflictError, QuotaExceededError, RateLimitedError
+from .types import LedgerEntry, QuotaStatus
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The limits that apply to one caller right now (computed by the service from settings)."""
+
+    allowance: int
+    period: str = "day"
+    rate_per_minute: int = 0
+    max_in_flight: int = 0
+    hold_ttl_s: float = 900.0
+
+
+@dataclass(frozen=True)
+class Hold:
+    hold_id: str
+    user: str
+    amount: int
+    state: str
+    job_id: str | None
+    replayed: bool = False
+
+
+def period_key(period: str, now: datetime) -> str:
+    """The name of the UTC period containing ``now``: 2026-11-21, 2026-W47 or 2026-11."""
+    if period == "day":
+        return now.strftime("%Y-%m-%d")
+    if period == "week":
+        year, week, _ = now.isocalendar()
+        return f"{year}-W{week:02d}"
+    return now.strftime("%Y-%m")
+
+
+def period_end(period: str, now: datetime) -> datetime:
+    """When the period containing ``now`` ends (UTC)."""
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day + timedelta(days=1)
+    if period == "week":
+        return day + timedelta(days=7 - now.weekday())
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+class QuotaStore:
+    """Credits and holds in SQLite. ``clock`` returns epoch seconds (injectable for tests)."""
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    def _now(self) -> tuple[int, datetime]:
+        now = self.clock()
+        return int(now * 1000), datetime.fromtimestamp(now, UTC)
+
+    async def reserve(
+        self,
+        user: str,
+        *,
+        amount: int,
+        idem_key: str,
+        request_hash: str,
+        policy: Policy,
+        job_id: str | None = None,
+        owner: str | None = None,
+    ) -> Hold:
+        """Hold ``amount`` credits for a job, or replay the hold made under ``idem_key``.
+
+        Raises:
+            QuotaExceededError: not enough credits.
+            RateLimitedError: the per-minute rate or the in-flight cap was hit.
+            IdempotencyConflictError: ``idem_key`` was used for a different request.
+        """
+        now_ms, now = self._now()
+        async with self.db.write() as conn:
+            replay = await _existing_hold(conn, idem_key, request_hash)
+            if replay is not None:
+                return replay
+            used, granted = await _account(conn, user, policy, now_ms, now)
+            allowance = await _allowance(conn, user, policy)
+            await _check_in_flight(conn, user, policy)
+            available_allowance = max(0, allowance - used)
+            if available_allowance + granted < amount:
+                raise _exceeded(available_allowance + granted, amount, policy, now)
+            await _take_rate_slot(conn, user, policy, now_ms)
+            from_allowance = min(amount, available_allowance)
+            from_granted = amount - from_allowance
+            hold_id = uuid.uuid4().hex
+            await conn.execute(
+                "UPDATE account SET allowance_used = allowance_used + ?, granted = granted - ?,"
+                " held = held + ?, updated_at = ? WHERE user_id = ?",
+                (from_allowance, from_granted, amount, now_ms, user),
+            )
+            await conn.execute(
+                "INSERT INTO hold (hold_id, user_id, idem_key, request_hash, period,"
+                " from_allowance, from_granted, state, job_id, owner, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'held', ?, ?, ?, ?)",
+                (
+                    hold_id,
+                    user,
+                    idem_key,
+                    request_hash,
+                    period_key(policy.period, now),
+                    from_allowance,
+                    from_granted,
+                    job_id,
+                    owner,
+                    now_ms,
+                    now_ms + int(policy.hold_ttl_s * 1000),
+                ),
+            )
+            await _ledger(conn, user, "hold", now_ms, hold_id, used=from_allowance,
+                          granted=-from_granted, held=amount)
+        return Hold(hold_id, user, amount, "held", job_id)
+
+    async def settle(self, hold_id: str, actual: int) -> int:
+        """Charge ``actual`` credits (capped at the hold) and give back the rest.
+
+        Returns the amount charged; 0 when the hold was already settled, released or expired.
+        """
+        return await self._finish(hold_id, actual, "release") or 0
+
+    async def release(self, hold_id: str, *, kind: str = "release") -> bool:
+        """Give a hold back in full; False when it was already finished."""
+        return await self._finish(hold_id, 0, kind) is not None
+
+    async def _finish(self, hold_id: str, actual: int, refund_kind: str) -> int | None:
+        """Close a held hold, charging ``actual``; None when it was not held any more."""
+        now_ms, _ = self._now()
+        state = "settled" if actual > 0 else _state_for(refund_kind)
+        async with self.db.write() as conn:
+            async with conn.execute(
+                "UPDATE hold SET state = ?, settled_amount = ? WHERE hold_id = ? AND state = 'held'"
+                " RETURNING user_id, from_allowance, from_granted, period",
+                (state, 0, hold_id),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                return None
+            user, from_a, from_g, hold_period = row
+            charged = max(0, min(actual, from_a + from_g))
+            await conn.execute(
+                "UPDATE hold SET settled_amount = ? WHERE hold_id = ?", (charged, hold_id)
+            )
+            charged_a = min(charged, from_a)
+            refund_a, refund_g = from_a - charged_a, from_g - (charged - charged_a)
+            current = await _account_period(conn, user)
+            # After a period rollover the old allowance is gone: its refund is dropped, not
+            # added to the new period.
+            d_used = -refund_a if current == hold_period else 0
+            await conn.execute(
+                "UPDATE account SET allowance_used = allowance_used + ?, granted = granted + ?,"
+                " held = held - ?, updated_at = ? WHERE user_id = ?",
+                (d_used, refund_g, from_a + from_g, now_ms, user),
+            )
+            if charged:
+                await _ledger(conn, user, "capture", now_ms, hold_id, held=-charged)
+            if refund_a or refund_g or not charged:
+                await _ledger(conn, user, refund_kind, now_ms, hold_id, used=d_used,
+                              granted=refund_g, held=-(refund_a + refund_g))
+        return charged
+
+    async def sweep(self, *, is_dead_owner: Callable[[str], bool] | None = None) -> int:
+        """Release expired holds (and, with ``is_dead_owner``, holds of crashed processes).
+
+        Returns how many were released.
+        """
+        now_ms, _ = self._now()
+        rows = await self.db.fetchall(
+            "SELECT hold_id, owner, expires_at FROM hold WHERE state = 'held'"
+        )
+        released = 0
+        for hold_id, owner, expires_at in rows:
+            dead = bool(owner and is_dead_owner and is_dead_owner(owner))
+            if expires_at <= now_ms or dead:
+                released += await self._finish(hold_id, 0, "expire") is not None
+        return released
+
+    async def grant(self, user: str, credits: int, *, reason: str, policy: Policy) -> None:
+        """Add (or, with a negative number, remove) granted credits that never expire.
+
+        Raises:
+            QuotaExceededError: removing more than the user has.
+        """
+        now_ms, now = self._now()
+        async with self.db.write() as conn:
+            _, granted = await _account(conn, user, policy, now_ms, now)
+            if granted + credits < 0:
+                raise QuotaExceededError(
+                    f"{user} has only {granted} granted credits", remaining=granted,
+                    needed=-credits,
+                )
+            await conn.execute(
+                "UPDATE account SET granted = granted + ?, updated_at = ? WHERE user_id = ?",
+                (credits, now_ms, user),
+            )
+            kind = "grant" if credits >= 0 else "adjust"
+            await _ledger(conn, user, kind, now_ms, None, granted=credits, reason=reason)
+
+    async def set_allowance(self, user: str, allowance: int | None, *, policy: Policy) -> None:
+        """Override the user's per-period allowance; None goes back to the policy's."""
+        now_ms, now = self._now()
+        async with self.db.write() as conn:
+            await _account(conn, user, policy, now_ms, now)
+            await conn.execute(
+                "UPDATE account SET allowance_override = ?, updated_at = ? WHERE user_id = ?",
+                (allowance, now_ms, user),
+            )
+
+    async def status(self, user: str, policy: Policy) -> QuotaStatus:
+        """The user's credits now (read-only: an unseen user gets the policy's defaults)."""
+        _, now = self._now()
+        period = period_key(policy.period, now)
+        row = await self.db.fetchone(
+            "SELECT period, allowance_used, granted, held, allowance_override FROM account"
+            " WHERE user_id = ?",
+            (user,),
+        )
+        used, granted, held, override = (0, 0, 0, None)
+        if row is not None:
+            used = row[1] if row[0] == period else 0
+            granted, held, override = row[2], row[3], row[4]
+        allowance = policy.allowance if override is None else override
+        in_flight = await self.db.fetchone(
+            "SELECT count(*) FROM hold WHERE user_id = ? AND state = 'held'", (user,)
+        )
+        return QuotaStatus(
+            user=user,
+            remaining=max(0, allowance - used) + granted,
+            allowance=allowance,
+            granted=granted,
+            held=held,
+            in_flight=in_flight[0] if in_flight else 0,
+            period=policy.period,
+            resets_at=period_end(policy.period, now),
+        )
+
+    async def history(self, user: str, *, limit: int = 100) -> list[LedgerEntry]:
+        """The user's most recent ledger entries, newest first."""
+        rows = await self.db.fetchall(
+            "SELECT entry_id, user_id, kind, d_allowance_used, d_granted, d_held, hold_id,"
+            " reason, created_at FROM ledger WHERE user_id = ? ORDER BY entry_id DESC LIMIT ?",
+            (user, limit),
+        )
+        return [
+            LedgerEntry(
+                entry_id=r[0], user=r[1], kind=r[2], d_allowance_used=r[3], d_granted=r[4],
+                d_held=r[5], hold_id=r[6], reason=r[7],
+                created_at=datetime.fromtimestamp(r[8] / 1000, UTC),
+            )
+            for r in rows
+        ]
+
+    async def hold_state(self, hold_id: str) -> tuple[str, int | None] | None:
+        """(state, settled amount) of a hold, or None."""
+        row = await self.db.fetchone(
+            "SELECT state, settled_amount FROM hold WHERE hold_id = ?", (hold_id,)
+        )
+        return (row[0], row[1]) if row else None
+
+    async def check_ledger(self) -> list[str]:
+        """Users whose ledger does not sum to their account row (empty when all is well)."""
+        rows = await self.db.fetchall(
+            "SELECT a.user_id, a.allowance_used, a.granted, a.held,"
+            " COALESCE(SUM(l.d_allowance_used), 0), COALESCE(SUM(l.d_granted), 0),"
+            " COALESCE(SUM(l.d_held), 0),"
+            " (SELECT COALESCE(SUM(from_allowance + from_granted), 0) FROM hold h"
+            "   WHERE h.user_id = a.user_id AND h.state = 'held')"
+            " FROM account a LEFT JOIN ledger l ON l.user_id = a.user_id GROUP BY a.user_id"
+        )
+        return [
+            r[0]
+            for r in rows
+            if (r[1], r[2], r[3]) != (r[4], r[5], r[6]) or r[3] != r[7]
+        ]
+
+
+def _state_for(kind: str) -> str:
+    return {"release": "released", "expire": "expired"}[kind]
+
+
+async def _existing_hold(
+    conn: aiosqlite.Connection, idem_key: str, request_hash: str
+) -> Hold | None:
+    async with conn.execute(
+        "SELECT hold_id, user_id, from_allowance + from_granted, state, job_id, request_hash"
+        " FROM hold WHERE idem_key = ?",
+        (idem_key,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    if row[5] != request_hash:
+        raise IdempotencyConflictError(
+            "this request id was already used for a different request; use a new one"
+        )
+    return Hold(row[0], row[1], row[2], row[3], row[4], replayed=True)
+
+
+async def _account(
+    conn: aiosqlite.Connection, user: str, policy: Policy, now_ms: int, now: datetime
+) -> tuple[int, int]:
+    """Create the account if needed and roll its period over; returns (used, granted)."""
+    period = period_key(policy.period, now)
+    await conn.execute(
+        "INSERT INTO account (user_id, period, updated_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (user_id) DO NOTHING",
+        (user, period, now_ms),
+    )
+    async with conn.execute(
+        "SELECT period, allowance_used, granted FROM account WHERE user_id = ?", (user,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    old_period, used, granted = row
+    if old_period != period:
+        await conn.execute(
+            "UPDATE account SET period = ?, allowance_used = 0 WHERE user_id = ?", (period, user)
+        )
+        await _ledger(conn, user, "reset", now_ms, None, used=-used, reason=f"new period {period}")
+        used = 0
+    return used, granted
+
+
+async def _account_period(conn: aiosqlite.Connection, user: str) -> str:
+    async with conn.execute("SELECT period FROM account WHERE user_id = ?", (user,)) as cursor:
+        row = await cursor.fetchone()
+    return row[0] if row else ""
+
+
+async def _allowance(conn: aiosqlite.Connection, user: str, policy: Policy) -> int:
+    async with conn.execute(
+        "SELECT allowance_override FROM account WHERE user_id = ?", (user,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    return policy.allowance if row is None or row[0] is None else row[0]
+
+
+async def _check_in_flight(conn: aiosqlite.Connection, user: str, policy: Policy) -> None:
+    if not policy.max_in_flight:
+        return
+    async with conn.execute(
+        "SELECT count(*) FROM hold WHERE user_id = ? AND state = 'held'", (user,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row and row[0] >= policy.max_in_flight:
+        raise RateLimitedError(
+            f"you already have {row[0]} job(s) running (the limit is {policy.max_in_flight});"
+            " wait for one to finish"
+        )
+
+
+async def _take_rate_slot(
+    conn: aiosqlite.Connection, user: str, policy: Policy, now_ms: int
+) -> None:
+    """GCRA: one theoretical-arrival timestamp per user; bursts up to the per-minute rate."""
+    if not policy.rate_per_minute:
+        return
+    interval = 60_000 // policy.rate_per_minute
+    limit = 60_000
+    async with conn.execute(
+        "INSERT INTO rate_bucket (user_id, name, tat_ms) VALUES (?, 'jobs', ?)"
+        " ON CONFLICT (user_id, name) DO UPDATE SET tat_ms = max(tat_ms, ?) + ?"
+        " WHERE max(rate_bucket.tat_ms, ?) + ? - ? <= ? RETURNING tat_ms",
+        (user, now_ms + interval, now_ms, interval, now_ms, interval, now_ms, limit),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is not None:
+        return
+    async with conn.execute(
+        "SELECT tat_ms FROM rate_bucket WHERE user_id = ? AND name = 'jobs'", (user,)
+    ) as cursor:
+        tat = (await cursor.fetchone())[0]
+    wait_s = max(1, (max(tat, now_ms) + interval - now_ms - limit) // 1000 + 1)
+    retry_at = datetime.fromtimestamp(now_ms / 1000 + wait_s, UTC)
+    raise RateLimitedError(
+        f"too many jobs: the limit is {policy.rate_per_minute} per minute;"
+        f" try again in {wait_s} s",
+        retry_at=retry_at,
+    )
+
+
+def _exceeded(remaining: int, needed: int, policy: Policy, now: datetime) -> QuotaExceededError:
+    resets = period_end(policy.period, now)
+    return QuotaExceededError(
+        f"not enough credits: this job needs {needed} and you have {remaining} left;"
+        f" your allowance resets at {resets:%Y-%m-%d %H:%M} UTC",
+        remaining=remaining,
+        needed=needed,
+        retry_at=resets,
+    )
+
+
+async def _ledger(
+    conn: aiosqlite.Connection,
+    user: str,
+    kind: str,
+    now_ms: int,
+    hold_id: str | None,
+    *,
+    used: int = 0,
+    granted: int = 0,
+    held: int = 0,
+    reason: str | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO ledger (user_id, hold_id, kind, d_allowance_used, d_granted, d_held, reason,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (user, hold_id, kind, used, granted, held, reason, now_ms),
+    )

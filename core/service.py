@@ -1,0 +1,518 @@
+"""``ImageService``: the one object the front ends call.
+
+Every job goes: check the request and plan it (bad input costs nothing) -> reserve credits ->
+run the orchestrator -> store what arrived -> settle for the delivered images (or release on
+any failure, timeout or cancellation) -> report. Nothing is charged twice (idempotency keys),
+nothing delivered is lost (stored before settling), and a crash never locks credits away
+(holds expire, and holds of dead processes are released at start-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from . import images
+from .callbacks import CallbackHub
+from .db import Database
+from .errors import (
+    ImageGateError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+)
+from .orchestrator import Delivered, Orchestrator
+from .providers import ImageModel, Plan
+from .quota import Hold, Policy, QuotaStore
+from .registry import Registry
+from .settings import Settings
+from .store import ImageStore, new_id
+from .types import (
+    Caller,
+    GeneratedImage,
+    ImageRequest,
+    ImageResult,
+    InputImage,
+    JobRecord,
+    LedgerEntry,
+    ModelInfo,
+    QuotaStatus,
+    StoredImage,
+)
+
+log = logging.getLogger("imagegate")
+
+Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """A configured provider as ``imagegate providers`` shows it (never the key itself)."""
+
+    name: str
+    kind: str
+    base_url: str
+    api_key_env: str | None
+    key_set: bool
+    models: list[str]
+    balance: str | None = None
+
+
+class ImageService:
+    """Open once per process with ``await ImageService.open(settings)``; ``aclose()`` at exit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        http: httpx.AsyncClient,
+        registry: Registry,
+        callbacks: CallbackHub | None,
+        *,
+        owns_http: bool,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.http = http
+        self.registry = registry
+        self.callbacks = callbacks
+        self.quotas = QuotaStore(db)
+        self.store = ImageStore(db, settings.images.dir)
+        self.orchestrator = Orchestrator(max_retries=settings.defaults.max_retries)
+        self.owner = _process_owner()
+        self._owns_http = owns_http
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, *, http: httpx.AsyncClient | None = None, sweeper: bool = True
+    ) -> ImageService:
+        """Open the database, build the models, release holds left by crashed processes.
+
+        Raises:
+            ConfigError: the settings cannot work (unknown alias target, missing price, ...).
+        """
+        client = http or httpx.AsyncClient(
+            follow_redirects=False, timeout=httpx.Timeout(120.0, connect=15.0)
+        )
+        callbacks = None
+        if settings.callbacks.public_url:
+            callbacks = CallbackHub(settings.callbacks.public_url, settings.callbacks.path)
+        try:
+            registry = Registry(settings, client, callbacks)
+            db = await Database.open(
+                settings.database.path,
+                busy_timeout_ms=settings.database.busy_timeout_ms,
+                synchronous=settings.database.synchronous,
+            )
+        except BaseException:
+            if http is None:
+                await client.aclose()
+            raise
+        service = cls(settings, db, client, registry, callbacks, owns_http=http is None)
+        await service.recover()
+        if sweeper:
+            service._sweeper = asyncio.create_task(service._sweep_forever())
+        return service
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._owns_http:
+            await self.http.aclose()
+        await self.db.close()
+
+    async def __aenter__(self) -> ImageService:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        caller: Caller,
+        request: ImageRequest,
+        *,
+        idempotency_key: str | None = None,
+        progress: Progress | None = None,
+    ) -> ImageResult:
+        """Text to image.
+
+        Raises:
+            InvalidRequestError, UnknownModelError: bad input; nothing was spent.
+            QuotaExceededError, RateLimitedError: refused before any provider call.
+            ContentRejectedError, ProviderError, JobTimeoutError: the job failed and its hold
+                was released; nothing was charged.
+        """
+        _expect(request, ("generate",))
+        return await self._run(caller, request, idempotency_key, progress)
+
+    async def edit(
+        self,
+        caller: Caller,
+        request: ImageRequest,
+        *,
+        idempotency_key: str | None = None,
+        progress: Progress | None = None,
+    ) -> ImageResult:
+        """An edit mode (variation, sketch, inpaint, background, avatar); raises as ``generate``."""
+        _expect(request, ("variation", "sketch", "inpaint", "background", "avatar"))
+        return await self._run(caller, request, idempotency_key, progress)
+
+    async def upscale(
+        self,
+        caller: Caller,
+        request: ImageRequest,
+        *,
+        idempotency_key: str | None = None,
+        progress: Progress | None = None,
+    ) -> ImageResult:
+        """Upscale one input image; raises as ``generate``."""
+        _expect(request, ("upscale",))
+        return await self._run(caller, request, idempotency_key, progress)
+
+    async def rerun(
+        self,
+        caller: Caller,
+        job_id: str,
+        *,
+        new_seed: bool = True,
+        idempotency_key: str | None = None,
+        progress: Progress | None = None,
+    ) -> ImageResult:
+        """Run a stored job again with the same settings (and a new seed): a reroll."""
+        job = await self.job(caller, job_id)
+        fields = await self.store.request_from_record(job.request)
+        if new_seed:
+            fields["seed"] = None
+        request = ImageRequest.model_validate(fields)
+        return await self._run(caller, request, idempotency_key, progress)
+
+    async def _run(
+        self,
+        caller: Caller,
+        request: ImageRequest,
+        idempotency_key: str | None,
+        progress: Progress | None,
+    ) -> ImageResult:
+        chain = self._plan_chain(request)
+        prices = {model.ref: self.registry.price(model.ref, request.operation) for model, _ in chain}
+        record = await self.store.request_record(request)
+        job_id = new_id()
+        hold = await self.quotas.reserve(
+            caller.key,
+            amount=request.n * max(prices.values()),
+            idem_key=idempotency_key or f"auto:{uuid.uuid4().hex}",
+            request_hash=_hash(caller.key, chain[0][0].ref, record),
+            policy=self.policy(caller),
+            job_id=job_id,
+            owner=self.owner,
+        )
+        if hold.replayed:
+            return await self._replay(caller, hold)
+        await self.store.create_job(
+            job_id, user=caller.key, request=record, model=chain[0][0].ref, hold_id=hold.hold_id,
+            owner=self.owner,
+        )
+        try:
+            return await self._execute(caller, request, chain, prices, hold, job_id, progress)
+        except BaseException as exc:
+            await asyncio.shield(self._abandon(hold, job_id, exc))
+            raise
+
+    def _plan_chain(self, request: ImageRequest) -> list[tuple[ImageModel, Plan]]:
+        """Plans for the requested model and each fallback that can serve the request."""
+        models = self.registry.resolve(request.model)
+        chain = [(models[0], models[0].plan(request))]
+        for model in models[1:]:
+            with contextlib.suppress(InvalidRequestError):
+                chain.append((model, model.plan(request)))
+        return chain
+
+    async def _execute(
+        self,
+        caller: Caller,
+        request: ImageRequest,
+        chain: list[tuple[ImageModel, Plan]],
+        prices: dict[str, int],
+        hold: Hold,
+        job_id: str,
+        progress: Progress | None,
+    ) -> ImageResult:
+        if progress:
+            await progress("generating", {"job_id": job_id, "n": request.n})
+        deadline = time.monotonic() + self.settings.defaults.job_deadline_s
+        outcome = await self.orchestrator.run(chain, deadline, self._check_image)
+        stored = await self.store.add_images(
+            job_id, caller.key, [(d.model.ref, d.image, d.checked) for d in outcome.delivered]
+        )
+        charged = await self.quotas.settle(
+            hold.hold_id, sum(prices[d.model.ref] for d in outcome.delivered)
+        )
+        status = "succeeded" if outcome.error is None else "partial" if stored else "failed"
+        error = outcome.error.message if outcome.error else None
+        await self.store.finish_job(
+            job_id, status=status, credits_charged=charged, warnings=outcome.warnings, error=error
+        )
+        if not stored:
+            assert outcome.error is not None
+            raise outcome.error
+        warnings = list(outcome.warnings)
+        if outcome.error is not None:
+            warnings.append(
+                f"only {len(stored)} of {request.n} images were made ({outcome.error.message});"
+                " you were charged only for those"
+            )
+        remaining = (await self.quota(caller)).remaining
+        model = _model_of(outcome.delivered)
+        log.info("job %s %s by %s: %d image(s), %d credit(s)", job_id, request.operation,
+                 caller.key, len(stored), charged)
+        return ImageResult(
+            job_id=job_id, operation=request.operation, model=model, images=stored,
+            credits_charged=charged, credits_remaining=remaining, warnings=warnings,
+        )
+
+    async def _check_image(self, model: ImageModel, image: GeneratedImage) -> images.ImageInfo:
+        return await asyncio.to_thread(
+            images.inspect, image.data, max_pixels=self.settings.images.max_pixels,
+            what=f"image from {model.ctx.name}",
+        )
+
+    async def _abandon(self, hold: Hold, job_id: str, exc: BaseException) -> None:
+        """Release the hold of a failed job (at most once) and record why."""
+        released = await self.quotas.release(hold.hold_id)
+        message = exc.message if isinstance(exc, ImageGateError) else type(exc).__name__
+        state = await self.quotas.hold_state(hold.hold_id)
+        charged = (state[1] or 0) if state and state[0] == "settled" else 0
+        if released or charged == 0:
+            await self.store.finish_job(
+                job_id, status="failed", credits_charged=charged, warnings=[], error=message
+            )
+        if not isinstance(exc, ImageGateError):
+            log.error("job %s failed unexpectedly: %s", job_id, type(exc).__name__)
+
+    async def _replay(self, caller: Caller, hold: Hold) -> ImageResult:
+        """The stored result of a request seen before under the same idempotency key."""
+        if hold.state == "held":
+            raise RateLimitedError(f"this request is already running as job {hold.job_id}")
+        job = await self.store.job(hold.job_id or "")
+        if job is None or not job.images:
+            raise InvalidRequestError(
+                f"this request already ran and failed (job {hold.job_id}); send a new one"
+            )
+        remaining = (await self.quota(caller)).remaining
+        return ImageResult(
+            job_id=job.job_id, operation=job.operation, model=job.model, images=job.images,
+            credits_charged=job.credits_charged, credits_remaining=remaining,
+            warnings=job.warnings, replayed=True,
+        )
+
+    # --- lookups ----------------------------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        """Every configured model with its operations and price."""
+        return self.registry.info()
+
+    async def job(self, caller: Caller, job_id: str) -> JobRecord:
+        """A job of the caller's (admins may read any).
+
+        Raises:
+            NotFoundError: no such job, or not the caller's.
+        """
+        job = await self.store.job(job_id)
+        if job is None or (job.user != caller.key and not caller.is_admin):
+            raise NotFoundError(f"no job {job_id!r} of yours")
+        return job
+
+    async def image(self, caller: Caller, image_id: str) -> tuple[StoredImage, bytes]:
+        """A stored image of the caller's and its bytes.
+
+        Raises:
+            NotFoundError: no such image, or not the caller's.
+        """
+        found = await self.store.image(image_id)
+        if found is None or found[1] != caller.key:
+            raise NotFoundError(f"no image {image_id!r} of yours")
+        return found[0], await self.store.read(found[0])
+
+    async def input_from_image(self, caller: Caller, image_id: str) -> InputImage:
+        """One of the caller's stored results as an input image (keeps the provider's id)."""
+        stored, data = await self.image(caller, image_id)
+        provider = stored.model.partition(":")[0]
+        return InputImage(
+            data=data, mime=stored.mime, width=stored.width, height=stored.height,
+            source_image_id=stored.id, provider=provider,
+            provider_image_id=stored.provider_image_id,
+        )
+
+    async def load_input(self, data: bytes, *, what: str = "input image") -> InputImage:
+        """Check uploaded bytes by decoding them (off the event loop).
+
+        Raises:
+            InvalidRequestError: too large, not an image, damaged or too many pixels.
+        """
+        limits = self.settings.images
+        return await asyncio.to_thread(
+            images.load_input, data, max_bytes=limits.max_input_bytes,
+            max_pixels=limits.max_pixels, what=what,
+        )
+
+    async def providers(self, *, balance: bool = False) -> list[ProviderInfo]:
+        """Configured providers; with ``balance``, the account balance where the API has one."""
+        out = []
+        for name, ctx in self.registry.contexts.items():
+            models = [m for m in self.registry.models.values() if m.ctx is ctx]
+            shown = None
+            if balance and models:
+                try:
+                    shown = await models[0].balance()
+                except ImageGateError as exc:
+                    shown = f"unavailable ({exc.message})"
+            out.append(
+                ProviderInfo(
+                    name=name, kind=ctx.settings.kind, base_url=ctx.base_url,
+                    api_key_env=ctx.settings.api_key_env, key_set=bool(ctx.api_key),
+                    models=[m.model for m in models], balance=shown,
+                )
+            )
+        return out
+
+    # --- quotas -----------------------------------------------------------------------------
+
+    def policy(self, caller: Caller) -> Policy:
+        """The caller's limits: the best applicable guild, role or MCP-client allowance wins."""
+        quota = self.settings.quota
+        overrides = [g.allowance for g in quota.guilds if g.guild_id == caller.guild_id]
+        overrides += [r.allowance for r in quota.roles if r.role_id in caller.role_ids]
+        overrides += [
+            c.allowance
+            for c in self.settings.mcp.clients
+            if c.allowance is not None and caller.frontend == "mcp" and c.user == caller.user_id
+        ]
+        return Policy(
+            allowance=max(overrides) if overrides else quota.allowance,
+            period=quota.period,
+            rate_per_minute=quota.rate_per_minute,
+            max_in_flight=quota.max_in_flight,
+            hold_ttl_s=max(quota.hold_ttl_s, self.settings.defaults.job_deadline_s + 60),
+        )
+
+    async def quota(self, caller: Caller) -> QuotaStatus:
+        """The caller's remaining credits, allowance, grants, holds and reset time."""
+        return await self.quotas.status(caller.key, self.policy(caller))
+
+    async def grant(self, admin: Caller, user: Caller, credits: int, *, reason: str = "") -> QuotaStatus:
+        """Add granted credits (negative to take back). Needs an admin caller."""
+        _require_admin(admin)
+        await self.quotas.grant(
+            user.key, credits, reason=reason or f"granted by {admin.key}", policy=self.policy(user)
+        )
+        return await self.quota(user)
+
+    async def set_allowance(self, admin: Caller, user: Caller, allowance: int | None) -> QuotaStatus:
+        """Override a user's per-period allowance (None: back to the policy's). Admin only."""
+        _require_admin(admin)
+        if allowance is not None and allowance < 0:
+            raise InvalidRequestError("an allowance cannot be negative")
+        await self.quotas.set_allowance(user.key, allowance, policy=self.policy(user))
+        return await self.quota(user)
+
+    async def history(self, caller: Caller, user: Caller, *, limit: int = 100) -> list[LedgerEntry]:
+        """A user's ledger, newest first (their own, or anyone's for an admin)."""
+        if user.key != caller.key:
+            _require_admin(caller)
+        return await self.quotas.history(user.key, limit=limit)
+
+    # --- housekeeping -----------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Release expired holds and those of crashed processes; mark their jobs interrupted."""
+        released = await self.quotas.sweep(is_dead_owner=self._is_dead_owner)
+        dead = {o for o in await self.store.running_owners() if self._is_dead_owner(o)}
+        await self.store.interrupt_jobs_of(dead)
+        if released:
+            log.info("released %d abandoned hold(s)", released)
+        return released
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.quota.sweep_interval_s)
+            try:
+                await self.recover()
+            except Exception:  # the sweeper must outlive a transient database error
+                log.exception("hold sweeper failed")
+
+    def _is_dead_owner(self, owner: str) -> bool:
+        return owner != self.owner and _owner_is_dead(owner)
+
+
+def _expect(request: ImageRequest, operations: tuple[str, ...]) -> None:
+    if request.operation not in operations:
+        raise InvalidRequestError(
+            f"operation {request.operation!r} is not one of: {', '.join(operations)}"
+        )
+
+
+def _require_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise PermissionDeniedError("only an admin can change quotas")
+
+
+def _hash(user: str, model: str, record: dict[str, Any]) -> str:
+    payload = json.dumps({"user": user, "model": model, "request": record}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _model_of(delivered: list[Delivered]) -> str:
+    refs = list(dict.fromkeys(d.model.ref for d in delivered))
+    return ", ".join(refs)
+
+
+def _process_owner() -> str:
+    """This process's identity for holds: host, pid and the pid's start time."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}/{pid}/{_start_time(pid)}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` was a process on this host that no longer runs."""
+    host, _, rest = owner.partition("/")
+    pid_text, _, started = rest.partition("/")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    return _start_time(int(pid_text)) != started if started != "?" else False
+
+
+def default_cli_user() -> str:
+    """``cli:<login name>``."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "operator"
+    return f"cli:{name}"

@@ -1,0 +1,218 @@
+"""Settings: one TOML file for behaviour, environment variables (named in the file) for secrets.
+
+Where the file comes from: ``--config PATH``, else ``$IMAGEGATE_CONFIG``, else ``./config.toml``,
+else the built-in defaults (SQLite under ``./data/`` and the offline ``placeholder`` provider).
+A bad file raises one ``ConfigError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+ProviderKind = Literal[
+    "deepmode", "deepimage", "hive", "hive_v3", "nebulablock", "openai", "placeholder"
+]
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "deepmode": "https://api.deepmode.ai",
+    "deepimage": "https://deep-image.ai",
+    "hive": "https://api.thehive.ai",
+    "hive_v3": "https://api.thehive.ai",
+    "nebulablock": "https://api.nebulablock.com/api/v1",
+    "openai": "https://api.openai.com/v1",
+    "placeholder": "",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    path: Path = Path("data/imagegate.db")
+    busy_timeout_ms: int = Field(5000, ge=0)
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+
+class ImagesSettings(_Section):
+    dir: Path = Path("data/images")
+    max_input_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_download_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(40_000_000, ge=4096)
+    preview_max_edge: int = Field(512, ge=64)
+    preview_max_bytes: int = Field(512 * 1024, ge=16 * 1024)
+
+
+class ProviderSettings(_Section):
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key_env: str | None = None
+    models: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(120.0, gt=0)
+    max_concurrency: int = Field(4, ge=1)
+    poll_interval_s: float = Field(1.5, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def resolved_base_url(self) -> str:
+        """``base_url`` or the API root the provider documents."""
+        return (self.base_url or DEFAULT_BASE_URLS[self.kind]).rstrip("/")
+
+    def api_key(self) -> str | None:
+        """The key from the environment variable named by ``api_key_env``, if set."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class DefaultsSettings(_Section):
+    model: str | None = None
+    n: int = Field(1, ge=1, le=10)
+    job_deadline_s: float = Field(600.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=5)
+
+
+class PricingSettings(_Section):
+    default: int | None = Field(1, ge=0)
+    operations: dict[str, int] = Field(default_factory=dict)
+    models: dict[str, int | dict[str, int]] = Field(default_factory=dict)
+
+
+class GuildQuota(_Section):
+    guild_id: int
+    allowance: int = Field(ge=0)
+
+
+class RoleQuota(_Section):
+    role_id: int
+    allowance: int = Field(ge=0)
+
+
+class QuotaSettings(_Section):
+    allowance: int = Field(50, ge=0)
+    period: Literal["day", "week", "month"] = "day"
+    rate_per_minute: int = Field(0, ge=0)
+    max_in_flight: int = Field(0, ge=0)
+    hold_ttl_s: float = Field(900.0, gt=0)
+    sweep_interval_s: float = Field(60.0, gt=0)
+    guilds: list[GuildQuota] = Field(default_factory=list)
+    roles: list[RoleQuota] = Field(default_factory=list)
+
+
+class MCPClient(_Section):
+    user: str = Field(min_length=1, pattern=r"^[^\s:]+$")
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    allowance: int | None = Field(None, ge=0)
+
+
+class MCPSettings(_Section):
+    stdio_user: str = "local"
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    path: str = "/mcp"
+    clients: list[MCPClient] = Field(default_factory=list)
+    return_image: Literal["none", "preview", "full"] = "preview"
+    preview_max_edge: int = Field(512, ge=64)
+    wait_bound_s: float = Field(45.0, gt=0)
+    max_input_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+
+
+class DiscordSettings(_Section):
+    token_env: str = "DISCORD_TOKEN"
+    dev_guild_id: int | None = None
+    audit_channel_id: int | None = None
+    max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    progress_interval_s: float = Field(2.0, ge=0.5)
+    provider_concurrency: int = Field(4, ge=1)
+
+
+class CallbackSettings(_Section):
+    public_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8766, ge=0, le=65535)
+    path: str = "/callbacks"
+
+
+class Settings(_Section):
+    """Everything imagegate reads from its config file. ``source`` is the file it came from."""
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    images: ImagesSettings = Field(default_factory=ImagesSettings)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    aliases: dict[str, str | list[str]] = Field(default_factory=dict)
+    defaults: DefaultsSettings = Field(default_factory=DefaultsSettings)
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
+    mcp: MCPSettings = Field(default_factory=MCPSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    source: str = Field("built-in defaults", exclude=True)
+
+    @model_validator(mode="after")
+    def _placeholder_when_empty(self) -> Settings:
+        # A fresh install runs offline; once real providers are configured the placeholder
+        # exists only if asked for, so a production bot never offers it by accident.
+        if not self.providers:
+            self.providers = {"placeholder": ProviderSettings(kind="placeholder", models=["default"])}
+        return self
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to read, by the documented precedence; None means built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("IMAGEGATE_CONFIG"):
+        return Path(os.environ["IMAGEGATE_CONFIG"])
+    default = Path("config.toml")
+    return default if default.is_file() else None
+
+
+def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
+    """Read settings by the documented precedence.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or a key is wrong; the message names both.
+    """
+    path = find_config(explicit)
+    if path is None:
+        return Settings()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.__class__.__name__})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_settings(data, source=str(path))
+
+
+def parse_settings(data: dict[str, Any], *, source: str = "config") -> Settings:
+    """Validate a parsed TOML document.
+
+    Raises:
+        ConfigError: naming the first bad key, e.g. ``config.toml: [quota] allowance: ...``.
+    """
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_first_problem(exc)}") from None
+    return settings.model_copy(update={"source": source})
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    section = ".".join(loc[:-1]) if len(loc) > 1 else ""
+    key = loc[-1] if loc else "?"
+    where = f"[{section}] {key}" if section else key
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    return f"{where}: {message}"

@@ -1,0 +1,257 @@
+"""Value types shared by the core and both front ends (pydantic, immutable where it matters)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Operation = Literal["generate", "variation", "sketch", "inpaint", "background", "avatar", "upscale"]
+EditMode = Literal["variation", "sketch", "inpaint", "background", "avatar"]
+OPERATIONS: tuple[Operation, ...] = (
+    "generate",
+    "variation",
+    "sketch",
+    "inpaint",
+    "background",
+    "avatar",
+    "upscale",
+)
+EDIT_MODES: tuple[EditMode, ...] = ("variation", "sketch", "inpaint", "background", "avatar")
+MAX_PROMPT_CHARS = 4000
+MAX_IMAGES_PER_JOB = 10
+MAX_SIDE = 4096
+
+
+class Caller(BaseModel):
+    """Who asks: ``frontend:user_id`` keys the quota; guild, roles and client pick the policy."""
+
+    model_config = ConfigDict(frozen=True)
+
+    frontend: str = Field(pattern=r"^[a-z][a-z0-9_]{0,15}$")
+    user_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\s:]+$")
+    guild_id: int | None = None
+    role_ids: tuple[int, ...] = ()
+    mcp_client: str | None = None
+    is_admin: bool = False
+
+    @property
+    def key(self) -> str:
+        """The quota key, e.g. ``discord:1234``."""
+        return f"{self.frontend}:{self.user_id}"
+
+    @classmethod
+    def parse(cls, text: str, **extra: Any) -> Caller:
+        """Build a caller from ``frontend:id``.
+
+        Raises:
+            InvalidRequestError: the text is not of that form.
+        """
+        from .errors import InvalidRequestError
+
+        frontend, sep, user_id = text.partition(":")
+        if not sep:
+            raise InvalidRequestError(f"user must look like frontend:id (e.g. cli:ops), not {text!r}")
+        try:
+            return cls(frontend=frontend, user_id=user_id, **extra)
+        except ValueError:
+            raise InvalidRequestError(f"invalid user {text!r}: use frontend:id") from None
+
+
+class InputImage(BaseModel):
+    """An input image already checked by decoding (see ``core.images.load_input``).
+
+    ``source`` names where it came from when it is one of our stored results, so providers that
+    work on their own image ids (Deepmode upscale) can find them.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    data: bytes = Field(repr=False)
+    mime: str
+    width: int
+    height: int
+    source_image_id: str | None = None
+    provider: str | None = None
+    provider_image_id: str | None = None
+
+
+class ImageRequest(BaseModel):
+    """What a front end asks for. Check with ``ImageService``; adapters map it in ``plan()``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    operation: Operation = "generate"
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    n: int = Field(1, ge=1, le=MAX_IMAGES_PER_JOB)
+    size: tuple[int, int] | None = None
+    aspect_ratio: str | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    steps: int | None = Field(None, ge=1, le=200)
+    guidance: float | None = Field(None, ge=0, le=50)
+    strength: float | None = Field(None, ge=0, le=1)
+    scale: int | None = Field(None, ge=2, le=4)
+    model: str | None = None
+    image: InputImage | None = None
+    mask: InputImage | None = None
+    provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _no_control_chars(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        cleaned = "".join(ch for ch in value if ch in "\n\t" or ch.isprintable())
+        return cleaned.strip()
+
+    @field_validator("size")
+    @classmethod
+    def _size_in_range(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not all(64 <= side <= MAX_SIDE for side in value):
+            raise ValueError(f"each side must be between 64 and {MAX_SIDE} pixels")
+        return value
+
+    @field_validator("aspect_ratio")
+    @classmethod
+    def _ratio_form(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        w, sep, h = value.partition(":")
+        if not (sep and w.isdigit() and h.isdigit() and 0 < int(w) <= 32 and 0 < int(h) <= 32):
+            raise ValueError("aspect ratio must look like W:H with whole numbers up to 32, e.g. 16:9")
+        return value
+
+    @model_validator(mode="after")
+    def _operation_inputs(self) -> ImageRequest:
+        if self.operation == "generate":
+            if not self.prompt:
+                raise ValueError("a prompt is required")
+            if self.image is not None:
+                raise ValueError("generate takes no input image; use an edit mode")
+        elif self.image is None:
+            raise ValueError(f"{self.operation} needs an input image")
+        if self.operation == "inpaint" and self.mask is None:
+            raise ValueError("inpaint needs a mask (white = repaint, black = keep)")
+        if self.mask is not None and self.operation != "inpaint":
+            raise ValueError("a mask is only used by the inpaint mode")
+        if self.size is not None and self.aspect_ratio is not None:
+            raise ValueError("give a size or an aspect ratio, not both")
+        return self
+
+    def ratio(self) -> float | None:
+        """The requested width/height ratio, from the size or the aspect ratio."""
+        if self.size:
+            return self.size[0] / self.size[1]
+        if self.aspect_ratio:
+            w, _, h = self.aspect_ratio.partition(":")
+            return int(w) / int(h)
+        return None
+
+
+class GeneratedImage(BaseModel):
+    """One image as an adapter returns it: raw bytes, not yet checked."""
+
+    data: bytes = Field(repr=False)
+    seed: int | None = None
+    provider_image_id: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class StoredImage(BaseModel):
+    """A delivered image: checked, stored on disk, recorded with its job."""
+
+    id: str
+    job_id: str
+    index: int
+    path: Path
+    mime: str
+    width: int
+    height: int
+    seed: int | None = None
+    sha256: str
+    model: str
+    provider_image_id: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        """The MCP resource URI of this image."""
+        return f"imagegate://images/{self.id}"
+
+
+class ImageResult(BaseModel):
+    """What ``ImageService.generate/edit/upscale`` return."""
+
+    job_id: str
+    operation: Operation
+    model: str
+    images: list[StoredImage]
+    credits_charged: int
+    credits_remaining: int
+    warnings: list[str] = Field(default_factory=list)
+    replayed: bool = False
+
+
+JobStatus = Literal["running", "succeeded", "partial", "failed", "interrupted"]
+
+
+class JobRecord(BaseModel):
+    """A job as stored: enough to reroll, vary or upscale it after a restart."""
+
+    job_id: str
+    user: str
+    operation: Operation
+    model: str
+    status: JobStatus
+    request: dict[str, Any]
+    images: list[StoredImage]
+    credits_charged: int
+    warnings: list[str] = Field(default_factory=list)
+    error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class QuotaStatus(BaseModel):
+    """A user's credits as ``quota show --json`` and ``get_quota`` report them."""
+
+    user: str
+    remaining: int
+    allowance: int
+    granted: int
+    held: int
+    in_flight: int
+    period: str
+    resets_at: datetime | None
+
+
+class LedgerEntry(BaseModel):
+    """One line of a user's append-only ledger."""
+
+    entry_id: int
+    user: str
+    kind: str
+    d_allowance_used: int
+    d_granted: int
+    d_held: int
+    hold_id: str | None
+    reason: str | None
+    created_at: datetime
+
+
+class ModelInfo(BaseModel):
+    """A configured model as ``imagegate models --json`` and ``list_models`` show it."""
+
+    ref: str
+    provider: str
+    kind: str
+    model: str
+    operations: list[Operation]
+    max_images: int
+    price: int
+    prices: dict[str, int]
+    aliases: list[str] = Field(default_factory=list)
+    description: str = ""
