@@ -37,13 +37,10 @@ from .types import (
 )
 
 __all__ = [
-    "EDIT_MODES",
-    "MAX_IMAGES_PER_JOB",
-    "MAX_PROMPT_CHARS",
-    "OPERATIONS",
     "Caller",
     "ConfigError",
     "ContentRejectedError",
+    "EDIT_MODES",
     "EditMode",
     "IdempotencyConflictError",
     "ImageGateError",
@@ -55,8 +52,11 @@ __all__ = [
     "JobRecord",
     "JobTimeoutError",
     "LedgerEntry",
+    "MAX_IMAGES_PER_JOB",
+    "MAX_PROMPT_CHARS",
     "ModelInfo",
     "NotFoundError",
+    "OPERATIONS",
     "Operation",
     "PermissionDeniedError",
     "ProviderError",

@@ -121,6 +121,19 @@ migration(
 )
 
 
+migration(
+    "m003_scope_settings",
+    """
+    CREATE TABLE scope_setting (
+      scope       TEXT PRIMARY KEY,
+      value       TEXT NOT NULL,
+      updated_by  TEXT,
+      updated_at  INTEGER NOT NULL
+    );
+    """,
+)
+
+
 class Database:
     """One SQLite file: a write connection behind a lock and a read connection.
 

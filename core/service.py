@@ -39,6 +39,7 @@ from .orchestrator import Delivered, Orchestrator
 from .providers import ImageModel, Plan
 from .quota import Hold, Policy, QuotaStore
 from .registry import Registry
+from .scopes import ScopeSettingsStore
 from .settings import Settings
 from .store import ImageStore, new_id
 from .types import (
@@ -92,6 +93,7 @@ class ImageService:
         self.callbacks = callbacks
         self.quotas = QuotaStore(db)
         self.store = ImageStore(db, settings.images.dir)
+        self.scopes = ScopeSettingsStore(db)
         self.orchestrator = Orchestrator(max_retries=settings.defaults.max_retries)
         self.owner = _process_owner()
         self._owns_http = owns_http
@@ -440,6 +442,35 @@ class ImageService:
         if user.key != caller.key:
             _require_admin(caller)
         return await self.quotas.history(user.key, limit=limit)
+
+    # --- scope settings (per community: a Discord server, an MCP deployment, ...) ----------
+
+    async def get_scope_settings(self, scope: str) -> dict[str, Any]:
+        """The settings document of a scope such as ``discord:guild:1234``; ``{}`` if unset.
+
+        Raises:
+            InvalidRequestError: the scope is not of the form ``name:part[:part]``.
+        """
+        return await self.scopes.get(scope)
+
+    async def all_scope_settings(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """Every stored settings document whose scope starts with ``prefix``."""
+        return await self.scopes.all(prefix)
+
+    async def set_scope_settings(
+        self, admin: Caller, scope: str, values: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Replace a scope's settings document (``{}`` clears it). Needs an admin caller.
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            InvalidRequestError: a bad scope, or values that are not a small JSON object.
+        """
+        if not admin.is_admin:
+            raise PermissionDeniedError("only an admin can change these settings")
+        stored = await self.scopes.put(scope, values, by=admin.key)
+        log.info("settings of %s changed by %s", scope, admin.key)
+        return stored
 
     # --- housekeeping -----------------------------------------------------------------------
 

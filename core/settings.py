@@ -119,6 +119,12 @@ class MCPSettings(_Section):
     preview_max_edge: int = Field(512, ge=64)
     wait_bound_s: float = Field(45.0, gt=0)
     max_input_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    # Inline image content: per image, and for all images of one tool result (base64 size).
+    preview_max_bytes: int = Field(256 * 1024, ge=8 * 1024)
+    result_max_bytes: int = Field(640 * 1024, ge=32 * 1024)
+    progress_interval_s: float = Field(5.0, gt=0)
+    # Extra Host header values accepted over HTTP (DNS-rebinding protection), e.g. "mcp.example.org".
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 class DiscordSettings(_Section):

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from .base import Capabilities, ImageModel, Plan, ProviderContext
+from .base import Capabilities, ImageModel, Plan, ProviderContext, ProviderOptions
+from .deepimage import DeepImageImageModel
+from .deepmode import DeepmodeImageModel
+from .hive import HiveImageModel
+from .hive_v3 import HiveV3ImageModel
+from .nebulablock import NebulaBlockImageModel
+from .openai import OpenAIImageModel
 from .placeholder import PlaceholderImageModel
 
 BUILTIN: dict[str, type[ImageModel]] = {
+    "deepmode": DeepmodeImageModel,
+    "deepimage": DeepImageImageModel,
+    "hive": HiveImageModel,
+    "hive_v3": HiveV3ImageModel,
+    "nebulablock": NebulaBlockImageModel,
+    "openai": OpenAIImageModel,
     "placeholder": PlaceholderImageModel,
 }
 
-__all__ = ["BUILTIN", "Capabilities", "ImageModel", "Plan", "ProviderContext"]
+__all__ = ["BUILTIN", "Capabilities", "ImageModel", "Plan", "ProviderContext", "ProviderOptions"]

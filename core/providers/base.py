@@ -12,15 +12,19 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import (
+    ContentRejectedError,
+    ImageGateError,
     InvalidRequestError,
     ProviderAuthError,
     ProviderConflictError,
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
     from ..callbacks import CallbackHub
 
 ResponseModel = TypeVar("ResponseModel", bound=BaseModel)
+OptionsModel = TypeVar("OptionsModel", bound="ProviderOptions")
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,43 @@ async def send(
     Raises:
         ProviderError: a subclass chosen by ``error_for_status`` or the transport failure.
     """
+    response = await _request(ctx, method, url, deadline=deadline, **kwargs)
+    if response.status_code >= 400:
+        raise error_for_status(ctx, response)
+    return response
+
+
+Classify = Callable[[httpx.Response], "ImageGateError | None"]
+
+
+async def call_api(
+    ctx: ProviderContext,
+    method: str,
+    url: str,
+    *,
+    deadline: float,
+    classify: Classify | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """``send`` for adapters whose provider has its own error vocabulary.
+
+    A failed status goes first to ``classify`` (the adapter's reading of its provider's error
+    body), then to ``moderation_refusal``, then to ``error_for_status``.
+
+    Raises:
+        ContentRejectedError: the provider's moderation refused the prompt or an image.
+        ProviderError: any other failure, classified.
+    """
+    response = await _request(ctx, method, url, deadline=deadline, **kwargs)
+    if response.status_code >= 400:
+        error = classify(response) if classify else None
+        raise error or moderation_refusal(ctx, response) or error_for_status(ctx, response)
+    return response
+
+
+async def _request(
+    ctx: ProviderContext, method: str, url: str, *, deadline: float, **kwargs: Any
+) -> httpx.Response:
     timeout = remaining(deadline, ctx.settings.timeout_s)
     try:
         response = await ctx.http.request(method, url, timeout=timeout, **kwargs)
@@ -166,8 +208,6 @@ async def send(
         raise ProviderUnavailableError(
             f"{ctx.name} could not be reached", provider=ctx.name, detail=type(exc).__name__
         ) from None
-    if response.status_code >= 400:
-        raise error_for_status(ctx, response)
     return response
 
 
@@ -237,7 +277,9 @@ def redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "[redacted]") if secret else text
 
 
-def parse_json(ctx: ProviderContext, response: httpx.Response, model: type[ResponseModel]) -> ResponseModel:
+def parse_json(
+    ctx: ProviderContext, response: httpx.Response, model: type[ResponseModel]
+) -> ResponseModel:
     """Validate a provider reply against a response model that declares only what we read.
 
     Raises:
@@ -247,7 +289,8 @@ def parse_json(ctx: ProviderContext, response: httpx.Response, model: type[Respo
         return model.model_validate_json(response.content)
     except ValidationError as exc:
         raise ProviderResponseError(
-            f"{ctx.name} sent a reply we could not read", provider=ctx.name,
+            f"{ctx.name} sent a reply we could not read",
+            provider=ctx.name,
             detail=redact(str(exc)[:300], ctx.api_key),
         ) from None
 
@@ -287,10 +330,12 @@ async def download(ctx: ProviderContext, url: str, *, deadline: float) -> bytes:
         async with ctx.http.stream("GET", url, timeout=timeout) as response:
             if response.status_code in (403, 404, 410):
                 raise ProviderResponseError(
-                    f"{ctx.name}'s image link had expired or was missing", provider=ctx.name,
+                    f"{ctx.name}'s image link had expired or was missing",
+                    provider=ctx.name,
                     status=response.status_code,
                 )
             if response.status_code >= 400:
+                await response.aread()  # error bodies are small; error_for_status reads it
                 raise error_for_status(ctx, response)
             chunks: list[bytes] = []
             size = 0
@@ -302,7 +347,9 @@ async def download(ctx: ProviderContext, url: str, *, deadline: float) -> bytes:
                     )
                 chunks.append(chunk)
     except httpx.TimeoutException:
-        raise ProviderTimeoutError(f"downloading from {ctx.name} timed out", provider=ctx.name) from None
+        raise ProviderTimeoutError(
+            f"downloading from {ctx.name} timed out", provider=ctx.name
+        ) from None
     except httpx.HTTPError as exc:
         raise ProviderUnavailableError(
             f"downloading from {ctx.name} failed", provider=ctx.name, detail=type(exc).__name__
@@ -326,3 +373,148 @@ def require_key(ctx: ProviderContext) -> str:
             f"{ctx.name} has no API key: set the environment variable {env}", provider=ctx.name
         )
     return ctx.api_key
+
+
+# --- request helpers (pure) ---------------------------------------------------------------
+
+
+class ProviderOptions(BaseModel):
+    """Base of each adapter's nested ``Options``: unknown keys are errors, never dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_options(
+    model: ImageModel, request: ImageRequest, cls: type[OptionsModel]
+) -> OptionsModel:
+    """The request's options for this provider: ``provider_options[<kind>]`` overlaid by
+    ``provider_options[<configured name>]``, validated by the adapter's ``Options``.
+
+    Raises:
+        InvalidRequestError: an unknown option or a bad value; names what is allowed.
+    """
+    names = dict.fromkeys((model.kind, model.ctx.name))
+    merged: dict[str, Any] = {}
+    for name in names:
+        given = request.provider_options.get(name)
+        if given is None:
+            continue
+        if not isinstance(given, dict):
+            raise InvalidRequestError(f"provider_options[{name!r}] must be an object")
+        merged.update(given)
+    try:
+        return cls.model_validate(merged)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"]) or "?"
+        allowed = ", ".join(
+            f"{field} ({info.description})" if info.description else field
+            for field, info in cls.model_fields.items()
+        )
+        problem = "unknown option" if error["type"] == "extra_forbidden" else error["msg"]
+        raise InvalidRequestError(
+            f"{model.ref}: provider option {key!r}: {problem}; allowed: {allowed or 'none'}"
+        ) from None
+
+
+def ignored(request: ImageRequest, names: tuple[str, ...], who: str) -> list[str]:
+    """One warning per request field in ``names`` that is set but that ``who`` does not use."""
+    return [f"{name} is ignored by {who}" for name in names if getattr(request, name) is not None]
+
+
+def size_for_aspect(
+    ratio: float, *, area: int = 1024 * 1024, multiple: int = 64, low: int = 64, high: int = 4096
+) -> tuple[int, int]:
+    """A ``(width, height)`` of about ``area`` pixels with the given width/height ratio, each
+    side a multiple of ``multiple`` within ``[low, high]``."""
+
+    def snap(value: float) -> int:
+        return int(min(high, max(low, round(value / multiple) * multiple)))
+
+    return snap(math.sqrt(area * ratio)), snap(math.sqrt(area / ratio))
+
+
+def moderation_refusal(
+    ctx: ProviderContext, response: httpx.Response
+) -> ContentRejectedError | None:
+    """A ``ContentRejectedError`` when a failed reply reads like a moderation refusal (HTTP 451,
+    or a code or message about moderation, NSFW, a content policy or safety)."""
+    message = provider_message(response, ctx.api_key)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    codes: list[str] = []
+    if isinstance(body, dict):
+        error = body.get("error")
+        codes = [str(body.get("code") or ""), str(error if isinstance(error, str) else "")]
+        if isinstance(error, dict):
+            codes.append(str(error.get("code") or ""))
+    text = " ".join([*codes, message]).lower()
+    if response.status_code == 451 or any(mark in text for mark in _MODERATION_MARKS):
+        return content_rejected(ctx, message)
+    return None
+
+
+_MODERATION_MARKS = ("moderation", "nsfw", "content_policy", "content policy", "safety system")
+
+
+def content_rejected(ctx: ProviderContext, reason: str = "") -> ContentRejectedError:
+    """The user-facing moderation refusal of ``ctx``'s provider, with its reason if it gave one."""
+    why = f" ({reason.rstrip('.')})" if reason else ""
+    return ContentRejectedError(
+        f"{ctx.name} refused this request on content grounds{why}; nothing was charged."
+        " Change the prompt or the image and try again.",
+        provider=ctx.name,
+    )
+
+
+async def wait_for_callback(ctx: ProviderContext, waiter: Any, deadline: float) -> Any:
+    """The JSON a provider posted to ``waiter.url``, waiting at most until ``deadline``.
+
+    Raises:
+        ProviderTimeoutError: no callback came in time (the waiter is closed, so a late one is
+            ignored).
+    """
+    try:
+        return await waiter.wait(max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise ProviderTimeoutError(
+            f"{ctx.name} never called back with the result", provider=ctx.name
+        ) from None
+
+
+def parse_data(ctx: ProviderContext, data: Any, model: type[ResponseModel]) -> ResponseModel:
+    """``parse_json`` for a body that is already decoded (a callback's JSON).
+
+    Raises:
+        ProviderResponseError: it lacks what we need.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ProviderResponseError(
+            f"{ctx.name} sent a result we could not read",
+            provider=ctx.name,
+            detail=redact(str(exc)[:300], ctx.api_key),
+        ) from None
+
+
+def keep_input_size(request: ImageRequest, who: str) -> None:
+    """For edits whose result has the input's size: refuse a different size or aspect ratio.
+
+    Raises:
+        InvalidRequestError: a size or aspect ratio that differs from the input image's.
+    """
+    image = request.image
+    if image is None or (request.size is None and request.aspect_ratio is None):
+        return
+    ratio = request.ratio() or 0.0
+    same = request.size == (image.width, image.height) if request.size else False
+    if request.aspect_ratio and abs(ratio - image.width / image.height) < 0.01:
+        same = True
+    if not same:
+        raise InvalidRequestError(
+            f"{who} keeps the input image's size ({image.width}x{image.height});"
+            " leave out the size and aspect ratio"
+        )

@@ -133,16 +133,22 @@ def _source(image: InputImage | None) -> Image.Image:
     return img.convert("RGBA" if "A" in img.getbands() else "RGB")
 
 
-def _variation(src: Image.Image, pattern: Image.Image, strength: float, _: ImageRequest) -> Image.Image:
+def _variation(
+    src: Image.Image, pattern: Image.Image, strength: float, _: ImageRequest
+) -> Image.Image:
     return Image.blend(src.convert("RGB"), pattern, 0.15 + 0.6 * strength)
 
 
-def _sketch(src: Image.Image, pattern: Image.Image, strength: float, _: ImageRequest) -> Image.Image:
+def _sketch(
+    src: Image.Image, pattern: Image.Image, strength: float, _: ImageRequest
+) -> Image.Image:
     edges = ImageOps.invert(src.convert("L").filter(ImageFilter.FIND_EDGES))
     return Image.composite(pattern, Image.new("RGB", src.size, "white"), ImageOps.invert(edges))
 
 
-def _inpaint(src: Image.Image, pattern: Image.Image, strength: float, request: ImageRequest) -> Image.Image:
+def _inpaint(
+    src: Image.Image, pattern: Image.Image, strength: float, request: ImageRequest
+) -> Image.Image:
     from ..images import normalize_mask
 
     assert request.mask is not None and request.image is not None
@@ -150,14 +156,18 @@ def _inpaint(src: Image.Image, pattern: Image.Image, strength: float, request: I
     return Image.composite(pattern.convert(src.mode), src, mask)
 
 
-def _background(src: Image.Image, pattern: Image.Image, strength: float, _: ImageRequest) -> Image.Image:
+def _background(
+    src: Image.Image, pattern: Image.Image, strength: float, _: ImageRequest
+) -> Image.Image:
     keep = Image.new("L", src.size, 0)
     w, h = src.size
     ImageDraw.Draw(keep).ellipse((w // 5, h // 8, w * 4 // 5, h * 7 // 8), fill=255)
     return Image.composite(src.convert("RGB"), pattern, keep.filter(ImageFilter.GaussianBlur(4)))
 
 
-def _avatar(src: Image.Image, pattern: Image.Image, strength: float, _: ImageRequest) -> Image.Image:
+def _avatar(
+    src: Image.Image, pattern: Image.Image, strength: float, _: ImageRequest
+) -> Image.Image:
     face = ImageOps.posterize(src.convert("RGB"), 3)
     framed = pattern.copy()
     w, h = src.size

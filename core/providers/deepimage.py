@@ -1,0 +1,259 @@
+"""Deep-Image.ai (kind ``deepimage``): one job per image, then poll or take the webhook.
+
+Docs: https://documentation.deep-image.ai/api-methods (process_result / process / result),
+https://documentation.deep-image.ai/image-processing/image-generation (``background.generate``
+and its adapter types), .../inpainting-and-outpainting-uncrop, .../webhooks. The API has no
+image count, so ``n`` images are ``n`` jobs; ``sample_num`` works as the seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import (
+    ImageGateError,
+    InvalidRequestError,
+    ProviderAuthError,
+    ProviderQuotaError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from ..images import normalize_mask
+from ..types import GeneratedImage, ImageRequest, InputImage, Operation
+from .base import (
+    Capabilities,
+    ImageModel,
+    Plan,
+    ProviderOptions,
+    call_api,
+    download,
+    encode_b64,
+    ignored,
+    keep_input_size,
+    parse_data,
+    parse_json,
+    parse_options,
+    provider_message,
+    require_key,
+    size_for_aspect,
+)
+
+ADAPTERS: dict[Operation, str] = {
+    "background": "generate_background",
+    "avatar": "face",
+    "variation": "control",
+    "sketch": "control2",
+    "inpaint": "inpainting",
+}
+PENDING = ("received", "not_started", "in_progress")
+
+
+class _Job(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    job: str = ""
+    status: str = ""
+    result_url: str | None = None
+
+
+class _Me(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    credits: float | int | str | None = None
+
+
+class DeepImageImageModel(ImageModel):
+    kind = "deepimage"
+
+    class Options(ProviderOptions):
+        # The model lists in the docs disagree, so model_type is passed through unchecked.
+        model_type: str | None = Field(
+            None, description="generation model, e.g. realistic, fantasy, premium"
+        )
+        enhancements: list[str] | None = Field(
+            None, description="extra passes, e.g. denoise, deblur, face_enhance, light, color"
+        )
+        output_format: Literal["jpeg", "jpg", "png", "webp"] | None = Field(
+            None, description="result file format (default jpeg)"
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            operations=frozenset({"generate", "upscale", *ADAPTERS}),
+            max_images_per_call=1,
+            description=(
+                "Deep-Image.ai: text to image, new background, avatar, variation, sketch,"
+                " inpaint and generative upscale; one image per job"
+            ),
+        )
+
+    def plan(self, request: ImageRequest) -> Plan:
+        self.require_operation(request)
+        options = parse_options(self, request, self.Options)
+        op = request.operation
+        warnings = ignored(request, ("steps", "guidance"), "Deep-Image")
+        body: dict[str, Any] = {}
+        if op == "upscale":
+            warnings += ignored(request, ("negative_prompt", "seed", "strength"), "an upscale")
+            if request.size or request.aspect_ratio:
+                raise InvalidRequestError("an upscale's size follows from its scale (2, 3 or 4)")
+            assert request.image is not None
+            percent = f"{(request.scale or 2) * 100}%"
+            body.update(url=_b64(request.image), width=percent, height=percent)
+            body["generative_upscale"] = True  # [DI-gup]
+        else:
+            generate: dict[str, Any] = {"description": request.prompt}
+            if options.model_type:
+                generate["model_type"] = options.model_type
+            if request.negative_prompt:
+                generate["negative_prompt"] = request.negative_prompt
+            if op == "generate":
+                body["width"], body["height"] = _size(request)
+            else:
+                keep_input_size(request, f"Deep-Image {op}")
+                assert request.image is not None
+                body["url"] = _b64(request.image)
+                generate["adapter_type"] = ADAPTERS[op]
+            if op == "avatar":
+                generate["face_id"] = True
+            if op in ("variation", "sketch") and request.strength is not None:
+                # Our strength is how much to change; the scale is how much of the edges to keep.
+                generate["controlnet_conditioning_scale"] = round(1 - request.strength, 3)
+            elif request.strength is not None:
+                warnings.append(f"strength is ignored by Deep-Image {op}")
+            if op == "inpaint":
+                assert request.mask is not None and request.image is not None
+                # [DI-inp] documents ip_image2 as the mask's URL; a base64 URL is sent here.
+                mask = normalize_mask(request.mask, request.image)
+                generate["ip_image2"] = "base64," + encode_b64(mask)
+            warnings += ignored(request, ("scale",), f"Deep-Image {op}")
+            body["background"] = {"generate": generate}
+        if options.enhancements is not None:
+            body["enhancements"] = options.enhancements
+        if options.output_format:
+            body["output_format"] = options.output_format
+        return Plan(op, request.n, request, body, tuple(warnings))
+
+    async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
+        body = copy.deepcopy(plan.body)
+        seed = plan.seed_for(0) if plan.operation != "upscale" else None
+        if seed is not None:
+            body["background"]["generate"]["sample_num"] = seed
+        hub = self.ctx.callbacks
+        if hub is None:
+            job = await self._post("process_result", body, deadline)
+            url = job.result_url if job.status == "complete" else None
+            url = url or await self._poll(job.job, deadline)
+        else:
+            waiter = hub.expect()
+            body["webhooks"] = {"complete": waiter.url}  # [DI-wh]
+            try:
+                job = await self._post("process", body, deadline)
+                url = await self._wait(waiter, job.job, deadline)
+            finally:
+                waiter.close()
+        data = await download(self.ctx, url, deadline=deadline)
+        return [GeneratedImage(data=data, seed=seed, provider_image_id=job.job)]
+
+    async def _post(self, endpoint: str, body: dict[str, Any], deadline: float) -> _Job:
+        url = f"{self.ctx.base_url}/rest_api/{endpoint}"
+        response = await call_api(
+            self.ctx, "POST", url, deadline=deadline, classify=self._classify,
+            headers=self._headers(), json=body,
+        )  # fmt: skip
+        return self._checked(parse_json(self.ctx, response, _Job))
+
+    async def _wait(self, waiter: Any, job: str, deadline: float) -> str:
+        """The webhook's ``result_url``; if it is late, poll ``result/{job}`` instead."""
+        grace = max(10 * self.ctx.settings.poll_interval_s, 1.0)
+        try:
+            payload = await waiter.wait(max(0.0, min(grace, deadline - time.monotonic())))
+        except TimeoutError:
+            return await self._poll(job, deadline)
+        url = parse_data(self.ctx, payload, _Job).result_url
+        return url or await self._poll(job, deadline)
+
+    async def _poll(self, job: str, deadline: float) -> str:
+        url = f"{self.ctx.base_url}/rest_api/result/{job}"
+        while True:
+            await asyncio.sleep(
+                max(0.0, min(self.ctx.settings.poll_interval_s, deadline - time.monotonic()))
+            )
+            if time.monotonic() >= deadline:
+                raise ProviderTimeoutError(
+                    f"{self.ctx.name} job {job} was not done in time", provider=self.ctx.name
+                )
+            response = await call_api(
+                self.ctx, "GET", url, deadline=deadline, classify=self._classify,
+                headers=self._headers(),
+            )  # fmt: skip
+            found = self._checked(parse_json(self.ctx, response, _Job))
+            if found.status == "complete" and found.result_url:
+                return found.result_url
+
+    def _checked(self, job: _Job) -> _Job:
+        if job.status == "failed":
+            raise ProviderUnavailableError(
+                f"{self.ctx.name} failed to process the image", provider=self.ctx.name
+            )
+        if job.status == "complete" and not job.result_url:
+            raise ProviderResponseError(
+                f"{self.ctx.name} finished without a result", provider=self.ctx.name
+            )
+        if job.status not in (*PENDING, "complete") or not job.job:
+            raise ProviderResponseError(
+                f"{self.ctx.name} sent a job we could not read", provider=self.ctx.name,
+                detail=f"status {job.status!r}",
+            )  # fmt: skip
+        return job
+
+    def _classify(self, response: httpx.Response) -> ImageGateError | None:
+        """The documented errors that the HTTP status alone would misfile."""
+        message = provider_message(response, self.ctx.api_key)
+        kwargs: dict[str, Any] = {"provider": self.ctx.name, "status": response.status_code}
+        code = ""
+        try:
+            body = response.json()
+            code = str(body.get("code") or "") if isinstance(body, dict) else ""
+        except ValueError:
+            pass
+        if code == "NOT_ENOUGH_CREDITS" or "No more requests" in message:
+            return ProviderQuotaError(
+                f"{self.ctx.name} account is out of credits; tell the operator", **kwargs
+            )
+        if response.status_code == 404 and "No user found" in message:
+            return ProviderAuthError(
+                f"{self.ctx.name} refused our API key; tell the operator", **kwargs
+            )
+        if response.status_code == 404:  # "Job not found" / "Image deleted" on result/{job}
+            return ProviderResponseError(f"{self.ctx.name} lost the job ({message})", **kwargs)
+        return None
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-api-key": require_key(self.ctx)}
+
+    async def balance(self) -> str | None:
+        """Credits left, from ``GET /rest_api/me`` (its shape is undocumented)."""
+        url = f"{self.ctx.base_url}/rest_api/me"
+        response = await call_api(
+            self.ctx, "GET", url, deadline=time.monotonic() + 30, headers=self._headers()
+        )
+        credits = parse_json(self.ctx, response, _Me).credits
+        return "unknown" if credits is None else f"{credits} credits"
+
+
+def _b64(image: InputImage) -> str:
+    # [DI-oas]: an input image in JSON is "base64,<data>" (no data: prefix).
+    return "base64," + encode_b64(image.data)
+
+
+def _size(request: ImageRequest) -> tuple[int, int]:
+    if request.size is not None:
+        return request.size
+    return size_for_aspect(request.ratio() or 1.0)

@@ -1,0 +1,247 @@
+"""Deepmode (kind ``deepmode``): images of a person from a model the user trained.
+
+Docs: https://deepmode.gitbook.io/docs/api-endpoints/handling-images/generate-image (and the
+sibling pages for upscale, remix, face-id remix and check-balance). The configured ``models``
+are the user's own trained model ids; the API has no model list. Image URLs are signed links
+valid for one hour, so results are downloaded at once (and a dead link is renewed once through
+``GET /api/images/{id}``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from ..errors import InvalidRequestError, ProviderResponseError
+from ..images import EXTENSIONS, normalize_mask, to_png
+from ..types import GeneratedImage, ImageRequest, InputImage
+from .base import (
+    Capabilities,
+    ImageModel,
+    Plan,
+    ProviderOptions,
+    bearer,
+    call_api,
+    download,
+    ignored,
+    keep_input_size,
+    parse_data,
+    parse_json,
+    parse_options,
+    wait_for_callback,
+)
+
+# The docs give two ratios and no pixel sizes; portrait is taken as 3:4.
+RATIOS = {"1:1": "square", "3:4": "portrait"}
+SINGLE = ("upscale", "inpaint", "avatar")  # one image per call
+
+
+class _Image(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    image_url: str | None = None
+    upscaled: bool | None = None
+    ratio: str | None = None
+
+
+class _Wrapped(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    images: list[_Image]
+
+
+class _Reply(RootModel[list[_Image] | _Image | _Wrapped]):
+    """The generate reply is undocumented (cut off in the docs): a list, one object, or a
+    wrapper are all read."""
+
+    def items(self) -> list[_Image]:
+        root = self.root
+        if isinstance(root, _Wrapped):
+            return root.images
+        return root if isinstance(root, list) else [root]
+
+
+class DeepmodeImageModel(ImageModel):
+    kind = "deepmode"
+
+    class Options(ProviderOptions):
+        upscale: bool = Field(
+            False, description="x4 super-resolution of generated images (generate only)"
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            operations=frozenset({"generate", "upscale", "inpaint", "avatar"}),
+            max_images_per_call=8,
+            description=(
+                f"Deepmode trained model {self.model}: square (1:1) or portrait (3:4) pictures,"
+                " x4 upscale of its own results, inpaint (remix), avatar (face-id remix)"
+            ),
+        )
+
+    def plan(self, request: ImageRequest) -> Plan:
+        self.require_operation(request)
+        options = parse_options(self, request, self.Options)
+        op = request.operation
+        if op in SINGLE and request.n > 1:
+            raise InvalidRequestError(f"Deepmode {op} makes one image per request; ask for n=1")
+        warnings = ignored(request, ("seed", "steps", "guidance"), "Deepmode")
+        if op != "upscale":
+            warnings += ignored(request, ("strength", "scale"), f"Deepmode {op}")
+        if options.upscale and op != "generate":
+            warnings.append("the upscale option applies to generate only")
+        if op == "generate":
+            body = self._generate_body(request, options)
+        elif op == "upscale":
+            body = self._upscale_body(request)
+        else:
+            keep_input_size(request, f"Deepmode {op}")
+            body = self._remix_body(request)
+        return Plan(op, request.n, request, body, tuple(warnings))
+
+    def _generate_body(self, request: ImageRequest, options: Options) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model_id": self.model, "prompt": request.prompt}
+        if request.negative_prompt:
+            payload["negative_prompt"] = request.negative_prompt
+        if request.size is not None:
+            raise InvalidRequestError(
+                "Deepmode chooses the pixel size itself; ask for an aspect ratio instead:"
+                " 1:1 (square) or 3:4 (portrait)"
+            )
+        if request.aspect_ratio is not None:
+            ratio = next((v for k, v in RATIOS.items() if _same(k, request.aspect_ratio)), None)
+            if ratio is None:
+                raise InvalidRequestError(
+                    f"Deepmode makes square (1:1) or portrait (3:4) images, not"
+                    f" {request.aspect_ratio}; choose one of those aspect ratios"
+                )
+            payload["ratio"] = ratio
+        if options.upscale:
+            payload["upscale"] = True
+        return {"path": "/api/images/generate", "json": payload}
+
+    def _upscale_body(self, request: ImageRequest) -> dict[str, Any]:
+        image = request.image
+        assert image is not None
+        if image.provider != self.ctx.name or not image.provider_image_id:
+            source = f"from {image.provider}" if image.provider else "uploaded or from elsewhere"
+            raise InvalidRequestError(
+                f"Deepmode can only upscale its own results, and this image is {source};"
+                f" upscale an image made with {self.ctx.name}, or use another model"
+            )
+        if request.scale not in (None, 4):
+            raise InvalidRequestError("Deepmode upscales x4 only; ask for scale 4 or leave it out")
+        return {"path": "/api/images/upscale", "json": {"image_id": image.provider_image_id}}
+
+    def _remix_body(self, request: ImageRequest) -> dict[str, Any]:
+        # Both remix endpoints are multipart and always get mode=sync: the docs name no way to
+        # learn when an async remix is done.
+        image = request.image
+        assert image is not None
+        data = {"prompt": request.prompt, "negative_prompt": request.negative_prompt or ""}
+        if request.operation == "inpaint":
+            assert request.mask is not None
+            mask = normalize_mask(request.mask, image)  # white = repaint, as Deepmode's examples
+            files = {"artwork_image": _file("artwork", image), "mask_image": _png("mask", mask)}
+            return {
+                "path": "/api/remix/generate",
+                "data": {"model_id": self.model, **data, "mode": "sync"},
+                "files": files,
+            }
+        # Avatar: the face is both the identity and the artwork, and the whole artwork is
+        # repainted (face-id remix needs all three parts).
+        white = to_png(Image.new("L", (image.width, image.height), 255))
+        files = {
+            "identity_image": _file("identity", image),
+            "artwork_image": _file("artwork", image),
+            "mask_image": _png("mask", white),
+        }
+        return {"path": "/api/face-id-remix", "data": {**data, "mode": "sync"}, "files": files}
+
+    async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
+        body = plan.body
+        url = self.ctx.base_url + body["path"]
+        kwargs: dict[str, Any] = {"headers": bearer(self.ctx)}
+        if "files" in body:
+            kwargs.update(data=body["data"], files=body["files"])
+        else:
+            kwargs["json"] = dict(body["json"])
+            if plan.operation == "generate":
+                kwargs["json"]["num_images"] = count
+        hub = self.ctx.callbacks
+        if hub is not None and "json" in kwargs:
+            # Async mode: the docs say the callback gets the same body as the sync reply.
+            waiter = hub.expect()
+            kwargs["json"]["callback"] = waiter.url
+            try:
+                await call_api(self.ctx, "POST", url, deadline=deadline, **kwargs)
+                payload = await wait_for_callback(self.ctx, waiter, deadline)
+            finally:
+                waiter.close()
+            items = parse_data(self.ctx, payload, _Reply).items()
+        else:
+            response = await call_api(self.ctx, "POST", url, deadline=deadline, **kwargs)
+            items = parse_json(self.ctx, response, _Reply).items()
+        if not items:
+            raise ProviderResponseError(
+                f"{self.ctx.name} returned no image", provider=self.ctx.name
+            )
+        return [await self._fetch(item, deadline) for item in items[:count]]
+
+    async def _fetch(self, item: _Image, deadline: float) -> GeneratedImage:
+        url = item.image_url or (await self._lookup(item.id, deadline)).image_url
+        try:
+            data = await download(self.ctx, url or "", deadline=deadline)
+        except ProviderResponseError as exc:
+            if exc.status != 403:
+                raise
+            # An expired signed link: GET /api/images/{id} issues a fresh one [DM-get].
+            data = await download(
+                self.ctx, (await self._lookup(item.id, deadline)).image_url or "", deadline=deadline
+            )
+        meta = {"upscaled": item.upscaled, "ratio": item.ratio}
+        return GeneratedImage(
+            data=data,
+            provider_image_id=item.id,
+            meta={k: v for k, v in meta.items() if v is not None},
+        )
+
+    async def _lookup(self, image_id: str, deadline: float) -> _Image:
+        url = f"{self.ctx.base_url}/api/images/{image_id}"
+        response = await call_api(self.ctx, "GET", url, deadline=deadline, headers=bearer(self.ctx))
+        found = parse_json(self.ctx, response, _Image)
+        if not found.image_url:
+            raise ProviderResponseError(
+                f"{self.ctx.name} has no link for image {image_id}", provider=self.ctx.name
+            )
+        return found
+
+    async def balance(self) -> str | None:
+        """Credits left (``GET /api/check-balance``)."""
+        url = f"{self.ctx.base_url}/api/check-balance"
+        response = await call_api(
+            self.ctx, "GET", url, deadline=time.monotonic() + 30, headers=bearer(self.ctx)
+        )
+        return f"{parse_json(self.ctx, response, _Balance).remaining_balance} credits"
+
+
+class _Balance(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    remaining_balance: float | int | str
+
+
+def _same(ratio: str, asked: str) -> bool:
+    w1, _, h1 = ratio.partition(":")
+    w2, _, h2 = asked.partition(":")
+    return int(w1) * int(h2) == int(w2) * int(h1)
+
+
+def _file(name: str, image: InputImage) -> tuple[str, bytes, str]:
+    return f"{name}.{EXTENSIONS.get(image.mime, 'png')}", image.data, image.mime
+
+
+def _png(name: str, data: bytes) -> tuple[str, bytes, str]:
+    return f"{name}.png", data, "image/png"

@@ -1,0 +1,154 @@
+"""Hive image generation, v2 task API (kind ``hive``): ``Token`` auth, 1024x1024, up to 6.
+
+Docs: https://docs.thehive.ai/docs/image-generation (request), https://docs.thehive.ai/reference/
+submit-a-task-synchronously and .../submit-a-task-asynchronously (task envelope). The API has
+no model field (the project behind the key fixes it), so the configured model is a label. The
+prompt and every image go through Hive's moderation; a refusal fails the whole call and is
+reported as a content refusal, never retried.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import InvalidRequestError, ProviderResponseError
+from ..types import GeneratedImage, ImageRequest
+from .base import (
+    Capabilities,
+    ImageModel,
+    Plan,
+    ProviderOptions,
+    call_api,
+    content_rejected,
+    download,
+    ignored,
+    parse_data,
+    parse_json,
+    parse_options,
+    redact,
+    require_key,
+    wait_for_callback,
+)
+
+SIZE = (1024, 1024)  # the only v2 size [HV-ref]
+MAX_IMAGES = 6  # [HV-ig]
+_MODERATION = ("moderation", "nsfw", "flagged")
+
+
+class _Image(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    url: str
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    images: list[_Image] = []
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    output: list[_Output] = []
+
+
+class _Code(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    code: str | int = "0"
+    message: str = ""
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    status: _Code = _Code()
+    response: _Response | None = None
+
+
+class _Task(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = ""
+    status: list[_Status]
+
+
+class HiveImageModel(ImageModel):
+    kind = "hive"
+
+    class Options(ProviderOptions):
+        """The v2 API documents no options beyond the prompt, negative text and count."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            operations=frozenset({"generate"}),
+            max_images_per_call=MAX_IMAGES,
+            description=f"Hive v2 ({self.model}): 1024x1024 text to image, up to 6 per call",
+        )
+
+    def plan(self, request: ImageRequest) -> Plan:
+        self.require_operation(request)
+        parse_options(self, request, self.Options)
+        if request.size not in (None, SIZE) or request.aspect_ratio not in (None, "1:1"):
+            raise InvalidRequestError(
+                "Hive v2 makes 1024x1024 (1:1) images only; leave out the size or ask for 1:1"
+            )
+        warnings = ignored(request, ("seed", "steps", "guidance", "strength", "scale"), "Hive v2")
+        options: dict[str, Any] = {}
+        if request.negative_prompt:
+            options["neg_text"] = request.negative_prompt
+        body = {"text_data": request.prompt, "options": options}
+        return Plan(request.operation, request.n, request, body, tuple(warnings))
+
+    async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
+        body: dict[str, Any] = {**plan.body, "options": {**plan.body["options"]}}
+        body["options"]["num_images"] = count
+        headers = {"authorization": f"Token {require_key(self.ctx)}"}
+        hub = self.ctx.callbacks
+        if hub is None:
+            url = f"{self.ctx.base_url}/api/v2/task/sync"
+            response = await call_api(
+                self.ctx, "POST", url, deadline=deadline, headers=headers, json=body
+            )
+            task = parse_json(self.ctx, response, _Task)
+        else:
+            # Async: an immediate acknowledgement, then the finished task POSTed to us.
+            waiter = hub.expect()
+            body["callback_url"] = waiter.url
+            url = f"{self.ctx.base_url}/api/v2/task/async"
+            try:
+                await call_api(self.ctx, "POST", url, deadline=deadline, headers=headers, json=body)
+                task = parse_data(
+                    self.ctx, await wait_for_callback(self.ctx, waiter, deadline), _Task
+                )
+            finally:
+                waiter.close()
+        urls = self._urls(task)
+        return [
+            GeneratedImage(data=await download(self.ctx, u, deadline=deadline), meta=_meta(task))
+            for u in urls[:count]
+        ]
+
+    def _urls(self, task: _Task) -> list[str]:
+        if not task.status:
+            raise ProviderResponseError(
+                f"{self.ctx.name} sent an empty task", provider=self.ctx.name
+            )
+        first = task.status[0]
+        if str(first.status.code) != "0":
+            message = redact(first.status.message[:200], self.ctx.api_key)
+            if any(mark in message.lower() for mark in _MODERATION):
+                raise content_rejected(self.ctx, message)
+            raise ProviderResponseError(
+                f"{self.ctx.name} could not make the images ({message or first.status.code})",
+                provider=self.ctx.name,
+            )
+        outputs = first.response.output if first.response else []
+        urls = [image.url for output in outputs for image in output.images]
+        if not urls:
+            raise ProviderResponseError(
+                f"{self.ctx.name} returned no image", provider=self.ctx.name
+            )
+        return urls
+
+
+def _meta(task: _Task) -> dict[str, Any]:
+    return {"task_id": task.id} if task.id else {}

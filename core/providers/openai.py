@@ -1,0 +1,229 @@
+"""OpenAI Images (kind ``openai``) and the services that copy its shape (set ``base_url``).
+
+Reference: https://platform.openai.com/docs/api-reference/images (generations: JSON; edits:
+multipart ``image`` + ``mask``). Our masks are white = repaint; OpenAI's are PNGs whose
+transparent pixels mark what to repaint, so masks are converted. gpt-image models always answer
+base64 and break when sent ``response_format`` (LiteLLM #10501), so it is sent to the others
+only. Unknown model names (compatible services) get no size or option checks, one per call.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Literal
+
+import httpx
+from PIL import Image, ImageOps
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ImageGateError, InvalidRequestError, ProviderQuotaError, ProviderResponseError
+from ..images import normalize_mask, to_png
+from ..types import GeneratedImage, ImageRequest, Operation
+from .base import (
+    Capabilities,
+    ImageModel,
+    Plan,
+    ProviderOptions,
+    bearer,
+    call_api,
+    decode_b64,
+    download,
+    ignored,
+    parse_json,
+    parse_options,
+)
+
+Size = tuple[int, int]
+SIZES: dict[str, tuple[Size, ...]] = {
+    "dall-e-2": ((256, 256), (512, 512), (1024, 1024)),
+    "dall-e-3": ((1024, 1024), (1792, 1024), (1024, 1792)),
+    "gpt-image": ((1024, 1024), (1536, 1024), (1024, 1536)),
+}
+QUALITIES = {"dall-e-2": ("standard",), "dall-e-3": ("standard", "hd")}
+QUALITIES["gpt-image"] = ("low", "medium", "high", "auto")
+MAX_N = {"dall-e-2": 10, "dall-e-3": 1, "gpt-image": 10}
+GPT_IMAGE_ONLY = ("background", "output_format", "output_compression", "moderation")
+MAX_EDIT_BYTES = 4 * 1024 * 1024  # dall-e-2: a square PNG under 4 MB
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    data: list[_Item]
+
+
+class OpenAIImageModel(ImageModel):
+    kind = "openai"
+
+    class Options(ProviderOptions):
+        quality: str | None = Field(
+            None, description="dall-e-3: standard|hd; gpt-image: low|medium|high|auto"
+        )
+        style: Literal["vivid", "natural"] | None = Field(None, description="dall-e-3 only")
+        background: Literal["transparent", "opaque", "auto"] | None = Field(
+            None, description="gpt-image only"
+        )
+        output_format: Literal["png", "jpeg", "webp"] | None = Field(
+            None, description="gpt-image only"
+        )
+        output_compression: int | None = Field(
+            None, ge=0, le=100, description="gpt-image only, jpeg/webp 0-100"
+        )
+        moderation: Literal["low", "auto"] | None = Field(None, description="gpt-image only")
+        user: str | None = Field(None, description="end-user id passed to OpenAI for abuse checks")
+
+    @property
+    def family(self) -> str | None:
+        if self.model.startswith("gpt-image"):
+            return "gpt-image"
+        return self.model if self.model in SIZES else None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        ops: set[Operation] = {"generate"}
+        if self.family != "dall-e-3":
+            ops.add("inpaint")
+        if self.family == "gpt-image":
+            ops.add("variation")  # an edit with no mask, guided by the prompt
+        return Capabilities(
+            operations=frozenset(ops),
+            max_images_per_call=MAX_N.get(self.family or "", 1),
+            description=f"OpenAI-compatible images API, model {self.model}",
+        )
+
+    def plan(self, request: ImageRequest) -> Plan:
+        self.require_operation(request)
+        options = parse_options(self, request, self.Options)
+        who = f"the OpenAI images API ({self.model})"
+        warnings = ignored(request, ("negative_prompt", "seed", "steps", "guidance"), who)
+        warnings += ignored(request, ("strength", "scale"), who)
+        fields: dict[str, Any] = {"prompt": request.prompt, "model": self.model}
+        if size := self._size(request):
+            fields["size"] = f"{size[0]}x{size[1]}"
+        if request.aspect_ratio and size and abs(size[0] / size[1] - (request.ratio() or 1)) > 1e-9:
+            warnings.append(f"aspect ratio {request.aspect_ratio} was served as {fields['size']}")
+        if self.family != "gpt-image":
+            fields["response_format"] = "b64_json"
+        fields.update(self._options(options))
+        if request.operation == "generate":
+            body: dict[str, Any] = {"path": "/images/generations", "json": fields}
+        else:
+            body = {"path": "/images/edits", "data": fields, "files": self._edit_files(request)}
+        return Plan(request.operation, request.n, request, body, tuple(warnings))
+
+    def _size(self, request: ImageRequest) -> Size | None:
+        allowed = SIZES.get(self.family or "")
+        if request.image is not None and request.size is None and request.aspect_ratio is None:
+            return None  # edits: the provider keeps the input's size
+        listed = ", ".join(f"{w}x{h}" for w, h in allowed or ())
+        if request.size is not None:
+            if allowed and request.size not in allowed:
+                raise InvalidRequestError(f"{self.model} makes sizes {listed}, not {request.size}")
+            return request.size
+        if request.aspect_ratio is None:
+            return None
+        if not allowed:
+            raise InvalidRequestError(f"{self.model}: give a size (WxH), not an aspect ratio")
+        ratio = request.ratio() or 1.0
+        best = min(allowed, key=lambda s: (abs(math.log(s[0] / s[1] / ratio)), -s[0]))
+        if abs(math.log(best[0] / best[1] / ratio)) > 0.02:
+            raise InvalidRequestError(
+                f"{self.model} has no {request.aspect_ratio} size; it makes {listed}"
+            )
+        return best
+
+    def _options(self, options: Options) -> dict[str, Any]:
+        given = options.model_dump(exclude_none=True)
+        family = self.family
+        if family is None:
+            return given  # an unknown compatible service: pass everything through
+        if "quality" in given and given["quality"] not in QUALITIES[family]:
+            allowed = "|".join(QUALITIES[family])
+            raise InvalidRequestError(f"{self.model} quality is {allowed}, not {given['quality']}")
+        if "style" in given and family != "dall-e-3":
+            raise InvalidRequestError("the style option is for dall-e-3 only")
+        wrong = [name for name in GPT_IMAGE_ONLY if name in given and family != "gpt-image"]
+        if wrong:
+            raise InvalidRequestError(f"{', '.join(wrong)}: for gpt-image models only")
+        return given
+
+    def _edit_files(self, request: ImageRequest) -> dict[str, tuple[str, bytes, str]]:
+        image = request.image
+        assert image is not None
+        if self.family == "dall-e-2" and image.width != image.height:
+            raise InvalidRequestError("dall-e-2 edits need a square image")
+        with Image.open(io.BytesIO(image.data)) as img:
+            png = to_png(img.convert("RGBA"))
+        if self.family == "dall-e-2" and len(png) >= MAX_EDIT_BYTES:
+            raise InvalidRequestError("dall-e-2 edits need an image under 4 MB as PNG")
+        files = {"image": ("image.png", png, "image/png")}
+        if request.mask is not None:
+            gray = normalize_mask(request.mask, image)
+            files["mask"] = ("mask.png", _transparent_mask(gray), "image/png")
+        return files
+
+    async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
+        body = plan.body
+        url = self.ctx.base_url + body["path"]
+        headers = bearer(self.ctx)
+        if "files" in body:
+            data = {key: str(value) for key, value in {**body["data"], "n": count}.items()}
+            response = await call_api(
+                self.ctx, "POST", url, deadline=deadline, classify=self._classify,
+                headers=headers, data=data, files=body["files"],
+            )  # fmt: skip
+        else:
+            payload = {**body["json"], "n": count}
+            response = await call_api(
+                self.ctx, "POST", url, deadline=deadline, classify=self._classify,
+                headers=headers, json=payload,
+            )  # fmt: skip
+        items = parse_json(self.ctx, response, _Reply).data
+        if not items:
+            raise ProviderResponseError(
+                f"{self.ctx.name} returned no image", provider=self.ctx.name
+            )
+        images = []
+        for item in items[:count]:
+            if item.b64_json:
+                data_bytes = decode_b64(self.ctx, item.b64_json)
+            elif item.url:
+                data_bytes = await download(self.ctx, item.url, deadline=deadline)
+            else:
+                raise ProviderResponseError(
+                    f"{self.ctx.name} sent an image with no data", provider=self.ctx.name
+                )
+            meta = {"revised_prompt": item.revised_prompt} if item.revised_prompt else {}
+            images.append(GeneratedImage(data=data_bytes, meta=meta))
+        return images
+
+    def _classify(self, response: httpx.Response) -> ImageGateError | None:
+        # OpenAI answers 429 both for "slow down" and for an empty account.
+        try:
+            error = response.json().get("error") or {}
+            code = str(error.get("code") or error.get("type") or "")
+        except (ValueError, AttributeError):
+            return None
+        if code in ("insufficient_quota", "billing_hard_limit_reached"):
+            return ProviderQuotaError(
+                f"{self.ctx.name} account is out of credits; tell the operator",
+                provider=self.ctx.name,
+                status=response.status_code,
+            )
+        return None
+
+
+def _transparent_mask(gray_png: bytes) -> bytes:
+    """White = repaint grayscale -> an RGBA PNG that is transparent where to repaint."""
+    with Image.open(io.BytesIO(gray_png)) as gray:
+        alpha = ImageOps.invert(gray.convert("L"))
+    rgba = Image.new("RGBA", alpha.size, (0, 0, 0, 255))
+    rgba.putalpha(alpha)
+    return to_png(rgba)

@@ -1,0 +1,303 @@
+"""The quota ledger: races, idempotency, at-most-once settle/release, partial charges,
+period rollover, expiry, and a property test that random sequences keep every invariant."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import uuid
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.db import Database
+from core.errors import IdempotencyConflictError, QuotaExceededError, RateLimitedError
+from core.quota import Policy, QuotaStore, period_end, period_key
+
+
+class Clock:
+    def __init__(self, now: float = 1_763_700_000.0) -> None:  # 2025-11-21, a Friday
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+_OPEN: list[QuotaStore] = []
+
+
+async def _store(path: Path, clock: Clock | None = None) -> QuotaStore:
+    store = QuotaStore(await Database.open(path), clock or Clock())
+    _OPEN.append(store)
+    return store
+
+
+@pytest.fixture(autouse=True)
+async def _close_stores():
+    yield
+    while _OPEN:
+        await _OPEN.pop().db.close()
+
+
+def _key() -> str:
+    return uuid.uuid4().hex
+
+
+async def _reserve(store: QuotaStore, user: str, amount: int, policy: Policy, key: str | None = None):
+    return await store.reserve(
+        user, amount=amount, idem_key=key or _key(), request_hash="h", policy=policy
+    )
+
+
+async def test_reserve_settle_charges_only_delivered(tmp_path):
+    store = await _store(tmp_path / "q.db")
+    policy = Policy(allowance=10)
+    hold = await _reserve(store, "u", 4, policy)
+    assert (await store.status("u", policy)).remaining == 6
+    assert await store.settle(hold.hold_id, 2) == 2
+    status = await store.status("u", policy)
+    assert (status.remaining, status.held, status.in_flight) == (8, 0, 0)
+    assert await store.check_ledger() == []
+
+
+async def test_settle_and_release_happen_at_most_once(tmp_path):
+    store = await _store(tmp_path / "q.db")
+    policy = Policy(allowance=10)
+    hold = await _reserve(store, "u", 3, policy)
+    assert await store.settle(hold.hold_id, 3) == 3
+    assert await store.settle(hold.hold_id, 3) == 0
+    assert await store.release(hold.hold_id) is False
+    other = await _reserve(store, "u", 3, policy)
+    assert await store.release(other.hold_id) is True
+    assert await store.release(other.hold_id) is False
+    assert (await store.status("u", policy)).remaining == 7
+    assert await store.check_ledger() == []
+
+
+async def test_idempotent_replay_returns_the_same_hold(tmp_path):
+    store = await _store(tmp_path / "q.db")
+    policy = Policy(allowance=10)
+    first = await _reserve(store, "u", 2, policy, key="k1")
+    again = await _reserve(store, "u", 2, policy, key="k1")
+    assert again.hold_id == first.hold_id and again.replayed
+    assert (await store.status("u", policy)).remaining == 8
+    with pytest.raises(IdempotencyConflictError):
+        await store.reserve("u", amount=2, idem_key="k1", request_hash="other", policy=policy)
+
+
+async def test_allowance_is_drawn_before_granted_credits(tmp_path):
+    store = await _store(tmp_path / "q.db")
+    policy = Policy(allowance=5)
+    await store.grant("u", 10, reason="gift", policy=policy)
+    hold = await _reserve(store, "u", 7, policy)
+    status = await store.status("u", policy)
+    assert (status.remaining, status.granted) == (8, 8)
+    await store.release(hold.hold_id)
+    status = await store.status("u", policy)
+    assert (status.remaining, status.granted) == (15, 10)
+
+
+async def test_refusal_names_the_limit_and_reset_time(tmp_path):
+    store = await _store(tmp_path / "q.db")
+    policy = Policy(allowance=2)
+    with pytest.raises(QuotaExceededError) as info:
+        await _reserve(store, "u", 3, policy)
+    assert "needs 3" in info.value.message and "resets at" in info.value.message
+    assert info.value.retry_at is not None
+
+
+async def test_period_rollover_restores_the_allowance_and_keeps_grants(tmp_path):
+    clock = Clock()
+    store = await _store(tmp_path / "q.db", clock)
+    policy = Policy(allowance=3)
+    await store.grant("u", 1, reason="gift", policy=policy)
+    hold = await _reserve(store, "u", 3, policy)
+    await store.settle(hold.hold_id, 3)
+    assert (await store.status("u", policy)).remaining == 1
+    clock.now += 86_400
+    assert (await store.status("u", policy)).remaining == 4
+    hold = await _reserve(store, "u", 4, policy)
+    await store.settle(hold.hold_id, 4)
+    assert await store.check_ledger() == []
+
+
+async def test_refund_after_rollover_does_not_inflate_the_new_period(tmp_path):
+    clock = Clock()
+    store = await _store(tmp_path / "q.db", clock)
+    policy = Policy(allowance=3)
+    hold = await _reserve(store, "u", 3, policy)
+    clock.now += 86_400
+    await _reserve(store, "u", 1, policy)  # rolls the period over
+    await store.release(hold.hold_id)
+    assert (await store.status("u", policy)).remaining == 2
+    assert await store.check_ledger() == []
+
+
+async def test_sweeper_releases_expired_holds(tmp_path):
+    clock = Clock()
+    store = await _store(tmp_path / "q.db", clock)
+    policy = Policy(allowance=5, hold_ttl_s=60)
+    await _reserve(store, "u", 5, policy)
+    assert await store.sweep() == 0
+    clock.now += 61
+    assert await store.sweep() == 1
+    assert (await store.status("u", policy)).remaining == 5
+    assert [e.kind for e in await store.history("u")][:1] == ["expire"]
+
+
+async def test_sweeper_releases_holds_of_dead_owners_only(tmp_path):
+    store = await _store(tmp_path / "q.db")
+    policy = Policy(allowance=5)
+    await store.reserve("u", amount=1, idem_key="a", request_hash="h", policy=policy, owner="dead")
+    await store.reserve("u", amount=1, idem_key="b", request_hash="h", policy=policy, owner="alive")
+    assert await store.sweep(is_dead_owner=lambda owner: owner == "dead") == 1
+    assert (await store.status("u", policy)).in_flight == 1
+
+
+async def test_rate_limit_and_in_flight_cap(tmp_path):
+    clock = Clock()
+    store = await _store(tmp_path / "q.db", clock)
+    policy = Policy(allowance=100, rate_per_minute=3)
+    for _ in range(3):
+        await _reserve(store, "u", 1, policy)
+    with pytest.raises(RateLimitedError) as info:
+        await _reserve(store, "u", 1, policy)
+    assert "3 per minute" in info.value.message and info.value.retry_at is not None
+    clock.now += 20
+    await _reserve(store, "u", 1, policy)
+    capped = Policy(allowance=100, max_in_flight=1)
+    await _reserve(store, "v", 1, capped)
+    with pytest.raises(RateLimitedError, match="running"):
+        await _reserve(store, "v", 1, capped)
+
+
+async def test_a_refused_debit_does_not_use_a_rate_slot(tmp_path):
+    store = await _store(tmp_path / "q.db")
+    policy = Policy(allowance=1, rate_per_minute=1)
+    with pytest.raises(QuotaExceededError):
+        await _reserve(store, "u", 2, policy)
+    await _reserve(store, "u", 1, policy)
+
+
+async def test_allowance_override(tmp_path):
+    store = await _store(tmp_path / "q.db")
+    policy = Policy(allowance=5)
+    await store.set_allowance("u", 20, policy=policy)
+    assert (await store.status("u", policy)).remaining == 20
+    await store.set_allowance("u", None, policy=policy)
+    assert (await store.status("u", policy)).remaining == 5
+
+
+def test_period_keys_and_ends():
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 11, 21, 15, 30, tzinfo=UTC)
+    assert period_key("day", now) == "2026-11-21"
+    assert period_key("week", now) == "2026-W47"
+    assert period_key("month", now) == "2026-11"
+    assert period_end("day", now) == datetime(2026, 11, 22, tzinfo=UTC)
+    assert period_end("week", now) == datetime(2026, 11, 23, tzinfo=UTC)
+    assert period_end("month", datetime(2026, 12, 31, tzinfo=UTC)) == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+async def test_race_200_reserves_over_8_connections(tmp_path):
+    path = tmp_path / "q.db"
+    stores = [await _store(path) for _ in range(8)]
+    policy = Policy(allowance=37)
+
+    async def attempt(i: int) -> bool:
+        try:
+            await _reserve(stores[i % 8], "u", 1, policy)
+            return True
+        except QuotaExceededError:
+            return False
+
+    results = await asyncio.gather(*(attempt(i) for i in range(200)))
+    assert sum(results) == 37
+    status = await stores[0].status("u", policy)
+    assert (status.remaining, status.held) == (0, 37)
+    assert await stores[0].check_ledger() == []
+
+
+def _process_worker(path: str, attempts: int, queue) -> None:
+    async def run() -> int:
+        store = await _store(Path(path))
+        ok = 0
+        for _ in range(attempts):
+            try:
+                await _reserve(store, "u", 1, Policy(allowance=50))
+                ok += 1
+            except QuotaExceededError:
+                pass
+        await store.db.close()  # an open aiosqlite thread would keep the process alive
+        return ok
+
+    queue.put(asyncio.run(run()))
+
+
+async def test_race_across_4_processes(tmp_path):
+    path = tmp_path / "q.db"
+    await _store(path)  # create and migrate before the processes race
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_process_worker, args=(str(path), 40, queue)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    await asyncio.to_thread(lambda: [w.join(60) for w in workers])
+    assert sum(queue.get(timeout=5) for _ in workers) == 50
+    store = await _store(path)
+    assert (await store.status("u", Policy(allowance=50))).remaining == 0
+    assert await store.check_ledger() == []
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["reserve", "settle", "release", "grant", "tick", "sweep"]),
+        st.integers(0, 6),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations)
+def test_random_sequences_keep_every_invariant(tmp_path_factory, ops):
+    asyncio.run(_check_sequence(tmp_path_factory.mktemp("prop") / "q.db", ops))
+
+
+async def _check_sequence(path: Path, ops) -> None:
+    clock = Clock()
+    store = await _store(path, clock)
+    policy = Policy(allowance=10, hold_ttl_s=3600)
+    holds: list[tuple[str, int]] = []
+    charged = granted = 0
+    for op, value in ops:
+        if op == "reserve":
+            try:
+                hold = await _reserve(store, "u", value, policy)
+                holds.append((hold.hold_id, value))
+            except QuotaExceededError:
+                pass
+        elif op == "settle" and holds:
+            hold_id, amount = holds.pop(value % len(holds))
+            charged += await store.settle(hold_id, min(value, amount + 1))
+        elif op == "release" and holds:
+            await store.release(holds.pop(value % len(holds))[0])
+        elif op == "grant":
+            await store.grant("u", value, reason="p", policy=policy)
+            granted += value
+        elif op == "tick":
+            clock.now += value * 1800
+        elif op == "sweep":
+            await store.sweep()
+        status = await store.status("u", policy)
+        assert status.remaining >= 0 and status.held >= 0
+        assert await store.check_ledger() == []
+    for hold_id, _ in holds:
+        await store.release(hold_id)
+    status = await store.status("u", policy)
+    assert status.held == 0 and status.in_flight == 0
+    assert status.granted <= granted
+    await _OPEN.pop().db.close()

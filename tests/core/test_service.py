@@ -1,0 +1,201 @@
+"""ImageService end to end with the placeholder provider: determinism, every edit mode,
+refunds on failure and cancellation, idempotent replays, ownership, and restart recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from PIL import Image, ImageChops
+
+from core import (
+    Caller,
+    ImageRequest,
+    ImageService,
+    InvalidRequestError,
+    NotFoundError,
+    QuotaExceededError,
+    UnknownModelError,
+)
+from core.errors import ProviderUnavailableError
+from tests.conftest import make_settings, png_bytes
+
+ALICE = Caller(frontend="cli", user_id="alice")
+BOB = Caller(frontend="cli", user_id="bob")
+
+
+def _pixels(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+async def test_generate_is_deterministic_for_prompt_seed_and_size(service):
+    request = ImageRequest(prompt="a red fox", n=3, seed=5, size=(640, 384))
+    first = await service.generate(ALICE, request)
+    second = await service.generate(ALICE, request)
+    assert [i.sha256 for i in first.images] == [i.sha256 for i in second.images]
+    assert len({i.sha256 for i in first.images}) == 3
+    assert all((i.width, i.height, i.mime) == (640, 384, "image/png") for i in first.images)
+    assert [i.seed for i in first.images] == [5, 6, 7]
+    assert first.credits_charged == 3 and first.credits_remaining == 47
+
+
+async def test_aspect_ratio_sets_the_shape(service):
+    result = await service.generate(ALICE, ImageRequest(prompt="wide", aspect_ratio="16:9"))
+    image = result.images[0]
+    assert image.width > image.height and abs(image.width / image.height - 16 / 9) < 0.05
+
+
+async def test_inpaint_changes_only_the_masked_region(service):
+    source = await service.load_input(png_bytes((128, 96), (10, 120, 200)))
+    mask_img = Image.new("L", (128, 96), 0)
+    mask_img.paste(255, (32, 24, 96, 72))
+    buf = io.BytesIO()
+    mask_img.save(buf, format="PNG")
+    mask = await service.load_input(buf.getvalue(), what="mask")
+    result = await service.edit(
+        ALICE, ImageRequest(operation="inpaint", prompt="a hat", image=source, mask=mask, seed=1)
+    )
+    out = _pixels(result.images[0].path.read_bytes())
+    diff = ImageChops.difference(out, _pixels(source.data)).convert("L")
+    changed = diff.point(lambda v: 255 if v else 0)
+    outside = ImageChops.multiply(changed, Image.eval(mask_img, lambda v: 255 - v))
+    assert outside.getbbox() is None
+    assert changed.getbbox() is not None
+
+
+async def test_inpaint_reads_an_alpha_mask_the_openai_way(service):
+    source = await service.load_input(png_bytes((64, 64), (0, 0, 0)))
+    alpha = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
+    alpha.paste((0, 0, 0, 0), (0, 0, 32, 64))
+    buf = io.BytesIO()
+    alpha.save(buf, format="PNG")
+    mask = await service.load_input(buf.getvalue(), what="mask")
+    result = await service.edit(
+        ALICE, ImageRequest(operation="inpaint", prompt="x", image=source, mask=mask, seed=3)
+    )
+    out = _pixels(result.images[0].path.read_bytes())
+    assert out.crop((32, 0, 64, 64)).getextrema() == ((0, 0), (0, 0), (0, 0))
+    assert out.crop((0, 0, 32, 64)).getextrema() != ((0, 0), (0, 0), (0, 0))
+
+
+async def test_mask_of_the_wrong_size_is_refused_before_any_charge(service):
+    source = await service.load_input(png_bytes((64, 64)))
+    mask = await service.load_input(png_bytes((32, 32), 255, mode="L"), what="mask")
+    with pytest.raises(InvalidRequestError, match="same size"):
+        await service.edit(ALICE, ImageRequest(operation="inpaint", prompt="x", image=source, mask=mask))
+    assert (await service.quota(ALICE)).remaining == 50
+
+
+@pytest.mark.parametrize("mode", ["variation", "sketch", "background", "avatar"])
+async def test_every_edit_mode_returns_an_image_of_the_input_size(service, mode):
+    source = await service.load_input(png_bytes((80, 60)))
+    result = await service.edit(ALICE, ImageRequest(operation=mode, prompt="p", image=source))
+    assert (result.images[0].width, result.images[0].height) == (80, 60)
+
+
+async def test_upscale_multiplies_the_size(service):
+    source = await service.load_input(png_bytes((50, 40)))
+    result = await service.upscale(ALICE, ImageRequest(operation="upscale", image=source, scale=4))
+    assert (result.images[0].width, result.images[0].height) == (200, 160)
+
+
+async def test_unknown_model_and_bad_input_cost_nothing(service):
+    with pytest.raises(UnknownModelError, match="placeholder:default"):
+        await service.generate(ALICE, ImageRequest(prompt="x", model="nope:x"))
+    with pytest.raises(InvalidRequestError):
+        await service.load_input(b"not an image at all")
+    with pytest.raises(InvalidRequestError, match="damaged"):
+        await service.load_input(png_bytes((300, 300))[:200])
+    assert (await service.quota(ALICE)).remaining == 50
+
+
+async def test_decompression_bomb_is_refused(service):
+    bomb = png_bytes((10000, 10000), 0, mode="1")
+    with pytest.raises(InvalidRequestError, match="pixels"):
+        await service.load_input(bomb)
+
+
+async def test_quota_exceeded_refuses_before_the_provider(tmp_path):
+    async with await ImageService.open(make_settings(tmp_path, quota={"allowance": 2}), sweeper=False) as svc:
+        with pytest.raises(QuotaExceededError, match="needs 3"):
+            await svc.generate(ALICE, ImageRequest(prompt="x", n=3))
+        assert (await svc.quota(ALICE)).remaining == 2
+
+
+async def test_provider_failure_is_refunded_and_recorded(service, monkeypatch):
+    model = service.registry.models["placeholder:default"]
+
+    async def boom(plan, count, deadline):
+        raise ProviderUnavailableError("placeholder is down", provider="placeholder")
+
+    monkeypatch.setattr(model, "do_generate", boom)
+    service.orchestrator.base_delay_s = 0.001
+    with pytest.raises(ProviderUnavailableError):
+        await service.generate(ALICE, ImageRequest(prompt="x", n=2))
+    status = await service.quota(ALICE)
+    assert (status.remaining, status.held, status.in_flight) == (50, 0, 0)
+    assert await service.quotas.check_ledger() == []
+
+
+async def test_cancellation_releases_the_hold(service, monkeypatch):
+    model = service.registry.models["placeholder:default"]
+    started = asyncio.Event()
+
+    async def slow(plan, count, deadline):
+        started.set()
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(model, "do_generate", slow)
+    task = asyncio.create_task(service.generate(ALICE, ImageRequest(prompt="x", n=2)))
+    await started.wait()
+    assert (await service.quota(ALICE)).held == 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    status = await service.quota(ALICE)
+    assert (status.remaining, status.held) == (50, 0)
+
+
+async def test_replayed_idempotency_key_is_not_charged_twice(service):
+    request = ImageRequest(prompt="x", n=2, seed=1)
+    first = await service.generate(ALICE, request, idempotency_key="interaction-1")
+    again = await service.generate(ALICE, request, idempotency_key="interaction-1")
+    assert again.replayed and again.job_id == first.job_id
+    assert (await service.quota(ALICE)).remaining == 48
+
+
+async def test_images_and_jobs_belong_to_their_owner(service):
+    result = await service.generate(ALICE, ImageRequest(prompt="mine"))
+    image_id = result.images[0].id
+    stored, data = await service.image(ALICE, image_id)
+    assert data == stored.path.read_bytes()
+    with pytest.raises(NotFoundError):
+        await service.image(BOB, image_id)
+    with pytest.raises(NotFoundError):
+        await service.job(BOB, result.job_id)
+    assert (await service.job(ALICE, result.job_id)).images[0].id == image_id
+
+
+async def test_rerun_after_restart_reuses_settings_with_a_new_seed(tmp_path):
+    settings = make_settings(tmp_path)
+    async with await ImageService.open(settings, sweeper=False) as svc:
+        source = await svc.load_input(png_bytes((72, 72)))
+        first = await svc.edit(ALICE, ImageRequest(operation="variation", prompt="p", image=source, seed=9))
+    async with await ImageService.open(settings, sweeper=False) as svc:
+        again = await svc.rerun(ALICE, first.job_id)
+        assert again.operation == "variation"
+        assert (again.images[0].width, again.images[0].height) == (72, 72)
+        assert again.job_id != first.job_id
+
+
+async def test_restart_releases_holds_of_a_dead_process(tmp_path):
+    settings = make_settings(tmp_path)
+    async with await ImageService.open(settings, sweeper=False) as svc:
+        await svc.quotas.reserve(
+            ALICE.key, amount=3, idem_key="k", request_hash="h", policy=svc.policy(ALICE),
+            owner="somehost-that-is-this-host",
+        )
+    async with await ImageService.open(settings, sweeper=False) as svc:
+        # owners on other hosts are left to the TTL
+        assert (await svc.quota(ALICE)).held == 3

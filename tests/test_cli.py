@@ -1,0 +1,178 @@
+"""The ``imagegate`` command as users run it: JSON contract, errors, concurrency, crashes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import png_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGEGATE = [sys.executable, "-m", "core.cli"]
+
+
+def _config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        textwrap.dedent(f"""
+        [database]
+        path = "{tmp_path / 'db.sqlite'}"
+        [images]
+        dir = "{tmp_path / 'images'}"
+        """) + textwrap.dedent(extra)
+    )
+    return path
+
+
+def run(tmp_path: Path, *args: str, config: Path | None = None, check: bool = True):
+    cmd = [*IMAGEGATE, "--config", str(config or _config(tmp_path)), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_generate_json_contract_and_byte_identical_rerun(tmp_path):
+    args = ("generate", "a red fox", "-n", "3", "--seed", "5", "--size", "640x384", "--json")
+    first = json.loads(run(tmp_path, *args).stdout)
+    assert set(first) == {"job_id", "images", "model", "credits_charged", "credits_remaining", "warnings"}
+    assert first["credits_charged"] == 3 and first["model"] == "placeholder:default"
+    for image in first["images"]:
+        assert set(image) == {"path", "mime", "width", "height", "seed"}
+        with Image.open(image["path"]) as img:
+            img.load()
+            assert img.size == (640, 384) and image["mime"] == "image/png"
+    second = json.loads(run(tmp_path, *args).stdout)
+    assert [Path(i["path"]).read_bytes() for i in first["images"]] == [
+        Path(i["path"]).read_bytes() for i in second["images"]
+    ]
+
+
+def test_out_dir_receives_the_files(tmp_path):
+    result = json.loads(run(tmp_path, "generate", "x", "--out", str(tmp_path / "out"), "--json").stdout)
+    path = Path(result["images"][0]["path"])
+    assert path.parent == (tmp_path / "out").resolve() and path.is_file()
+
+
+def test_edit_inpaint_and_upscale_from_files(tmp_path):
+    (tmp_path / "in.png").write_bytes(png_bytes((64, 48)))
+    mask = Image.new("L", (64, 48), 0)
+    mask.paste(255, (0, 0, 16, 16))
+    mask.save(tmp_path / "mask.png")
+    edited = json.loads(run(tmp_path, "edit", "in.png", "--mode", "inpaint", "--mask", "mask.png",
+                            "--prompt", "a hat", "--json").stdout)
+    with Image.open(edited["images"][0]["path"]) as out:
+        original = Image.open(io.BytesIO(png_bytes((64, 48)))).convert("RGB")
+        assert out.convert("RGB").crop((16, 16, 64, 48)).tobytes() == original.crop((16, 16, 64, 48)).tobytes()
+    up = json.loads(run(tmp_path, "upscale", "in.png", "--json").stdout)
+    assert (up["images"][0]["width"], up["images"][0]["height"]) == (128, 96)
+
+
+@pytest.mark.parametrize(
+    ("args", "extra", "expected", "code"),
+    [
+        (("generate", "x", "--model", "nope:x"), "", "unknown model", "invalid_input"),
+        (("generate", "x", "--size", "99999x10"), "", "size", "invalid_input"),
+        (("generate", "x", "--size", "big"), "", "WIDTHxHEIGHT", "invalid_input"),
+        (("edit", "missing.png", "--mode", "variation"), "", "no such file", "invalid_input"),
+        (("edit", "notimage.png", "--mode", "variation"), "", "not a PNG", "invalid_input"),
+        (("edit", "truncated.png", "--mode", "variation"), "", "damaged", "invalid_input"),
+        (("models",), "[quota]\nallowance = 'lots'\n", "[quota] allowance", "config_error"),
+        (("models",), "[quota]\nallowanse = 3\n", "[quota] allowanse: unknown key", "config_error"),
+        (("models",), "[providers.x]\nkind = 'nope'\n", "[providers.x] kind", "config_error"),
+        (("models",), "not toml [", "not valid TOML", "config_error"),
+    ],
+)
+def test_bad_input_gives_one_line_and_no_traceback(tmp_path, args, extra, expected, code):
+    (tmp_path / "notimage.png").write_text("hello")
+    (tmp_path / "truncated.png").write_bytes(png_bytes((400, 400))[:300])
+    out = run(tmp_path, *args, "--json", config=_config(tmp_path, extra), check=False)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], out.stderr
+    assert json.loads(out.stdout)["error"]["code"] == code
+
+
+def test_missing_config_file_is_named(tmp_path):
+    out = run(tmp_path, "models", config=tmp_path / "nope.toml", check=False)
+    assert out.returncode == 1 and "nope.toml" in out.stderr and "not found" in out.stderr
+
+
+def test_models_json_lists_operations_and_price(tmp_path):
+    models = json.loads(run(tmp_path, "models", "--json").stdout)
+    assert models[0]["ref"] == "placeholder:default"
+    assert {"ref", "provider", "kind", "operations", "max_images", "price"} <= set(models[0])
+    assert "inpaint" in models[0]["operations"]
+
+
+def test_quota_admin_commands(tmp_path):
+    run(tmp_path, "quota", "grant", "discord:42", "7", "--reason", "event prize")
+    run(tmp_path, "quota", "allowance", "discord:42", "3")
+    shown = json.loads(run(tmp_path, "quota", "show", "discord:42", "--json").stdout)
+    assert set(shown) == {"user", "remaining", "allowance", "granted", "held", "in_flight", "period", "resets_at"}
+    assert (shown["remaining"], shown["granted"], shown["allowance"]) == (10, 7, 3)
+    history = json.loads(run(tmp_path, "quota", "history", "discord:42", "--json").stdout)
+    assert history[0]["kind"] == "grant" and history[0]["reason"] == "event prize"
+
+
+def test_30_concurrent_processes_with_allowance_5(tmp_path):
+    config = _config(tmp_path, "[quota]\nallowance = 5\n")
+    run(tmp_path, "models", config=config)  # create the database once
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen([*IMAGEGATE, "--config", str(config), "generate", f"fox {i}", "--user", "cli:same"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+        for i in range(30)
+    ]
+    results = [(p.wait(timeout=180), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    assert sum(code == 0 for code, _ in results) == 5
+    refused = [err for code, err in results if code != 0]
+    assert all("not enough credits" in err for err in refused), refused[:2]
+    shown = json.loads(run(tmp_path, "quota", "show", "cli:same", "--json", config=config).stdout)
+    assert shown["remaining"] == 0 and shown["held"] == 0
+
+
+CRASHER = """
+import asyncio, sys
+from core import Caller, ImageRequest, ImageService, load_settings
+
+async def main():
+    service = await ImageService.open(load_settings(sys.argv[1]), sweeper=False)
+    model = service.registry.models["placeholder:default"]
+    async def hang(plan, count, deadline):
+        print("reserved", flush=True)
+        await asyncio.sleep(3600)
+    model.do_generate = hang
+    await service.generate(Caller(frontend="cli", user_id="victim"), ImageRequest(prompt="x", n=4))
+
+asyncio.run(main())
+"""
+
+
+def test_kill_9_during_a_job_loses_and_duplicates_nothing(tmp_path):
+    config = _config(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", CRASHER, str(config)], stdout=subprocess.PIPE,
+                                text=True, cwd=tmp_path, env=env)
+        assert proc.stdout.readline().strip() == "reserved"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        held = json.loads(run(tmp_path, "quota", "show", "cli:victim", "--json", config=config).stdout)
+        assert (held["remaining"], held["held"], held["in_flight"]) == (50, 0, 0)
+    history = json.loads(run(tmp_path, "quota", "history", "cli:victim", "--json", config=config).stdout)
+    assert sorted(e["kind"] for e in history) == ["expire"] * 3 + ["hold"] * 3
