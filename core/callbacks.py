@@ -55,7 +55,9 @@ class CallbackHub:
         self.path = "/" + path.strip("/")
         self._waiters: dict[str, CallbackWaiter] = {}
         self.ignored = 0
-        self.app = Starlette(routes=[Route(self.path + "/{token}", self._receive, methods=["POST"])])
+        self.app = Starlette(
+            routes=[Route(self.path + "/{token}", self._receive, methods=["POST"])]
+        )
 
     def expect(self) -> CallbackWaiter:
         """Register a new waiter with a fresh unguessable path."""

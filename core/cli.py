@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a bug: say so in one line; the traceback only with -v
         logging.getLogger("imagegate").exception("unexpected error")
-        return _fail({"code": "internal_error", "message": f"internal error ({type(exc).__name__})"}, as_json)
+        return _fail(
+            {"code": "internal_error", "message": f"internal error ({type(exc).__name__})"}, as_json
+        )
 
 
 def _fail(error: dict[str, Any], as_json: bool) -> int:
@@ -104,14 +106,18 @@ def _parser() -> argparse.ArgumentParser:
 
     _quota_parsers(sub)
 
-    job = sub.add_parser("job", help="look at a stored job").add_subparsers(dest="job_cmd", required=True)
+    job = sub.add_parser("job", help="look at a stored job").add_subparsers(
+        dest="job_cmd", required=True
+    )
     show = job.add_parser("show", help="a job and its images")
     show.add_argument("job_id")
     show.add_argument("--user", help="whose job (default: you; admins see all)")
     _json_flag(show)
     show.set_defaults(handler=_async(_job_show))
 
-    serve = sub.add_parser("serve", help="run everything configured (MCP over HTTP, bot, callbacks)")
+    serve = sub.add_parser(
+        "serve", help="run everything configured (MCP over HTTP, bot, callbacks)"
+    )
     serve.set_defaults(handler=_frontend("serve"))
     mcp = sub.add_parser("mcp", help="run the MCP server, or mint a client token")
     mcp.add_argument("--transport", choices=("stdio", "http"), default="stdio")
@@ -202,9 +208,15 @@ def _admin() -> Caller:
 
 async def _generate(service: ImageService, args: argparse.Namespace) -> None:
     request = _request(
-        operation="generate", prompt=args.prompt, negative_prompt=args.negative,
-        n=args.n or service.settings.defaults.n, size=_size(args.size),
-        aspect_ratio=args.aspect, seed=args.seed, steps=args.steps, guidance=args.guidance,
+        operation="generate",
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        n=args.n or service.settings.defaults.n,
+        size=_size(args.size),
+        aspect_ratio=args.aspect,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
         model=args.model,
     )
     result = await service.generate(_caller(args), request, idempotency_key=_key())
@@ -217,8 +229,13 @@ async def _edit(service: ImageService, args: argparse.Namespace) -> None:
     if args.mask:
         mask = await service.load_input(_read(args.mask), what=f"mask {args.mask.name}")
     request = _request(
-        operation=args.mode, prompt=args.prompt, image=image, mask=mask,
-        strength=args.strength, seed=args.seed, model=args.model,
+        operation=args.mode,
+        prompt=args.prompt,
+        image=image,
+        mask=mask,
+        strength=args.strength,
+        seed=args.seed,
+        model=args.model,
     )
     result = await service.edit(_caller(args), request, idempotency_key=_key())
     _print_result(result, args)
@@ -269,23 +286,34 @@ def _key() -> str:
 def _print_result(result: ImageResult, args: argparse.Namespace) -> None:
     paths = [_deliver(image.path, result.job_id, image.index, args.out) for image in result.images]
     if args.json:
-        print(json.dumps({
-            "job_id": result.job_id,
-            "images": [
-                {"path": str(path), "mime": image.mime, "width": image.width,
-                 "height": image.height, "seed": image.seed}
-                for path, image in zip(paths, result.images, strict=True)
-            ],
-            "model": result.model,
-            "credits_charged": result.credits_charged,
-            "credits_remaining": result.credits_remaining,
-            "warnings": result.warnings,
-        }))
+        print(
+            json.dumps(
+                {
+                    "job_id": result.job_id,
+                    "images": [
+                        {
+                            "path": str(path),
+                            "mime": image.mime,
+                            "width": image.width,
+                            "height": image.height,
+                            "seed": image.seed,
+                        }
+                        for path, image in zip(paths, result.images, strict=True)
+                    ],
+                    "model": result.model,
+                    "credits_charged": result.credits_charged,
+                    "credits_remaining": result.credits_remaining,
+                    "warnings": result.warnings,
+                }
+            )
+        )
         return
     for path, image in zip(paths, result.images, strict=True):
         print(f"{path}  ({image.width}x{image.height}, seed {image.seed})")
-    print(f"job {result.job_id} on {result.model}: {result.credits_charged} credit(s) charged,"
-          f" {result.credits_remaining} left")
+    print(
+        f"job {result.job_id} on {result.model}: {result.credits_charged} credit(s) charged,"
+        f" {result.credits_remaining} left"
+    )
     for warning in result.warnings:
         print(f"warning: {warning}")
 
@@ -305,17 +333,30 @@ def _deliver(stored: Path, job_id: str, index: int, out: Path | None) -> Path:
 async def _models(service: ImageService, args: argparse.Namespace) -> None:
     models = service.models()
     if args.json:
-        print(json.dumps([
-            {"ref": m.ref, "provider": m.provider, "kind": m.kind, "operations": m.operations,
-             "max_images": m.max_images, "price": m.price, "prices": m.prices,
-             "aliases": m.aliases}
-            for m in models
-        ]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "ref": m.ref,
+                        "provider": m.provider,
+                        "kind": m.kind,
+                        "operations": m.operations,
+                        "max_images": m.max_images,
+                        "price": m.price,
+                        "prices": m.prices,
+                        "aliases": m.aliases,
+                    }
+                    for m in models
+                ]
+            )
+        )
         return
     for m in models:
         aliases = f"  (alias: {', '.join(m.aliases)})" if m.aliases else ""
-        print(f"{m.ref}  [{m.kind}]  {', '.join(m.operations)}  up to {m.max_images}/call,"
-              f" {m.price} credit(s)/image{aliases}")
+        print(
+            f"{m.ref}  [{m.kind}]  {', '.join(m.operations)}  up to {m.max_images}/call,"
+            f" {m.price} credit(s)/image{aliases}"
+        )
 
 
 async def _providers(service: ImageService, args: argparse.Namespace) -> None:
@@ -325,7 +366,9 @@ async def _providers(service: ImageService, args: argparse.Namespace) -> None:
         return
     for p in providers:
         key = "not needed" if p.kind == "placeholder" else ("set" if p.key_set else "NOT SET")
-        line = f"{p.name}  [{p.kind}]  {p.base_url or '(offline)'}  key {p.api_key_env or '-'}: {key}"
+        line = (
+            f"{p.name}  [{p.kind}]  {p.base_url or '(offline)'}  key {p.api_key_env or '-'}: {key}"
+        )
         if p.balance is not None:
             line += f"  balance: {p.balance}"
         print(line)
@@ -337,8 +380,10 @@ async def _job_show(service: ImageService, args: argparse.Namespace) -> None:
     if args.json:
         print(job.model_dump_json())
         return
-    print(f"job {job.job_id}: {job.operation} on {job.model} by {job.user}, {job.status},"
-          f" {job.credits_charged} credit(s)")
+    print(
+        f"job {job.job_id}: {job.operation} on {job.model} by {job.user}, {job.status},"
+        f" {job.credits_charged} credit(s)"
+    )
     for image in job.images:
         print(f"  {image.path}  {image.width}x{image.height} seed {image.seed} ({image.uri})")
     if job.error:
@@ -353,7 +398,9 @@ async def _quota_show(service: ImageService, args: argparse.Namespace) -> None:
 
 
 async def _quota_grant(service: ImageService, args: argparse.Namespace) -> None:
-    status = await service.grant(_admin(), Caller.parse(args.user), args.credits, reason=args.reason)
+    status = await service.grant(
+        _admin(), Caller.parse(args.user), args.credits, reason=args.reason
+    )
     _print_quota(status, args.json)
 
 
@@ -369,17 +416,21 @@ async def _quota_history(service: ImageService, args: argparse.Namespace) -> Non
         print(json.dumps([json.loads(e.model_dump_json()) for e in entries]))
         return
     for e in entries:
-        print(f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.kind:8}  allowance_used {e.d_allowance_used:+d}"
-              f"  granted {e.d_granted:+d}  held {e.d_held:+d}  {e.reason or ''}")
+        print(
+            f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.kind:8}  allowance_used {e.d_allowance_used:+d}"
+            f"  granted {e.d_granted:+d}  held {e.d_held:+d}  {e.reason or ''}"
+        )
 
 
 def _print_quota(status: Any, as_json: bool) -> None:
     if as_json:
         print(status.model_dump_json())
         return
-    print(f"{status.user}: {status.remaining} credit(s) left (allowance {status.allowance} per"
-          f" {status.period}, granted {status.granted}, held {status.held},"
-          f" {status.in_flight} job(s) running); resets {status.resets_at:%Y-%m-%d %H:%M} UTC")
+    print(
+        f"{status.user}: {status.remaining} credit(s) left (allowance {status.allowance} per"
+        f" {status.period}, granted {status.granted}, held {status.held},"
+        f" {status.in_flight} job(s) running); resets {status.resets_at:%Y-%m-%d %H:%M} UTC"
+    )
 
 
 def _int(text: str, what: str) -> int:

@@ -204,9 +204,7 @@ class Database:
                     continue
                 for statement in _statements(sql):
                     await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO _migrations VALUES (?, datetime('now'))", (name,)
-                )
+                await conn.execute("INSERT INTO _migrations VALUES (?, datetime('now'))", (name,))
 
 
 async def _connect(path: Path, busy_timeout_ms: int, synchronous: str) -> aiosqlite.Connection:

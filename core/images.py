@@ -100,7 +100,7 @@ def normalize_mask(mask: InputImage, image: InputImage) -> bytes:
         )
     with Image.open(io.BytesIO(mask.data)) as img:
         gray = _mask_to_gray(img)
-    if gray.getextrema()[1] < 128:
+    if _max_value(gray) < 128:
         raise InvalidRequestError("the mask marks nothing to repaint (white = repaint)")
     return to_png(gray)
 
@@ -111,10 +111,20 @@ def _mask_to_gray(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         gray = rgba.convert("L")
         alpha = rgba.getchannel("A")
-        if gray.getextrema()[1] < 128 and alpha.getextrema()[0] < 128:
+        if _max_value(gray) < 128 and _min_value(alpha) < 128:
             return ImageOps.invert(alpha).point(lambda v: 255 if v >= 128 else 0)
         return gray.point(lambda v: 255 if v >= 128 else 0)
     return img.convert("L").point(lambda v: 255 if v >= 128 else 0)
+
+
+def _max_value(img: Image.Image) -> float:
+    low_high = img.getextrema()
+    return float(low_high[1])  # type: ignore[arg-type]  # single-band image: (min, max)
+
+
+def _min_value(img: Image.Image) -> float:
+    low_high = img.getextrema()
+    return float(low_high[0])  # type: ignore[arg-type]
 
 
 def to_png(img: Image.Image) -> bytes:

@@ -24,19 +24,20 @@ from .errors import (
     ProviderError,
     ProviderResponseError,
 )
+from .images import ImageInfo
 from .providers.base import ImageModel, Plan
 from .types import GeneratedImage
 
 MAX_RETRY_AFTER_S = 60.0
 
-Validate = Callable[[ImageModel, GeneratedImage], Awaitable[object]]
+Validate = Callable[[ImageModel, GeneratedImage], Awaitable[ImageInfo]]
 
 
 @dataclass
 class Delivered:
     model: ImageModel
     image: GeneratedImage
-    checked: object  # what ``validate`` returned (the service's decoded image info)
+    checked: ImageInfo  # the decoded type and size, from ``validate``
 
 
 @dataclass
@@ -184,7 +185,7 @@ class Orchestrator:
         return backoff * random.uniform(1.0, 1.25)
 
 
-async def _checked(model: ImageModel, image: GeneratedImage, validate: Validate) -> object:
+async def _checked(model: ImageModel, image: GeneratedImage, validate: Validate) -> ImageInfo:
     try:
         return await validate(model, image)
     except InvalidRequestError as exc:

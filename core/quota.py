@@ -130,8 +130,16 @@ class QuotaStore:
                     now_ms + int(policy.hold_ttl_s * 1000),
                 ),
             )
-            await _ledger(conn, user, "hold", now_ms, hold_id, used=from_allowance,
-                          granted=-from_granted, held=amount)
+            await _ledger(
+                conn,
+                user,
+                "hold",
+                now_ms,
+                hold_id,
+                used=from_allowance,
+                granted=-from_granted,
+                held=amount,
+            )
         return Hold(hold_id, user, amount, "held", job_id)
 
     async def settle(self, hold_id: str, actual: int) -> int:
@@ -177,8 +185,16 @@ class QuotaStore:
             if charged:
                 await _ledger(conn, user, "capture", now_ms, hold_id, held=-charged)
             if refund_a or refund_g or not charged:
-                await _ledger(conn, user, refund_kind, now_ms, hold_id, used=d_used,
-                              granted=refund_g, held=-(refund_a + refund_g))
+                await _ledger(
+                    conn,
+                    user,
+                    refund_kind,
+                    now_ms,
+                    hold_id,
+                    used=d_used,
+                    granted=refund_g,
+                    held=-(refund_a + refund_g),
+                )
         return charged
 
     async def sweep(self, *, is_dead_owner: Callable[[str], bool] | None = None) -> int:
@@ -208,7 +224,8 @@ class QuotaStore:
             _, granted = await _account(conn, user, policy, now_ms, now)
             if granted + credits < 0:
                 raise QuotaExceededError(
-                    f"{user} has only {granted} granted credits", remaining=granted,
+                    f"{user} has only {granted} granted credits",
+                    remaining=granted,
                     needed=-credits,
                 )
             await conn.execute(
@@ -265,8 +282,14 @@ class QuotaStore:
         )
         return [
             LedgerEntry(
-                entry_id=r[0], user=r[1], kind=r[2], d_allowance_used=r[3], d_granted=r[4],
-                d_held=r[5], hold_id=r[6], reason=r[7],
+                entry_id=r[0],
+                user=r[1],
+                kind=r[2],
+                d_allowance_used=r[3],
+                d_granted=r[4],
+                d_held=r[5],
+                hold_id=r[6],
+                reason=r[7],
                 created_at=datetime.fromtimestamp(r[8] / 1000, UTC),
             )
             for r in rows
@@ -289,11 +312,7 @@ class QuotaStore:
             "   WHERE h.user_id = a.user_id AND h.state = 'held')"
             " FROM account a LEFT JOIN ledger l ON l.user_id = a.user_id GROUP BY a.user_id"
         )
-        return [
-            r[0]
-            for r in rows
-            if (r[1], r[2], r[3]) != (r[4], r[5], r[6]) or r[3] != r[7]
-        ]
+        return [r[0] for r in rows if (r[1], r[2], r[3]) != (r[4], r[5], r[6]) or r[3] != r[7]]
 
 
 def _state_for(kind: str) -> str:
@@ -391,12 +410,12 @@ async def _take_rate_slot(
     async with conn.execute(
         "SELECT tat_ms FROM rate_bucket WHERE user_id = ? AND name = 'jobs'", (user,)
     ) as cursor:
-        tat = (await cursor.fetchone())[0]
+        row = await cursor.fetchone()
+    tat = row[0] if row else now_ms
     wait_s = max(1, (max(tat, now_ms) + interval - now_ms - limit) // 1000 + 1)
     retry_at = datetime.fromtimestamp(now_ms / 1000 + wait_s, UTC)
     raise RateLimitedError(
-        f"too many jobs: the limit is {policy.rate_per_minute} per minute;"
-        f" try again in {wait_s} s",
+        f"too many jobs: the limit is {policy.rate_per_minute} per minute; try again in {wait_s} s",
         retry_at=retry_at,
     )
 

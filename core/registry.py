@@ -102,15 +102,19 @@ class Registry:
         for ref, model in self.models.items():
             caps = model.capabilities
             operations = [op for op in OPERATIONS if op in caps.operations]
-            prices = {op: self.price(ref, op) for op in operations}
+            prices: dict[str, int] = {op: self.price(ref, op) for op in operations}
             out.append(
                 ModelInfo(
-                    ref=ref, provider=model.ctx.name, kind=model.kind, model=model.model,
-                    operations=operations, max_images=caps.max_images_per_call,
-                    price=prices[operations[0]], prices=prices,
+                    ref=ref,
+                    provider=model.ctx.name,
+                    kind=model.kind,
+                    model=model.model,
+                    operations=operations,
+                    max_images=caps.max_images_per_call,
+                    price=prices[operations[0]],
+                    prices=prices,
                     aliases=[a for a, targets in self.aliases.items() if ref in targets],
                     description=caps.description,
                 )
             )
         return out
-

@@ -216,7 +216,9 @@ class ImageService:
         progress: Progress | None,
     ) -> ImageResult:
         chain = self._plan_chain(request)
-        prices = {model.ref: self.registry.price(model.ref, request.operation) for model, _ in chain}
+        prices = {
+            model.ref: self.registry.price(model.ref, request.operation) for model, _ in chain
+        }
         record = await self.store.request_record(request)
         job_id = new_id()
         hold = await self.quotas.reserve(
@@ -231,7 +233,11 @@ class ImageService:
         if hold.replayed:
             return await self._replay(caller, hold)
         await self.store.create_job(
-            job_id, user=caller.key, request=record, model=chain[0][0].ref, hold_id=hold.hold_id,
+            job_id,
+            user=caller.key,
+            request=record,
+            model=chain[0][0].ref,
+            hold_id=hold.hold_id,
             owner=self.owner,
         )
         try:
@@ -285,16 +291,29 @@ class ImageService:
             )
         remaining = (await self.quota(caller)).remaining
         model = _model_of(outcome.delivered)
-        log.info("job %s %s by %s: %d image(s), %d credit(s)", job_id, request.operation,
-                 caller.key, len(stored), charged)
+        log.info(
+            "job %s %s by %s: %d image(s), %d credit(s)",
+            job_id,
+            request.operation,
+            caller.key,
+            len(stored),
+            charged,
+        )
         return ImageResult(
-            job_id=job_id, operation=request.operation, model=model, images=stored,
-            credits_charged=charged, credits_remaining=remaining, warnings=warnings,
+            job_id=job_id,
+            operation=request.operation,
+            model=model,
+            images=stored,
+            credits_charged=charged,
+            credits_remaining=remaining,
+            warnings=warnings,
         )
 
     async def _check_image(self, model: ImageModel, image: GeneratedImage) -> images.ImageInfo:
         return await asyncio.to_thread(
-            images.inspect, image.data, max_pixels=self.settings.images.max_pixels,
+            images.inspect,
+            image.data,
+            max_pixels=self.settings.images.max_pixels,
             what=f"image from {model.ctx.name}",
         )
 
@@ -322,9 +341,14 @@ class ImageService:
             )
         remaining = (await self.quota(caller)).remaining
         return ImageResult(
-            job_id=job.job_id, operation=job.operation, model=job.model, images=job.images,
-            credits_charged=job.credits_charged, credits_remaining=remaining,
-            warnings=job.warnings, replayed=True,
+            job_id=job.job_id,
+            operation=job.operation,
+            model=job.model,
+            images=job.images,
+            credits_charged=job.credits_charged,
+            credits_remaining=remaining,
+            warnings=job.warnings,
+            replayed=True,
         )
 
     # --- lookups ----------------------------------------------------------------------------
@@ -360,8 +384,12 @@ class ImageService:
         stored, data = await self.image(caller, image_id)
         provider = stored.model.partition(":")[0]
         return InputImage(
-            data=data, mime=stored.mime, width=stored.width, height=stored.height,
-            source_image_id=stored.id, provider=provider,
+            data=data,
+            mime=stored.mime,
+            width=stored.width,
+            height=stored.height,
+            source_image_id=stored.id,
+            provider=provider,
             provider_image_id=stored.provider_image_id,
         )
 
@@ -373,8 +401,11 @@ class ImageService:
         """
         limits = self.settings.images
         return await asyncio.to_thread(
-            images.load_input, data, max_bytes=limits.max_input_bytes,
-            max_pixels=limits.max_pixels, what=what,
+            images.load_input,
+            data,
+            max_bytes=limits.max_input_bytes,
+            max_pixels=limits.max_pixels,
+            what=what,
         )
 
     async def providers(self, *, balance: bool = False) -> list[ProviderInfo]:
@@ -390,9 +421,13 @@ class ImageService:
                     shown = f"unavailable ({exc.message})"
             out.append(
                 ProviderInfo(
-                    name=name, kind=ctx.settings.kind, base_url=ctx.base_url,
-                    api_key_env=ctx.settings.api_key_env, key_set=bool(ctx.api_key),
-                    models=[m.model for m in models], balance=shown,
+                    name=name,
+                    kind=ctx.settings.kind,
+                    base_url=ctx.base_url,
+                    api_key_env=ctx.settings.api_key_env,
+                    key_set=bool(ctx.api_key),
+                    models=[m.model for m in models],
+                    balance=shown,
                 )
             )
         return out
@@ -421,7 +456,9 @@ class ImageService:
         """The caller's remaining credits, allowance, grants, holds and reset time."""
         return await self.quotas.status(caller.key, self.policy(caller))
 
-    async def grant(self, admin: Caller, user: Caller, credits: int, *, reason: str = "") -> QuotaStatus:
+    async def grant(
+        self, admin: Caller, user: Caller, credits: int, *, reason: str = ""
+    ) -> QuotaStatus:
         """Add granted credits (negative to take back). Needs an admin caller."""
         _require_admin(admin)
         await self.quotas.grant(
@@ -429,7 +466,9 @@ class ImageService:
         )
         return await self.quota(user)
 
-    async def set_allowance(self, admin: Caller, user: Caller, allowance: int | None) -> QuotaStatus:
+    async def set_allowance(
+        self, admin: Caller, user: Caller, allowance: int | None
+    ) -> QuotaStatus:
         """Override a user's per-period allowance (None: back to the policy's). Admin only."""
         _require_admin(admin)
         if allowance is not None and allowance < 0:

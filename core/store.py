@@ -67,8 +67,16 @@ class ImageStore:
             await conn.execute(
                 "INSERT INTO job (job_id, user_id, operation, model, status, request, hold_id,"
                 " owner, created_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-                (job_id, user, request["operation"], model, json.dumps(request), hold_id, owner,
-                 _ms()),
+                (
+                    job_id,
+                    user,
+                    request["operation"],
+                    model,
+                    json.dumps(request),
+                    hold_id,
+                    owner,
+                    _ms(),
+                ),
             )
 
     async def add_images(
@@ -83,9 +91,18 @@ class ImageStore:
             sha, path = await self.write_file(image.data, info.mime)
             stored.append(
                 StoredImage(
-                    id=new_id() + new_id(), job_id=job_id, index=index, path=path, mime=info.mime,
-                    width=info.width, height=info.height, seed=image.seed, sha256=sha,
-                    model=model, provider_image_id=image.provider_image_id, meta=image.meta,
+                    id=new_id() + new_id(),
+                    job_id=job_id,
+                    index=index,
+                    path=path,
+                    mime=info.mime,
+                    width=info.width,
+                    height=info.height,
+                    seed=image.seed,
+                    sha256=sha,
+                    model=model,
+                    provider_image_id=image.provider_image_id,
+                    meta=image.meta,
                 )
             )
         now = _ms()
@@ -95,8 +112,21 @@ class ImageStore:
                 " seed, model, provider_image_id, meta, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (s.id, job_id, s.index, user, s.sha256, s.mime, s.width, s.height, s.seed,
-                     s.model, s.provider_image_id, json.dumps(s.meta), now)
+                    (
+                        s.id,
+                        job_id,
+                        s.index,
+                        user,
+                        s.sha256,
+                        s.mime,
+                        s.width,
+                        s.height,
+                        s.seed,
+                        s.model,
+                        s.provider_image_id,
+                        json.dumps(s.meta),
+                        now,
+                    )
                     for s in stored
                 ],
             )
@@ -144,11 +174,18 @@ class ImageStore:
             "SELECT * FROM image WHERE job_id = ? ORDER BY idx", (job_id,)
         )
         return JobRecord(
-            job_id=row["job_id"], user=row["user_id"], operation=row["operation"],
-            model=row["model"], status=row["status"], request=json.loads(row["request"]),
-            images=[self._stored(r) for r in images], credits_charged=row["credits_charged"],
-            warnings=json.loads(row["warnings"]), error=row["error"],
-            created_at=_dt(row["created_at"]), finished_at=_dt(row["finished_at"]),
+            job_id=row["job_id"],
+            user=row["user_id"],
+            operation=row["operation"],
+            model=row["model"],
+            status=row["status"],
+            request=json.loads(row["request"]),
+            images=[self._stored(r) for r in images],
+            credits_charged=row["credits_charged"],
+            warnings=json.loads(row["warnings"]),
+            error=row["error"],
+            created_at=datetime.fromtimestamp(row["created_at"] / 1000, UTC),
+            finished_at=_dt(row["finished_at"]),
         )
 
     async def image(self, image_id: str) -> tuple[StoredImage, str] | None:
@@ -158,10 +195,17 @@ class ImageStore:
 
     def _stored(self, row: Any) -> StoredImage:
         return StoredImage(
-            id=row["image_id"], job_id=row["job_id"], index=row["idx"],
-            path=self.path_for(row["sha256"], row["mime"]), mime=row["mime"],
-            width=row["width"], height=row["height"], seed=row["seed"], sha256=row["sha256"],
-            model=row["model"], provider_image_id=row["provider_image_id"],
+            id=row["image_id"],
+            job_id=row["job_id"],
+            index=row["idx"],
+            path=self.path_for(row["sha256"], row["mime"]),
+            mime=row["mime"],
+            width=row["width"],
+            height=row["height"],
+            seed=row["seed"],
+            sha256=row["sha256"],
+            model=row["model"],
+            provider_image_id=row["provider_image_id"],
             meta=json.loads(row["meta"]),
         )
 
@@ -176,9 +220,13 @@ class ImageStore:
             if value is not None:
                 sha, _ = await self.write_file(value.data, value.mime)
                 record[name] = {
-                    "sha256": sha, "mime": value.mime, "width": value.width,
-                    "height": value.height, "source_image_id": value.source_image_id,
-                    "provider": value.provider, "provider_image_id": value.provider_image_id,
+                    "sha256": sha,
+                    "mime": value.mime,
+                    "width": value.width,
+                    "height": value.height,
+                    "source_image_id": value.source_image_id,
+                    "provider": value.provider,
+                    "provider_image_id": value.provider_image_id,
                 }
         return record
 
@@ -188,7 +236,9 @@ class ImageStore:
         for name in ("image", "mask"):
             meta = fields.get(name)
             if meta:
-                data = await asyncio.to_thread(self.path_for(meta["sha256"], meta["mime"]).read_bytes)
+                data = await asyncio.to_thread(
+                    self.path_for(meta["sha256"], meta["mime"]).read_bytes
+                )
                 fields[name] = InputImage(
                     data=data, **{k: v for k, v in meta.items() if k != "sha256"}
                 )

@@ -53,7 +53,9 @@ class Caller(BaseModel):
 
         frontend, sep, user_id = text.partition(":")
         if not sep:
-            raise InvalidRequestError(f"user must look like frontend:id (e.g. cli:ops), not {text!r}")
+            raise InvalidRequestError(
+                f"user must look like frontend:id (e.g. cli:ops), not {text!r}"
+            )
         try:
             return cls(frontend=frontend, user_id=user_id, **extra)
         except ValueError:
@@ -121,7 +123,9 @@ class ImageRequest(BaseModel):
             return None
         w, sep, h = value.partition(":")
         if not (sep and w.isdigit() and h.isdigit() and 0 < int(w) <= 32 and 0 < int(h) <= 32):
-            raise ValueError("aspect ratio must look like W:H with whole numbers up to 32, e.g. 16:9")
+            raise ValueError(
+                "aspect ratio must look like W:H with whole numbers up to 32, e.g. 16:9"
+            )
         return value
 
     @model_validator(mode="after")

@@ -24,7 +24,9 @@ def make_settings(tmp_path: Path, **sections: Any) -> Settings:
     return parse_settings(data, source="test-config")
 
 
-def png_bytes(size: tuple[int, int] = (96, 64), colour: Any = (200, 30, 30), mode: str = "RGB") -> bytes:
+def png_bytes(
+    size: tuple[int, int] = (96, 64), colour: Any = (200, 30, 30), mode: str = "RGB"
+) -> bytes:
     """A small solid PNG."""
     buf = io.BytesIO()
     Image.new(mode, size, colour).save(buf, format="PNG")

@@ -50,7 +50,11 @@ def test_front_ends_import_only_the_public_core_surface():
         for path in (ROOT / package).rglob("*.py"):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("core."):
+                if (
+                    isinstance(node, ast.ImportFrom)
+                    and node.module
+                    and node.module.startswith("core.")
+                ):
                     offenders.append(f"{path.relative_to(ROOT)}: from {node.module}")
                 if isinstance(node, ast.Import):
                     offenders += [

@@ -25,18 +25,25 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
     path.write_text(
         textwrap.dedent(f"""
         [database]
-        path = "{tmp_path / 'db.sqlite'}"
+        path = "{tmp_path / "db.sqlite"}"
         [images]
-        dir = "{tmp_path / 'images'}"
-        """) + textwrap.dedent(extra)
+        dir = "{tmp_path / "images"}"
+        """)
+        + textwrap.dedent(extra)
     )
     return path
 
 
 def run(tmp_path: Path, *args: str, config: Path | None = None, check: bool = True):
     cmd = [*IMAGEGATE, "--config", str(config or _config(tmp_path)), *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     if check:
         assert out.returncode == 0, out.stderr
     return out
@@ -45,7 +52,14 @@ def run(tmp_path: Path, *args: str, config: Path | None = None, check: bool = Tr
 def test_generate_json_contract_and_byte_identical_rerun(tmp_path):
     args = ("generate", "a red fox", "-n", "3", "--seed", "5", "--size", "640x384", "--json")
     first = json.loads(run(tmp_path, *args).stdout)
-    assert set(first) == {"job_id", "images", "model", "credits_charged", "credits_remaining", "warnings"}
+    assert set(first) == {
+        "job_id",
+        "images",
+        "model",
+        "credits_charged",
+        "credits_remaining",
+        "warnings",
+    }
     assert first["credits_charged"] == 3 and first["model"] == "placeholder:default"
     for image in first["images"]:
         assert set(image) == {"path", "mime", "width", "height", "seed"}
@@ -59,7 +73,9 @@ def test_generate_json_contract_and_byte_identical_rerun(tmp_path):
 
 
 def test_out_dir_receives_the_files(tmp_path):
-    result = json.loads(run(tmp_path, "generate", "x", "--out", str(tmp_path / "out"), "--json").stdout)
+    result = json.loads(
+        run(tmp_path, "generate", "x", "--out", str(tmp_path / "out"), "--json").stdout
+    )
     path = Path(result["images"][0]["path"])
     assert path.parent == (tmp_path / "out").resolve() and path.is_file()
 
@@ -69,11 +85,26 @@ def test_edit_inpaint_and_upscale_from_files(tmp_path):
     mask = Image.new("L", (64, 48), 0)
     mask.paste(255, (0, 0, 16, 16))
     mask.save(tmp_path / "mask.png")
-    edited = json.loads(run(tmp_path, "edit", "in.png", "--mode", "inpaint", "--mask", "mask.png",
-                            "--prompt", "a hat", "--json").stdout)
+    edited = json.loads(
+        run(
+            tmp_path,
+            "edit",
+            "in.png",
+            "--mode",
+            "inpaint",
+            "--mask",
+            "mask.png",
+            "--prompt",
+            "a hat",
+            "--json",
+        ).stdout
+    )
     with Image.open(edited["images"][0]["path"]) as out:
         original = Image.open(io.BytesIO(png_bytes((64, 48)))).convert("RGB")
-        assert out.convert("RGB").crop((16, 16, 64, 48)).tobytes() == original.crop((16, 16, 64, 48)).tobytes()
+        assert (
+            out.convert("RGB").crop((16, 16, 64, 48)).tobytes()
+            == original.crop((16, 16, 64, 48)).tobytes()
+        )
     up = json.loads(run(tmp_path, "upscale", "in.png", "--json").stdout)
     assert (up["images"][0]["width"], up["images"][0]["height"]) == (128, 96)
 
@@ -119,7 +150,16 @@ def test_quota_admin_commands(tmp_path):
     run(tmp_path, "quota", "grant", "discord:42", "7", "--reason", "event prize")
     run(tmp_path, "quota", "allowance", "discord:42", "3")
     shown = json.loads(run(tmp_path, "quota", "show", "discord:42", "--json").stdout)
-    assert set(shown) == {"user", "remaining", "allowance", "granted", "held", "in_flight", "period", "resets_at"}
+    assert set(shown) == {
+        "user",
+        "remaining",
+        "allowance",
+        "granted",
+        "held",
+        "in_flight",
+        "period",
+        "resets_at",
+    }
     assert (shown["remaining"], shown["granted"], shown["allowance"]) == (10, 7, 3)
     history = json.loads(run(tmp_path, "quota", "history", "discord:42", "--json").stdout)
     assert history[0]["kind"] == "grant" and history[0]["reason"] == "event prize"
@@ -130,8 +170,14 @@ def test_30_concurrent_processes_with_allowance_5(tmp_path):
     run(tmp_path, "models", config=config)  # create the database once
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
-        subprocess.Popen([*IMAGEGATE, "--config", str(config), "generate", f"fox {i}", "--user", "cli:same"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+        subprocess.Popen(
+            [*IMAGEGATE, "--config", str(config), "generate", f"fox {i}", "--user", "cli:same"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
         for i in range(30)
     ]
     results = [(p.wait(timeout=180), p.stderr.read()) for p in procs]
@@ -166,13 +212,22 @@ def test_kill_9_during_a_job_loses_and_duplicates_nothing(tmp_path):
     config = _config(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", CRASHER, str(config)], stdout=subprocess.PIPE,
-                                text=True, cwd=tmp_path, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CRASHER, str(config)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
         assert proc.stdout.readline().strip() == "reserved"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
-        held = json.loads(run(tmp_path, "quota", "show", "cli:victim", "--json", config=config).stdout)
+        held = json.loads(
+            run(tmp_path, "quota", "show", "cli:victim", "--json", config=config).stdout
+        )
         assert (held["remaining"], held["held"], held["in_flight"]) == (50, 0, 0)
-    history = json.loads(run(tmp_path, "quota", "history", "cli:victim", "--json", config=config).stdout)
+    history = json.loads(
+        run(tmp_path, "quota", "history", "cli:victim", "--json", config=config).stdout
+    )
     assert sorted(e["kind"] for e in history) == ["expire"] * 3 + ["hold"] * 3

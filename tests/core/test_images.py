@@ -21,15 +21,19 @@ def _encode(img: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize(("fmt", "mime"), [("PNG", "image/png"), ("JPEG", "image/jpeg"),
-                                           ("WEBP", "image/webp"), ("GIF", "image/gif")])
+@pytest.mark.parametrize(
+    ("fmt", "mime"),
+    [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp"), ("GIF", "image/gif")],
+)
 def test_types_are_sniffed_from_bytes(fmt, mime):
     data = _encode(Image.new("RGB", (8, 8), "red"), fmt)
     assert sniff_mime(data) == mime
     assert inspect(data, max_pixels=100).mime == mime
 
 
-@pytest.mark.parametrize("data", [b"", b"GIF89a-not-really", b"<svg></svg>", b"%PDF-1.4", os.urandom(64)])
+@pytest.mark.parametrize(
+    "data", [b"", b"GIF89a-not-really", b"<svg></svg>", b"%PDF-1.4", os.urandom(64)]
+)
 def test_non_images_are_refused(data):
     with pytest.raises(InvalidRequestError):
         load_input(data, max_bytes=10_000, max_pixels=10_000)

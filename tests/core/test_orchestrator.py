@@ -42,7 +42,9 @@ class ScriptedModel(ImageModel):
 
     def __init__(self, name: str, script: Iterable[object], per_call: int = 2) -> None:
         settings = ProviderSettings(kind="placeholder", max_concurrency=2)
-        super().__init__(ProviderContext(name=name, settings=settings, http=httpx.AsyncClient()), "m")
+        super().__init__(
+            ProviderContext(name=name, settings=settings, http=httpx.AsyncClient()), "m"
+        )
         self.script = list(script)
         self.per_call = per_call
         self.calls: list[tuple[int, int]] = []
@@ -94,7 +96,9 @@ async def test_batches_by_images_per_call_with_offsets():
 
 async def test_retries_retryable_errors_with_backoff_then_succeeds():
     clock = FakeClock()
-    model = ScriptedModel("a", [ProviderUnavailableError("down"), ProviderUnavailableError("down"), 1])
+    model = ScriptedModel(
+        "a", [ProviderUnavailableError("down"), ProviderUnavailableError("down"), 1]
+    )
     outcome = await _orchestrator(clock).run(_chain(model, n=1), clock() + 600, _accept)
     assert len(outcome.delivered) == 1 and outcome.attempts == 3
     assert 2.0 <= clock.sleeps[0] <= 2.5 and 4.0 <= clock.sleeps[1] <= 5.0
@@ -193,5 +197,7 @@ async def test_concurrency_per_provider_is_bounded():
             return [GeneratedImage(data=b"x")] * count
 
     model = Slow("a", [], per_call=1)
-    outcome = await Orchestrator().run(_chain(model, n=8), asyncio.get_running_loop().time() + 5, _accept)
+    outcome = await Orchestrator().run(
+        _chain(model, n=8), asyncio.get_running_loop().time() + 5, _accept
+    )
     assert len(outcome.delivered) == 8 and peak == 2

@@ -45,7 +45,9 @@ def _key() -> str:
     return uuid.uuid4().hex
 
 
-async def _reserve(store: QuotaStore, user: str, amount: int, policy: Policy, key: str | None = None):
+async def _reserve(
+    store: QuotaStore, user: str, amount: int, policy: Policy, key: str | None = None
+):
     return await store.reserve(
         user, amount=amount, idem_key=key or _key(), request_hash="h", policy=policy
     )
@@ -199,7 +201,9 @@ def test_period_keys_and_ends():
     assert period_key("month", now) == "2026-11"
     assert period_end("day", now) == datetime(2026, 11, 22, tzinfo=UTC)
     assert period_end("week", now) == datetime(2026, 11, 23, tzinfo=UTC)
-    assert period_end("month", datetime(2026, 12, 31, tzinfo=UTC)) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert period_end("month", datetime(2026, 12, 31, tzinfo=UTC)) == datetime(
+        2027, 1, 1, tzinfo=UTC
+    )
 
 
 async def test_race_200_reserves_over_8_connections(tmp_path):
@@ -261,7 +265,9 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ops=operations)
 def test_random_sequences_keep_every_invariant(tmp_path_factory, ops):
     asyncio.run(_check_sequence(tmp_path_factory.mktemp("prop") / "q.db", ops))

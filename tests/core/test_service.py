@@ -83,7 +83,9 @@ async def test_mask_of_the_wrong_size_is_refused_before_any_charge(service):
     source = await service.load_input(png_bytes((64, 64)))
     mask = await service.load_input(png_bytes((32, 32), 255, mode="L"), what="mask")
     with pytest.raises(InvalidRequestError, match="same size"):
-        await service.edit(ALICE, ImageRequest(operation="inpaint", prompt="x", image=source, mask=mask))
+        await service.edit(
+            ALICE, ImageRequest(operation="inpaint", prompt="x", image=source, mask=mask)
+        )
     assert (await service.quota(ALICE)).remaining == 50
 
 
@@ -117,7 +119,9 @@ async def test_decompression_bomb_is_refused(service):
 
 
 async def test_quota_exceeded_refuses_before_the_provider(tmp_path):
-    async with await ImageService.open(make_settings(tmp_path, quota={"allowance": 2}), sweeper=False) as svc:
+    async with await ImageService.open(
+        make_settings(tmp_path, quota={"allowance": 2}), sweeper=False
+    ) as svc:
         with pytest.raises(QuotaExceededError, match="needs 3"):
             await svc.generate(ALICE, ImageRequest(prompt="x", n=3))
         assert (await svc.quota(ALICE)).remaining == 2
@@ -181,7 +185,9 @@ async def test_rerun_after_restart_reuses_settings_with_a_new_seed(tmp_path):
     settings = make_settings(tmp_path)
     async with await ImageService.open(settings, sweeper=False) as svc:
         source = await svc.load_input(png_bytes((72, 72)))
-        first = await svc.edit(ALICE, ImageRequest(operation="variation", prompt="p", image=source, seed=9))
+        first = await svc.edit(
+            ALICE, ImageRequest(operation="variation", prompt="p", image=source, seed=9)
+        )
     async with await ImageService.open(settings, sweeper=False) as svc:
         again = await svc.rerun(ALICE, first.job_id)
         assert again.operation == "variation"
@@ -193,7 +199,11 @@ async def test_restart_releases_holds_of_a_dead_process(tmp_path):
     settings = make_settings(tmp_path)
     async with await ImageService.open(settings, sweeper=False) as svc:
         await svc.quotas.reserve(
-            ALICE.key, amount=3, idem_key="k", request_hash="h", policy=svc.policy(ALICE),
+            ALICE.key,
+            amount=3,
+            idem_key="k",
+            request_hash="h",
+            policy=svc.policy(ALICE),
             owner="somehost-that-is-this-host",
         )
     async with await ImageService.open(settings, sweeper=False) as svc:

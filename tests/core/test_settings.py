@@ -51,7 +51,10 @@ def test_secrets_come_from_the_named_environment_variable(monkeypatch):
     [
         ({"quota": {"period": "year"}}, "[quota] period"),
         ({"quota": {"allowance": -1}}, "[quota] allowance"),
-        ({"mcp": {"clients": [{"user": "a", "token_sha256": "short"}]}}, "[mcp.clients.0] token_sha256"),
+        (
+            {"mcp": {"clients": [{"user": "a", "token_sha256": "short"}]}},
+            "[mcp.clients.0] token_sha256",
+        ),
         ({"bogus": {}}, "bogus: unknown key"),
         ({"providers": {"x": {"models": []}}}, "[providers.x] kind: required key is missing"),
     ],
@@ -63,16 +66,20 @@ def test_bad_keys_are_named(data, message):
 
 
 async def test_a_model_without_a_price_is_a_startup_error(tmp_path):
-    settings = parse_settings({
-        "database": {"path": str(tmp_path / "d.db")},
-        "pricing": {"default": None},
-    })
+    settings = parse_settings(
+        {
+            "database": {"path": str(tmp_path / "d.db")},
+            "pricing": {"default": None},
+        }
+    )
     with pytest.raises(ConfigError, match="no price"):
         await ImageService.open(settings, sweeper=False)
 
 
 async def test_an_alias_to_an_unknown_model_is_a_startup_error(tmp_path):
-    settings = parse_settings({"database": {"path": str(tmp_path / "d.db")}, "aliases": {"a": "x:y"}})
+    settings = parse_settings(
+        {"database": {"path": str(tmp_path / "d.db")}, "aliases": {"a": "x:y"}}
+    )
     with pytest.raises(ConfigError, match=r"\[aliases\] a"):
         await ImageService.open(settings, sweeper=False)
 
@@ -90,7 +97,11 @@ def test_the_example_config_mentions_every_key():
     documented = set(re.findall(r"^#?\s*([a-z_0-9]+)\s*=", text, flags=re.M))
     documented |= set(re.findall(r"^#?\s*\[\[?[a-z_]+\.([a-z_]+)\]", text, flags=re.M))
     models = [ProviderSettings, MCPClient, GuildQuota, RoleQuota]
-    models += [f.annotation for n, f in Settings.model_fields.items() if hasattr(f.annotation, "model_fields")]
+    models += [
+        f.annotation
+        for n, f in Settings.model_fields.items()
+        if hasattr(f.annotation, "model_fields")
+    ]
     missing = {
         f"{model.__name__}.{name}"
         for model in models
