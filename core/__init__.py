@@ -34,6 +34,7 @@ from .types import (
     Operation,
     QuotaStatus,
     StoredImage,
+    parse_size,
 )
 
 __all__ = [
@@ -71,6 +72,7 @@ __all__ = [
     "default_cli_user",
     "load_settings",
     "parse_settings",
+    "parse_size",
     "preview",
     "sniff_mime",
 ]

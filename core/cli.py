@@ -26,7 +26,7 @@ from typing import Any
 from .errors import ImageGateError, InvalidRequestError
 from .service import ImageService, default_cli_user
 from .settings import Settings, load_settings
-from .types import EDIT_MODES, Caller, ImageRequest, ImageResult
+from .types import EDIT_MODES, Caller, ImageRequest, ImageResult, parse_size
 
 # Front ends, loaded by name only when asked for (``module:function(settings, args)``).
 FRONTENDS = {
@@ -207,12 +207,12 @@ def _admin() -> Caller:
 
 
 async def _generate(service: ImageService, args: argparse.Namespace) -> None:
-    request = _request(
+    request = ImageRequest.checked(
         operation="generate",
         prompt=args.prompt,
         negative_prompt=args.negative,
         n=args.n or service.settings.defaults.n,
-        size=_size(args.size),
+        size=parse_size(args.size),
         aspect_ratio=args.aspect,
         seed=args.seed,
         steps=args.steps,
@@ -228,7 +228,7 @@ async def _edit(service: ImageService, args: argparse.Namespace) -> None:
     mask = None
     if args.mask:
         mask = await service.load_input(_read(args.mask), what=f"mask {args.mask.name}")
-    request = _request(
+    request = ImageRequest.checked(
         operation=args.mode,
         prompt=args.prompt,
         image=image,
@@ -243,31 +243,11 @@ async def _edit(service: ImageService, args: argparse.Namespace) -> None:
 
 async def _upscale(service: ImageService, args: argparse.Namespace) -> None:
     image = await service.load_input(_read(args.image), what=f"image {args.image.name}")
-    request = _request(operation="upscale", image=image, scale=args.scale, model=args.model)
+    request = ImageRequest.checked(
+        operation="upscale", image=image, scale=args.scale, model=args.model
+    )
     result = await service.upscale(_caller(args), request, idempotency_key=_key())
     _print_result(result, args)
-
-
-def _request(**fields: Any) -> ImageRequest:
-    """Build a request, turning validation problems into one readable line."""
-    from pydantic import ValidationError
-
-    try:
-        return ImageRequest(**{k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        raise InvalidRequestError(f"{where}: {message}" if where else message) from None
-
-
-def _size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    match = re.fullmatch(r"(\d{1,5})[xX](\d{1,5})", text)
-    if not match:
-        raise InvalidRequestError(f"size must look like WIDTHxHEIGHT, e.g. 1024x768, not {text!r}")
-    return int(match[1]), int(match[2])
 
 
 def _read(path: Path) -> bytes:

@@ -6,7 +6,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Operation = Literal["generate", "variation", "sketch", "inpaint", "background", "avatar", "upscale"]
 EditMode = Literal["variation", "sketch", "inpaint", "background", "avatar"]
@@ -145,6 +152,23 @@ class ImageRequest(BaseModel):
             raise ValueError("give a size or an aspect ratio, not both")
         return self
 
+    @classmethod
+    def checked(cls, **fields: Any) -> ImageRequest:
+        """Build a request from front-end input (``None`` values mean "not given").
+
+        Raises:
+            InvalidRequestError: naming the first bad field and what is allowed.
+        """
+        from .errors import InvalidRequestError
+
+        try:
+            return cls(**{k: v for k, v in fields.items() if v is not None})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            raise InvalidRequestError(f"{where}: {message}" if where else message) from None
+
     def ratio(self) -> float | None:
         """The requested width/height ratio, from the size or the aspect ratio."""
         if self.size:
@@ -153,6 +177,22 @@ class ImageRequest(BaseModel):
             w, _, h = self.aspect_ratio.partition(":")
             return int(w) / int(h)
         return None
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"1024x768"`` -> ``(1024, 768)``; None stays None.
+
+    Raises:
+        InvalidRequestError: not of the form WIDTHxHEIGHT.
+    """
+    from .errors import InvalidRequestError
+
+    if text is None:
+        return None
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and len(width) <= 5 and len(height) <= 5):
+        raise InvalidRequestError(f"size must look like WIDTHxHEIGHT, e.g. 1024x768, not {text!r}")
+    return int(width), int(height)
 
 
 class GeneratedImage(BaseModel):
