@@ -249,8 +249,9 @@ async def test_race_across_4_processes(tmp_path):
     workers = [ctx.Process(target=_process_worker, args=(str(path), 40, queue)) for _ in range(4)]
     for w in workers:
         w.start()
-    await asyncio.to_thread(lambda: [w.join(60) for w in workers])
-    assert sum(queue.get(timeout=5) for _ in workers) == 50
+    counts = await asyncio.to_thread(lambda: [queue.get(timeout=90) for _ in workers])
+    await asyncio.to_thread(lambda: [w.join(30) for w in workers])
+    assert sum(counts) == 50
     store = await _store(path)
     assert (await store.status("u", Policy(allowance=50))).remaining == 0
     assert await store.check_ledger() == []

@@ -1,0 +1,325 @@
+"""/imagegate: credits and server settings, for members with Manage Server.
+
+Discord hides the group from others (``default_member_permissions``), but server admins can
+change who sees a command, so every use re-checks Manage Server from the interaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from core import Caller
+
+from .. import errors, render
+from ..guilds import DELIVERY_MODES, MAX_BANNED_WORDS, MAX_CHANNELS, NSFW_POLICIES, GuildConfig
+from ..jobs import caller_of
+
+if TYPE_CHECKING:
+    from ..client import ImageBot
+
+log = logging.getLogger("imagegate.bot")
+
+MAX_GRANT = 1_000_000
+NSFW_NAMES = {
+    "age_restricted": "NSFW prompts only in age-restricted channels (default)",
+    "strict": "No NSFW prompts anywhere",
+    "off": "No word filter (providers still moderate)",
+}
+LIST_ACTIONS = [
+    app_commands.Choice(name="add", value="add"),
+    app_commands.Choice(name="remove", value="remove"),
+    app_commands.Choice(name="clear", value="clear"),
+]
+
+
+class TextChannelOption(app_commands.Transformer):
+    """A channel option limited to channels where people post (text, news, forum, threads);
+    the value stays the resolved id-bearing object, so no cache is needed."""
+
+    @property
+    def type(self) -> discord.AppCommandOptionType:
+        return discord.AppCommandOptionType.channel
+
+    @property
+    def channel_types(self) -> list[discord.ChannelType]:
+        kinds = discord.ChannelType
+        return [
+            kinds.text,
+            kinds.news,
+            kinds.forum,
+            kinds.media,
+            kinds.public_thread,
+            kinds.private_thread,
+            kinds.news_thread,
+        ]
+
+    async def transform(self, interaction: discord.Interaction, value: Any, /) -> Any:
+        return value
+
+
+def _target(user: discord.abc.User, interaction: discord.Interaction) -> Caller:
+    if user.bot:
+        raise errors.Refusal("Bots have no credits.")
+    return Caller(frontend="discord", user_id=str(user.id), guild_id=interaction.guild_id)
+
+
+def settings_embed(config: GuildConfig) -> discord.Embed:
+    embed = discord.Embed(title="imagegate settings for this server", colour=render.COLOUR)
+    channels = ", ".join(f"<#{c}>" for c in config.channels) or "all channels"
+    embed.add_field(name="Allowed channels", value=render.clip(channels, 1024), inline=False)
+    embed.add_field(
+        name="Default model",
+        value=f"`{config.default_model}`" if config.default_model else "the bot's default",
+    )
+    embed.add_field(name="NSFW policy", value=NSFW_NAMES.get(config.nsfw, config.nsfw))
+    embed.add_field(name="Delivery", value=config.delivery)
+    words = ", ".join(f"`{w}`" for w in config.banned_words) or "none"
+    embed.add_field(
+        name=f"Banned words ({len(config.banned_words)})",
+        value=render.clip(words, 1024),
+        inline=False,
+    )
+    return embed
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class AdminCog(
+    commands.GroupCog,
+    group_name="imagegate",
+    group_description="Manage imagegate credits and settings (Manage Server)",
+):
+    settings = app_commands.Group(name="settings", description="Server settings for image commands")
+
+    def __init__(self, bot: ImageBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.guild_id is None:
+            raise app_commands.NoPrivateMessage()
+        if not interaction.permissions.manage_guild:
+            raise app_commands.MissingPermissions(["manage_guild"])
+        return True
+
+    def admin(self, interaction: discord.Interaction) -> Caller:
+        return caller_of(interaction, admin=bool(interaction.permissions.manage_guild))
+
+    # --- credits ----------------------------------------------------------------------------
+
+    @app_commands.command(
+        name="grant", description="Give a member credits that never expire (negative takes back)"
+    )
+    @app_commands.describe(
+        user="Who gets the credits",
+        credits="How many (negative to take back)",
+        reason="Why (kept in the ledger)",
+    )
+    async def grant(
+        self,
+        interaction: discord.Interaction,
+        user: discord.User,
+        credits: app_commands.Range[int, -MAX_GRANT, MAX_GRANT],
+        reason: app_commands.Range[str, 1, 200] | None = None,
+    ) -> None:
+        if not -MAX_GRANT <= credits <= MAX_GRANT or credits == 0:
+            raise errors.Refusal(
+                f"Credits must be between -{MAX_GRANT} and {MAX_GRANT}, and not 0."
+            )
+        target = _target(user, interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        admin = self.admin(interaction)
+        note = reason or f"granted on Discord by {interaction.user.id} in {interaction.guild_id}"
+        status = await self.bot.service.grant(admin, target, credits, reason=note[:200])
+        verb = "Granted" if credits > 0 else "Took back"
+        await interaction.edit_original_response(
+            content=f"{verb} {render.credits(abs(credits))} for {user.mention};"
+            f" they have **{status.remaining}** left.",
+            embed=render.quota_embed(status, title=f"Credits of {user.display_name}"),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @app_commands.command(
+        name="allowance",
+        description="Set a member's allowance per period (empty: back to the default)",
+    )
+    @app_commands.describe(
+        user="Whose allowance", credits="Credits per period; leave empty to reset"
+    )
+    async def allowance(
+        self,
+        interaction: discord.Interaction,
+        user: discord.User,
+        credits: app_commands.Range[int, 0, MAX_GRANT] | None = None,
+    ) -> None:
+        if credits is not None and not 0 <= credits <= MAX_GRANT:
+            raise errors.Refusal(f"The allowance must be between 0 and {MAX_GRANT}.")
+        target = _target(user, interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        status = await self.bot.service.set_allowance(self.admin(interaction), target, credits)
+        what = (
+            "reset to the default" if credits is None else f"set to {credits} per {status.period}"
+        )
+        await interaction.edit_original_response(
+            content=f"Allowance of {user.mention} {what}; they have **{status.remaining}** left.",
+            embed=render.quota_embed(status, title=f"Credits of {user.display_name}"),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @app_commands.command(name="credits", description="Show a member's credits")
+    @app_commands.describe(user="Whose credits")
+    async def credits(self, interaction: discord.Interaction, user: discord.User) -> None:
+        target = _target(user, interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        status = await self.bot.service.quota(target)
+        await interaction.edit_original_response(
+            content=f"{user.mention} has **{status.remaining}** credits left.",
+            embed=render.quota_embed(status, title=f"Credits of {user.display_name}"),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    # --- server settings --------------------------------------------------------------------
+
+    async def _update(self, interaction: discord.Interaction, done: str, **changes) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        assert interaction.guild_id is not None
+        config = await self.bot.guild_settings.update(
+            self.admin(interaction), interaction.guild_id, **changes
+        )
+        log.info(
+            "server %s settings changed by %s: %s",
+            interaction.guild_id,
+            interaction.user.id,
+            ", ".join(changes),
+        )
+        await interaction.edit_original_response(content=f"✅ {done}", embed=settings_embed(config))
+
+    def _current(self, interaction: discord.Interaction) -> GuildConfig:
+        return self.bot.guild_settings.get(interaction.guild_id)
+
+    @settings.command(name="show", description="Show this server's imagegate settings")
+    async def settings_show(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(
+            embed=settings_embed(self._current(interaction)), ephemeral=True
+        )
+
+    @settings.command(
+        name="channels",
+        description="Limit image commands to some channels (empty list: everywhere)",
+    )
+    @app_commands.describe(
+        action="Add, remove, or clear the list", channel="The channel to add or remove"
+    )
+    @app_commands.choices(action=LIST_ACTIONS)
+    async def settings_channels(
+        self,
+        interaction: discord.Interaction,
+        action: str,
+        channel: app_commands.Transform[Any, TextChannelOption] | None = None,
+    ) -> None:
+        channels = list(self._current(interaction).channels)
+        if action == "clear":
+            return await self._update(
+                interaction, "Image commands now work in every channel.", channels=()
+            )
+        if channel is None:
+            raise errors.Refusal(f"Pick the channel to {action}.")
+        if action == "add":
+            if channel.id not in channels:
+                if len(channels) >= MAX_CHANNELS:
+                    raise errors.Refusal(f"At most {MAX_CHANNELS} channels can be listed.")
+                channels.append(channel.id)
+            done = f"Image commands now work in <#{channel.id}>" + (
+                " (and the other listed channels)." if len(channels) > 1 else " only."
+            )
+        elif action == "remove":
+            channels = [c for c in channels if c != channel.id]
+            done = f"Removed <#{channel.id}>." + (
+                "" if channels else " Image commands now work everywhere."
+            )
+        else:
+            raise errors.Refusal("The action must be add, remove or clear.")
+        await self._update(interaction, done, channels=tuple(channels))
+
+    @settings.command(
+        name="model",
+        description="The model used when a member names none (empty: the bot's default)",
+    )
+    @app_commands.describe(model="A model from /models; leave empty to reset")
+    async def settings_model(
+        self, interaction: discord.Interaction, model: str | None = None
+    ) -> None:
+        if model and not self.bot.catalog.known(model.strip()):
+            raise errors.Refusal(f"There is no model called “{model[:100]}”. See /models.")
+        model = model.strip() if model else None
+        done = (
+            f"Default model is now `{model}`."
+            if model
+            else "Default model reset to the bot's default."
+        )
+        await self._update(interaction, done, default_model=model)
+
+    @settings_model.autocomplete("model")
+    async def _settings_models(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return self.bot.catalog.choices(current)
+
+    @settings.command(
+        name="banned", description="Words refused in prompts (comma-separated; word* = any ending)"
+    )
+    @app_commands.describe(
+        action="Add, remove, or clear the list", words="Comma-separated words or phrases"
+    )
+    @app_commands.choices(action=LIST_ACTIONS)
+    async def settings_banned(
+        self,
+        interaction: discord.Interaction,
+        action: str,
+        words: app_commands.Range[str, 1, 1000] | None = None,
+    ) -> None:
+        current = list(self._current(interaction).banned_words)
+        if action == "clear":
+            return await self._update(interaction, "Banned word list cleared.", banned_words=())
+        given = [w.strip().casefold() for w in (words or "").split(",") if w.strip()]
+        if not given:
+            raise errors.Refusal(f"List the words to {action}, separated by commas.")
+        if any(len(w) > 50 for w in given):
+            raise errors.Refusal("Each banned word or phrase can be at most 50 characters.")
+        if action == "add":
+            current += [w for w in given if w not in current]
+            if len(current) > MAX_BANNED_WORDS:
+                raise errors.Refusal(f"At most {MAX_BANNED_WORDS} banned words can be listed.")
+            done = f"Added {len(given)} banned word(s)."
+        elif action == "remove":
+            current = [w for w in current if w not in given]
+            done = f"Removed {len(given)} banned word(s)."
+        else:
+            raise errors.Refusal("The action must be add, remove or clear.")
+        await self._update(interaction, done, banned_words=tuple(current))
+
+    @settings.command(name="nsfw", description="Where NSFW-looking prompts are allowed")
+    @app_commands.describe(policy="The NSFW policy for this server")
+    @app_commands.choices(
+        policy=[app_commands.Choice(name=NSFW_NAMES[p], value=p) for p in NSFW_POLICIES]
+    )
+    async def settings_nsfw(self, interaction: discord.Interaction, policy: str) -> None:
+        if policy not in NSFW_POLICIES:
+            raise errors.Refusal(f"The policy must be one of {', '.join(NSFW_POLICIES)}.")
+        await self._update(interaction, f"NSFW policy: {NSFW_NAMES[policy]}.", nsfw=policy)
+
+    @settings.command(
+        name="delivery",
+        description="Post results publicly in the channel or privately to the requester",
+    )
+    @app_commands.describe(mode="public: everyone sees results; private: only the requester does")
+    @app_commands.choices(mode=[app_commands.Choice(name=m, value=m) for m in DELIVERY_MODES])
+    async def settings_delivery(self, interaction: discord.Interaction, mode: str) -> None:
+        if mode not in DELIVERY_MODES:
+            raise errors.Refusal(f"Delivery must be one of {', '.join(DELIVERY_MODES)}.")
+        await self._update(interaction, f"Results are now delivered {mode}ly.", delivery=mode)

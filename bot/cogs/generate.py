@@ -1,0 +1,588 @@
+"""/imagine, /edit, /upscale, the "Upscale" and "Edit image" message menus, and the result
+buttons (reroll, variations, upscale k, delete).
+
+Handlers stay thin: check the input without I/O (refusals are private and immediate), build
+the ``Caller`` and ``ImageRequest``, hand one ``ImageService`` call to ``JobRunner``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from core import (
+    EDIT_MODES,
+    MAX_PROMPT_CHARS,
+    Caller,
+    ImageResult,
+    InputImage,
+    JobRecord,
+    NotFoundError,
+)
+
+from .. import errors, moderation, views
+from ..jobs import (
+    Delivery,
+    Tracker,
+    caller_of,
+    check_attachment,
+    download,
+    idempotency_key,
+    make_request,
+)
+
+if TYPE_CHECKING:
+    from ..client import ImageBot
+
+log = logging.getLogger("imagegate.bot")
+
+PROMPT_MAX = min(1500, MAX_PROMPT_CHARS)
+NEGATIVE_MAX = 500
+MAX_COUNT = 4
+MAX_SEED = 2**32 - 1
+ASPECTS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
+ASPECT_NAMES = {
+    "1:1": "1:1 square",
+    "4:3": "4:3 landscape",
+    "3:4": "3:4 portrait",
+    "3:2": "3:2 photo",
+    "2:3": "2:3 portrait photo",
+    "16:9": "16:9 widescreen",
+    "9:16": "9:16 phone",
+    "21:9": "21:9 cinema",
+}
+MODE_NAMES = {
+    "variation": "variation: a new take on the image",
+    "sketch": "sketch: keep the drawing's lines",
+    "inpaint": "inpaint: repaint the mask's white area",
+    "background": "background: new scene around the subject",
+    "avatar": "avatar: a portrait from a face",
+}
+
+
+def _age_restricted(interaction: discord.Interaction) -> bool:
+    channel = interaction.channel
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    try:
+        return bool(is_nsfw()) if callable(is_nsfw) else False
+    except Exception:  # a thread whose parent is not cached
+        return False
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+class GenerateCog(commands.Cog, name="Generate"):
+    """Image commands and the work behind the result buttons."""
+
+    def __init__(self, bot: ImageBot) -> None:
+        self.bot = bot
+        self.upscale_menu = app_commands.ContextMenu(name="Upscale", callback=self.upscale_message)
+        self.edit_menu = app_commands.ContextMenu(name="Edit image", callback=self.edit_message)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.upscale_menu)
+        self.bot.tree.add_command(self.edit_menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.upscale_menu.name, type=self.upscale_menu.type)
+        self.bot.tree.remove_command(self.edit_menu.name, type=self.edit_menu.type)
+
+    # --- checks that need no I/O ------------------------------------------------------------
+
+    @property
+    def max_attachment(self) -> int:
+        settings = self.bot.settings
+        return min(settings.discord.max_attachment_bytes, settings.images.max_input_bytes)
+
+    def precheck(self, interaction: discord.Interaction, prompt: str = "") -> None:
+        """Channel allowed here, prompt within the server's rules.
+
+        Raises:
+            Refusal: with the reason, before anything is spent.
+        """
+        config = self.bot.guild_settings.get(interaction.guild_id)
+        parent = getattr(interaction.channel, "parent_id", None)
+        if not config.allows_channel(interaction.channel_id, parent):
+            places = ", ".join(f"<#{c}>" for c in config.channels[:10])
+            raise errors.Refusal(f"Image commands are not enabled in this channel. Try {places}.")
+        self.moderate(interaction, prompt)
+
+    def moderate(self, interaction: discord.Interaction, prompt: str) -> None:
+        config = self.bot.guild_settings.get(interaction.guild_id)
+        reason = moderation.check_prompt(
+            prompt,
+            banned=config.banned_words,
+            nsfw_policy=config.nsfw,
+            age_restricted=_age_restricted(interaction),
+        )
+        if reason:
+            self.bot.schedule(
+                self.bot.jobs.audit(interaction, None, None, refused=reason, prompt=prompt)
+            )
+            raise errors.Refusal(reason)
+
+    def model_for(
+        self, interaction: discord.Interaction, model: str | None, operation: str
+    ) -> str | None:
+        """The user's model if it serves ``operation``, else the server's or the default.
+
+        Raises:
+            Refusal: the user named a model that is unknown or cannot do ``operation``.
+        """
+        catalog = self.bot.catalog
+        if model:
+            model = model.strip()
+            if not catalog.known(model):
+                raise errors.Refusal(f"There is no model called “{model[:100]}”. See /models.")
+            if not catalog.serves(model, operation):
+                raise errors.Refusal(
+                    f"`{model}` cannot do {operation}. See /models for one that can."
+                )
+            return model
+        default = self.bot.guild_settings.get(interaction.guild_id).default_model
+        if default and not catalog.known(default):
+            default = None
+        if operation == "generate":
+            return default
+        return catalog.pick(operation, default)
+
+    # --- /imagine ---------------------------------------------------------------------------
+
+    @app_commands.command(name="imagine", description="Create images from a text prompt")
+    @app_commands.describe(
+        prompt="What to draw",
+        negative="What to leave out",
+        model="Which model (see /models); the server's default if empty",
+        count="How many images (1-4); each costs credits",
+        aspect="Shape of the images",
+        seed="Seed for repeatable results (0-4294967295)",
+    )
+    @app_commands.choices(
+        aspect=[app_commands.Choice(name=ASPECT_NAMES[a], value=a) for a in ASPECTS]
+    )
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, PROMPT_MAX],
+        negative: app_commands.Range[str, 1, NEGATIVE_MAX] | None = None,
+        model: str | None = None,
+        count: app_commands.Range[int, 1, MAX_COUNT] = 1,
+        aspect: str | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+    ) -> None:
+        prompt = prompt.strip()
+        if not prompt or len(prompt) > PROMPT_MAX:
+            raise errors.Refusal(f"The prompt must be 1 to {PROMPT_MAX} characters.")
+        if negative is not None and len(negative) > NEGATIVE_MAX:
+            raise errors.Refusal(f"The negative prompt can be at most {NEGATIVE_MAX} characters.")
+        if not 1 <= count <= MAX_COUNT:
+            raise errors.Refusal(f"Count must be between 1 and {MAX_COUNT}.")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise errors.Refusal(f"The seed must be between 0 and {MAX_SEED}.")
+        if aspect is not None and aspect not in ASPECTS:
+            raise errors.Refusal(f"The aspect must be one of {', '.join(ASPECTS)}.")
+        self.precheck(interaction, prompt)
+        request = make_request(
+            operation="generate",
+            prompt=prompt,
+            negative_prompt=negative or None,
+            n=count,
+            aspect_ratio=aspect,
+            seed=seed,
+            model=self.model_for(interaction, model, "generate"),
+        )
+        caller = caller_of(interaction)
+
+        async def work(tracker: Tracker) -> Delivery:
+            result = await self.bot.service.generate(
+                caller,
+                request,
+                idempotency_key=idempotency_key(interaction),
+                progress=tracker.callback(request.model),
+            )
+            return Delivery(result, request.prompt)
+
+        await self.bot.jobs.run(
+            interaction, caller, work, what=f"Imagining {_plural(count, 'image')}"
+        )
+
+    @imagine.autocomplete("model")
+    async def _imagine_models(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return self.bot.catalog.choices(current, "generate")
+
+    # --- /edit ------------------------------------------------------------------------------
+
+    @app_commands.command(
+        name="edit", description="Change an image: variation, sketch, inpaint, background or avatar"
+    )
+    @app_commands.describe(
+        image="The image to edit (PNG, JPEG, WebP or GIF)",
+        mode="What kind of edit",
+        prompt="What the result should show",
+        mask="For inpaint: same size as the image; white = repaint, black = keep",
+        strength="How far to move from the original (0-1)",
+        model="Which model (see /models)",
+    )
+    @app_commands.choices(
+        mode=[app_commands.Choice(name=MODE_NAMES[m], value=m) for m in EDIT_MODES]
+    )
+    async def edit(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        mode: str,
+        prompt: app_commands.Range[str, 1, PROMPT_MAX] | None = None,
+        mask: discord.Attachment | None = None,
+        strength: app_commands.Range[float, 0.0, 1.0] | None = None,
+        model: str | None = None,
+    ) -> None:
+        if mode not in EDIT_MODES:
+            raise errors.Refusal(f"The mode must be one of {', '.join(EDIT_MODES)}.")
+        if mode == "inpaint" and mask is None:
+            raise errors.Refusal(
+                "Inpaint needs a mask: the image's size, white = repaint, black = keep."
+            )
+        if mask is not None and mode != "inpaint":
+            raise errors.Refusal("A mask is only used by the inpaint mode.")
+        if strength is not None and not 0.0 <= strength <= 1.0:
+            raise errors.Refusal("Strength must be between 0 and 1.")
+        await self.start_edit(interaction, image, mode, prompt or "", mask, strength, model)
+
+    @edit.autocomplete("model")
+    async def _edit_models(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        mode = getattr(interaction.namespace, "mode", None)
+        return self.bot.catalog.choices(current, mode if mode in EDIT_MODES else None)
+
+    async def start_edit(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        mode: str,
+        prompt: str,
+        mask: discord.Attachment | None = None,
+        strength: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        prompt = prompt.strip()
+        if len(prompt) > PROMPT_MAX:
+            raise errors.Refusal(f"The prompt can be at most {PROMPT_MAX} characters.")
+        limit = self.max_attachment
+        check_attachment(image, "image", limit)
+        if mask is not None:
+            check_attachment(mask, "mask", limit)
+        self.precheck(interaction, prompt)
+        model = self.model_for(interaction, model, mode)
+        caller = caller_of(interaction)
+
+        async def work(tracker: Tracker) -> Delivery:
+            service = self.bot.service
+            source = await service.load_input(await download(image, "image", limit), what="image")
+            mask_input = None
+            if mask is not None:
+                mask_input = await service.load_input(
+                    await download(mask, "mask", limit), what="mask"
+                )
+            request = make_request(
+                operation=mode,
+                prompt=prompt,
+                image=source,
+                mask=mask_input,
+                strength=strength,
+                model=model,
+            )
+            result = await service.edit(
+                caller,
+                request,
+                idempotency_key=idempotency_key(interaction),
+                progress=tracker.callback(model),
+            )
+            return Delivery(result, prompt)
+
+        await self.bot.jobs.run(interaction, caller, work, what=f"Editing ({mode})")
+
+    # --- /upscale ---------------------------------------------------------------------------
+
+    @app_commands.command(name="upscale", description="Make an image larger and sharper")
+    @app_commands.describe(
+        image="The image to upscale (PNG, JPEG, WebP or GIF)",
+        scale="How much larger",
+        model="Which model (see /models)",
+    )
+    @app_commands.choices(
+        scale=[app_commands.Choice(name="2x", value=2), app_commands.Choice(name="4x", value=4)]
+    )
+    async def upscale(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        scale: int | None = None,
+        model: str | None = None,
+    ) -> None:
+        if scale is not None and scale not in (2, 4):
+            raise errors.Refusal("The scale must be 2 or 4.")
+        await self.start_upscale(interaction, image, scale, model)
+
+    @upscale.autocomplete("model")
+    async def _upscale_models(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return self.bot.catalog.choices(current, "upscale")
+
+    async def start_upscale(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        scale: int | None = None,
+        model: str | None = None,
+    ) -> None:
+        limit = self.max_attachment
+        check_attachment(image, "image", limit)
+        self.precheck(interaction)
+        model = self.model_for(interaction, model, "upscale")
+        caller = caller_of(interaction)
+
+        async def work(tracker: Tracker) -> Delivery:
+            service = self.bot.service
+            source = await service.load_input(await download(image, "image", limit), what="image")
+            request = make_request(operation="upscale", image=source, scale=scale, model=model)
+            result = await service.upscale(
+                caller,
+                request,
+                idempotency_key=idempotency_key(interaction),
+                progress=tracker.callback(model),
+            )
+            return Delivery(result, "")
+
+        await self.bot.jobs.run(interaction, caller, work, what="Upscaling")
+
+    # --- message context menus --------------------------------------------------------------
+
+    async def upscale_message(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        await self.start_upscale(interaction, _image_of(message))
+
+    async def edit_message(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        attachment = _image_of(message)
+        self.precheck(interaction)
+        await interaction.response.send_modal(EditModal(self, attachment))
+
+
+def _image_of(message: discord.Message) -> discord.Attachment:
+    """The first image attached to ``message``.
+
+    Raises:
+        Refusal: it has none.
+    """
+    for attachment in message.attachments:
+        ctype = (attachment.content_type or "").lower()
+        if ctype.startswith("image/") or attachment.filename.lower().endswith(
+            (".png", ".jpg", ".jpeg", ".webp", ".gif")
+        ):
+            return attachment
+    raise errors.Refusal("That message has no image attached.")
+
+
+class EditModal(discord.ui.Modal, title="Edit image"):
+    """Asks for the prompt of an "Edit image" menu action (a variation of the image)."""
+
+    prompt: discord.ui.TextInput = discord.ui.TextInput(
+        label="What should the new version show?",
+        style=discord.TextStyle.paragraph,
+        placeholder="e.g. the same scene at night, in watercolour",
+        min_length=1,
+        max_length=1000,
+    )
+
+    def __init__(self, cog: GenerateCog, attachment: discord.Attachment) -> None:
+        super().__init__(timeout=900, custom_id=f"imagegate:edit-modal:{secrets.token_hex(6)}")
+        self.cog = cog
+        self.attachment = attachment
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        try:
+            await self.cog.start_edit(interaction, self.attachment, "variation", self.prompt.value)
+        except Exception as exc:
+            await errors.report(interaction, exc)
+
+    async def on_error(  # type: ignore[override]  # Modal's signature differs from View's
+        self, interaction: discord.Interaction, error: Exception, /
+    ) -> None:
+        await errors.report(interaction, error)
+
+
+class ButtonActions:
+    """What the result buttons do; see ``views`` for their custom ids.
+
+    Anyone who can see a public result may press its buttons, and spends their own credits as
+    themselves. Reading the job of someone else's result uses an elevated *read* (the result
+    is on screen anyway); nothing is ever charged to the requester for another's click.
+    """
+
+    def __init__(self, bot: ImageBot, cog: GenerateCog) -> None:
+        self.bot = bot
+        self.cog = cog
+
+    async def handle(
+        self, interaction: discord.Interaction, action: str, job_id: str, k: int | None
+    ) -> None:
+        if action == "delete":
+            await self.delete(interaction, job_id)
+            return
+        self.cog.precheck(interaction)
+        if action == "vary" and k is None:
+            count = views.image_count(interaction.message, job_id)
+            if count > 1:
+                await interaction.response.send_message(
+                    "Which image should I make variations of?",
+                    view=views.variations_picker(job_id, count),
+                    ephemeral=True,
+                )
+                return
+            k = 1
+        caller = caller_of(interaction)
+        labels = {
+            "reroll": "Rerolling",
+            "vary": f"Making variations of image {k}",
+            "upscale": f"Upscaling image {k}",
+        }
+
+        async def work(tracker: Tracker) -> Delivery:
+            job = await self.read_job(caller, job_id)
+            prompt = str(job.request.get("prompt") or "")
+            self.cog.moderate(interaction, prompt)
+            if action == "reroll":
+                return Delivery(await self.reroll(interaction, caller, job, tracker), prompt)
+            image = await self.input_image(caller, job, k or 1)
+            return Delivery(
+                await self.from_image(interaction, caller, job, image, action, tracker), prompt
+            )
+
+        await self.bot.jobs.run(interaction, caller, work, what=labels[action])
+
+    async def read_job(self, caller: Caller, job_id: str) -> JobRecord:
+        """The job behind a result message, whoever's it is (read only).
+
+        Raises:
+            NotFoundError: the job is gone (e.g. another database).
+        """
+        reader = caller.model_copy(update={"is_admin": True})
+        try:
+            return await self.bot.service.job(reader, job_id)
+        except NotFoundError:
+            raise NotFoundError("This result is no longer available (its job is gone).") from None
+
+    async def reroll(
+        self, interaction: discord.Interaction, caller: Caller, job: JobRecord, tracker: Tracker
+    ) -> ImageResult:
+        service = self.bot.service
+        key = idempotency_key(interaction)
+        model = job.request.get("model")
+        if job.user == caller.key:
+            return await service.rerun(
+                caller,
+                job.job_id,
+                new_seed=True,
+                idempotency_key=key,
+                progress=tracker.callback(model),
+            )
+        if job.operation != "generate":
+            raise errors.Refusal(
+                "Only the person who made this edit can reroll it (it uses their uploaded image)."
+                " Try Variations instead."
+            )
+        fields = {k: v for k, v in job.request.items() if k not in ("image", "mask")}
+        request = make_request(**{**fields, "seed": None})
+        return await service.generate(
+            caller, request, idempotency_key=key, progress=tracker.callback(model)
+        )
+
+    async def input_image(self, caller: Caller, job: JobRecord, k: int) -> InputImage:
+        """Image ``k`` (from 1) of a job as an input, keeping the provider's image id."""
+        if not 1 <= k <= len(job.images):
+            raise errors.Refusal(f"This result has no image {k}.")
+        stored = job.images[k - 1]
+        if job.user == caller.key:
+            return await self.bot.service.input_from_image(caller, stored.id)
+        try:
+            data = await asyncio.to_thread(stored.path.read_bytes)
+        except OSError:
+            raise NotFoundError("This image is no longer stored.") from None
+        return InputImage(
+            data=data,
+            mime=stored.mime,
+            width=stored.width,
+            height=stored.height,
+            source_image_id=stored.id,
+            provider=stored.model.partition(":")[0],
+            provider_image_id=stored.provider_image_id,
+        )
+
+    async def from_image(
+        self,
+        interaction: discord.Interaction,
+        caller: Caller,
+        job: JobRecord,
+        image: InputImage,
+        action: str,
+        tracker: Tracker,
+    ) -> ImageResult:
+        service = self.bot.service
+        config = self.bot.guild_settings.get(interaction.guild_id)
+        key = idempotency_key(interaction)
+        wanted = job.request.get("model")
+        if action == "upscale":
+            model = self.bot.catalog.pick("upscale", wanted, config.default_model)
+            request = make_request(operation="upscale", image=image, model=model)
+            return await service.upscale(
+                caller, request, idempotency_key=key, progress=tracker.callback(model)
+            )
+        model = self.bot.catalog.pick("variation", wanted, config.default_model)
+        count = max(1, min(MAX_COUNT, int(job.request.get("n") or 1)))
+        request = make_request(
+            operation="variation",
+            prompt=str(job.request.get("prompt") or ""),
+            image=image,
+            n=count,
+            model=model,
+        )
+        return await service.edit(
+            caller, request, idempotency_key=key, progress=tracker.callback(model)
+        )
+
+    async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Delete a result message: its requester, or anyone with Manage Messages."""
+        await interaction.response.defer()
+        caller = caller_of(interaction)
+        try:
+            owner = (await self.read_job(caller, job_id)).user == caller.key
+        except NotFoundError:
+            owner = False
+        if not (owner or interaction.permissions.manage_messages):
+            await interaction.followup.send(
+                "🔒 Only the person who asked for these images, or someone with Manage Messages,"
+                " can delete them.",
+                ephemeral=True,
+            )
+            return
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            if interaction.message is None:
+                raise
+            await interaction.message.delete()
+        log.info("result of job %s deleted by %s", job_id, caller.key)

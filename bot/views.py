@@ -1,0 +1,135 @@
+"""Result buttons: DynamicItems whose custom id carries the job id, so they work forever.
+
+Custom ids: ``imagegate:reroll:<job>``, ``imagegate:vary:<job>[:k]``, ``imagegate:upscale:<job>:k``
+and ``imagegate:delete:<job>`` (k counts images from 1, as the labels do). Nothing is kept in
+memory: after a restart discord.py matches the id against these templates and the job is read
+back from SQLite. The work itself lives in ``cogs.generate`` (``ButtonActions``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from . import errors
+
+if TYPE_CHECKING:
+    from .client import ImageBot
+
+PREFIX = "imagegate"
+JOB = r"(?P<job>[A-Za-z0-9_-]{1,64})"
+MAX_UPSCALE_BUTTONS = 5
+
+
+def custom_id(action: str, job_id: str, k: int | None = None) -> str:
+    value = f"{PREFIX}:{action}:{job_id}" + (f":{k}" if k is not None else "")
+    if len(value) > 100:  # Discord's limit; job ids are 16 characters
+        raise ValueError("custom id too long")
+    return value
+
+
+class _JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagegate:_:(?P<job>x)"):
+    action = "_"
+
+    def __init__(self, job_id: str, k: int | None = None, **button: Any) -> None:
+        super().__init__(discord.ui.Button(custom_id=custom_id(self.action, job_id, k), **button))
+        self.job_id = job_id
+        self.k = k
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> _JobButton:
+        k = match.groupdict().get("k")
+        return cls(match["job"], int(k) if k else None, **_style_of(item))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: ImageBot = interaction.client  # type: ignore[assignment]
+        try:
+            await bot.actions.handle(interaction, self.action, self.job_id, self.k)
+        except Exception as exc:  # a button must never fail silently or leak a traceback
+            await errors.report(interaction, exc)
+
+
+def _style_of(item: discord.ui.Item[Any]) -> dict[str, Any]:
+    if not isinstance(item, discord.ui.Button):
+        return {}
+    return {"label": item.label, "style": item.style, "emoji": item.emoji, "row": item.row}
+
+
+class RerollButton(_JobButton, template=rf"imagegate:reroll:{JOB}"):
+    action = "reroll"
+
+    def __init__(self, job_id: str, k: int | None = None, **button: Any) -> None:
+        button = {
+            "label": "Reroll",
+            "emoji": "🔄",
+            "style": discord.ButtonStyle.secondary,
+            **button,
+        }
+        super().__init__(job_id, None, **button)
+
+
+class VariationsButton(_JobButton, template=rf"imagegate:vary:{JOB}(?::(?P<k>\d{{1,2}}))?"):
+    action = "vary"
+
+    def __init__(self, job_id: str, k: int | None = None, **button: Any) -> None:
+        label = "Variations" if k is None else f"Variations {k}"
+        button = {"label": label, "emoji": "🎲", "style": discord.ButtonStyle.secondary, **button}
+        super().__init__(job_id, k, **button)
+
+
+class UpscaleButton(_JobButton, template=rf"imagegate:upscale:{JOB}:(?P<k>\d{{1,2}})"):
+    action = "upscale"
+
+    def __init__(self, job_id: str, k: int | None = None, **button: Any) -> None:
+        button = {"label": f"Upscale {k}", "style": discord.ButtonStyle.primary, **button}
+        super().__init__(job_id, k or 1, **button)
+
+
+class DeleteButton(_JobButton, template=rf"imagegate:delete:{JOB}"):
+    action = "delete"
+
+    def __init__(self, job_id: str, k: int | None = None, **button: Any) -> None:
+        button = {"label": "Delete", "emoji": "🗑️", "style": discord.ButtonStyle.danger, **button}
+        super().__init__(job_id, None, **button)
+
+
+DYNAMIC_ITEMS = (RerollButton, VariationsButton, UpscaleButton, DeleteButton)
+
+
+def result_view(job_id: str, operation: str, count: int) -> discord.ui.View:
+    """Row 1: Reroll, Variations, Delete; row 2: Upscale 1..N (not for upscaled results)."""
+    view = discord.ui.View(timeout=None)
+    if operation != "upscale":
+        view.add_item(RerollButton(job_id, row=0))
+    view.add_item(VariationsButton(job_id, row=0))
+    view.add_item(DeleteButton(job_id, row=0))
+    if operation != "upscale":
+        for k in range(1, min(count, MAX_UPSCALE_BUTTONS) + 1):
+            view.add_item(UpscaleButton(job_id, k, row=1))
+    return view
+
+
+def variations_picker(job_id: str, count: int) -> discord.ui.View:
+    """The private "which image?" row shown when Variations is pressed on a multi-image result."""
+    view = discord.ui.View(timeout=None)
+    for k in range(1, min(count, MAX_UPSCALE_BUTTONS) + 1):
+        view.add_item(VariationsButton(job_id, k, row=0))
+    return view
+
+
+def image_count(message: discord.Message | None, job_id: str) -> int:
+    """How many images a result message shows, from its attachments or its Upscale buttons."""
+    if message is None:
+        return 1
+    upscales = [
+        child
+        for row in message.components
+        for child in getattr(row, "children", ())
+        if getattr(child, "custom_id", "")
+        and child.custom_id.startswith(f"{PREFIX}:upscale:{job_id}:")
+    ]
+    return max(len(upscales), len(message.attachments), 1)

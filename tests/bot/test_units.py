@@ -1,0 +1,85 @@
+"""The bot's pure parts: prompt moderation, the provider queue, server settings parsing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.guilds import GuildConfig
+from bot.moderation import check_prompt, find_term
+from bot.queue import SlotQueue
+
+
+@pytest.mark.parametrize(
+    ("prompt", "found"),
+    [
+        ("a NUDE statue", "nude"),
+        ("nudes", "nudes"),
+        ("Ｎｕｄｅ", "nude"),
+        ("nu\u200bde beach", "nude"),
+        ("denuded hills", None),
+        ("essex county", None),
+        ("a gory scene", "gory"),
+    ],
+)
+def test_nsfw_terms_match_whole_words(prompt: str, found: str | None):
+    from bot.moderation import NSFW_TERMS
+
+    assert find_term(prompt, NSFW_TERMS) == found
+
+
+def test_policies():
+    strict = {"banned": ("clown",), "nsfw_policy": "strict"}
+    assert "does not allow" in check_prompt("a Clown", **strict, age_restricted=True)
+    assert "on this server" in check_prompt("nude", **strict, age_restricted=True)
+    default = {"banned": (), "nsfw_policy": "age_restricted"}
+    assert check_prompt("nude", **default, age_restricted=True) is None
+    assert "age-restricted" in check_prompt("nude", **default, age_restricted=False)
+    assert check_prompt("nude", banned=(), nsfw_policy="off", age_restricted=False) is None
+    # The banned list applies in age-restricted channels too.
+    assert check_prompt("clown", banned=("clown",), nsfw_policy="off", age_restricted=True)
+    assert find_term("spiders!", ("spider*",)) == "spiders"
+    assert find_term("a (weird) word", ("(weird)",)) == "(weird)"  # regex characters escaped
+    assert find_term("weird", ("(weird)",)) is None
+    assert find_term("x", ("", "  ")) is None
+
+
+async def test_slot_queue_is_fifo_with_positions_and_cancel_safe():
+    queue = SlotQueue(1)
+    first = queue.enter()
+    await first.wait()
+    second, third = queue.enter(), queue.enter()
+    assert (first.position, second.position, third.position) == (0, 1, 2)
+
+    waiter = asyncio.create_task(second.wait())
+    await asyncio.sleep(0)
+    waiter.cancel()  # the second job gives up its place ...
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert third.position == 1
+    first.leave()  # ... so the third runs next
+    await asyncio.wait_for(third.wait(), 1)
+    assert queue.running == 1 and queue.waiting == 0
+    third.leave()
+    third.leave()  # twice is harmless
+    assert queue.running == 0
+
+
+def test_guild_config_round_trip_and_tolerance():
+    config = GuildConfig(
+        channels=(1234567890123456789,),
+        default_model="placeholder:default",
+        banned_words=("x",),
+        nsfw="strict",
+        delivery="private",
+    )
+    data = config.to_dict()
+    assert data["channels"] == ["1234567890123456789"]  # strings: snowflakes exceed JS ints
+    assert GuildConfig.from_dict(data) == config
+    odd = GuildConfig.from_dict({"channels": ["abc", 5], "nsfw": "???", "delivery": 3, "x": 1})
+    assert odd.channels == (5,) and odd.nsfw == "age_restricted" and odd.delivery == "public"
+    assert odd.to_dict()["x"] == 1  # unknown keys are kept
+    assert config.allows_channel(1234567890123456789)
+    assert not config.allows_channel(1) and config.allows_channel(1, parent_id=1234567890123456789)
+    assert GuildConfig().allows_channel(None)
