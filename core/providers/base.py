@@ -250,7 +250,7 @@ def provider_message(response: httpx.Response, secret: str | None) -> str:
         error = body.get("error")
         if isinstance(error, dict):
             message = error.get("message") or message
-        elif isinstance(error, str):
+        elif isinstance(error, str) and not message:  # {"error": "<code>", "message": ...}
             message = error
     return redact(str(message)[:200], secret) if message else ""
 
@@ -268,8 +268,12 @@ def retry_after(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:  # a provider's garbled header must not turn a 429 into a crash
         when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return max(0.0, when.timestamp() - time.time()) if when else None
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -396,12 +400,7 @@ def parse_options(
     names = dict.fromkeys((model.kind, model.ctx.name))
     merged: dict[str, Any] = {}
     for name in names:
-        given = request.provider_options.get(name)
-        if given is None:
-            continue
-        if not isinstance(given, dict):
-            raise InvalidRequestError(f"provider_options[{name!r}] must be an object")
-        merged.update(given)
+        merged.update(request.provider_options.get(name) or {})
     try:
         return cls.model_validate(merged)
     except ValidationError as exc:

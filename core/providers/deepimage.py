@@ -96,49 +96,57 @@ class DeepImageImageModel(ImageModel):
     def plan(self, request: ImageRequest) -> Plan:
         self.require_operation(request)
         options = parse_options(self, request, self.Options)
-        op = request.operation
+        op, image = request.operation, request.image
         warnings = ignored(request, ("steps", "guidance"), "Deep-Image")
         body: dict[str, Any] = {}
         if op == "upscale":
+            assert image is not None
             warnings += ignored(request, ("negative_prompt", "seed", "strength"), "an upscale")
+            warnings += ["prompt is ignored by an upscale"] if request.prompt else []
             if request.size or request.aspect_ratio:
                 raise InvalidRequestError("an upscale's size follows from its scale (2, 3 or 4)")
-            assert request.image is not None
             percent = f"{(request.scale or 2) * 100}%"
-            body.update(url=_b64(request.image), width=percent, height=percent)
-            body["generative_upscale"] = True  # [DI-gup]
+            body.update(url=_b64(image), width=percent, height=percent, generative_upscale=True)
         else:
-            generate: dict[str, Any] = {"description": request.prompt}
-            if options.model_type:
-                generate["model_type"] = options.model_type
-            if request.negative_prompt:
-                generate["negative_prompt"] = request.negative_prompt
+            warnings += ignored(request, ("scale",), f"Deep-Image {op}")
             if op == "generate":
                 body["width"], body["height"] = _size(request)
             else:
+                assert image is not None
                 keep_input_size(request, f"Deep-Image {op}")
-                assert request.image is not None
-                body["url"] = _b64(request.image)
-                generate["adapter_type"] = ADAPTERS[op]
-            if op == "avatar":
-                generate["face_id"] = True
-            if op in ("variation", "sketch") and request.strength is not None:
-                # Our strength is how much to change; the scale is how much of the edges to keep.
-                generate["controlnet_conditioning_scale"] = round(1 - request.strength, 3)
-            elif request.strength is not None:
-                warnings.append(f"strength is ignored by Deep-Image {op}")
-            if op == "inpaint":
-                assert request.mask is not None and request.image is not None
-                # [DI-inp] documents ip_image2 as the mask's URL; a base64 URL is sent here.
-                mask = normalize_mask(request.mask, request.image)
-                generate["ip_image2"] = "base64," + encode_b64(mask)
-            warnings += ignored(request, ("scale",), f"Deep-Image {op}")
-            body["background"] = {"generate": generate}
+                body["url"] = _b64(image)
+            body["background"] = {"generate": self._generate(request, options, warnings)}
         if options.enhancements is not None:
             body["enhancements"] = options.enhancements
         if options.output_format:
             body["output_format"] = options.output_format
         return Plan(op, request.n, request, body, tuple(warnings))
+
+    def _generate(self, request: ImageRequest, options: Options, warnings: list[str]) -> dict:
+        """The ``background.generate`` block [DI-gen]."""
+        op = request.operation
+        generate: dict[str, Any] = {"description": request.prompt}
+        if op != "generate":
+            generate["adapter_type"] = ADAPTERS[op]
+        # A configured model other than "default" names the model_type (e.g. deepimage:fantasy).
+        model_type = options.model_type or (self.model if self.model != "default" else None)
+        if model_type:
+            generate["model_type"] = model_type
+        if request.negative_prompt:
+            generate["negative_prompt"] = request.negative_prompt
+        if op == "avatar":
+            generate["face_id"] = True
+        if op in ("variation", "sketch") and request.strength is not None:
+            # Our strength is how much to change; the scale is how much of the edges to keep.
+            generate["controlnet_conditioning_scale"] = round(1 - request.strength, 3)
+        elif request.strength is not None:
+            warnings.append(f"strength is ignored by Deep-Image {op}")
+        if op == "inpaint":
+            assert request.mask is not None and request.image is not None
+            # [DI-inp] documents ip_image2 as the mask's URL; a base64 URL is sent here.
+            mask = normalize_mask(request.mask, request.image)
+            generate["ip_image2"] = "base64," + encode_b64(mask)
+        return generate
 
     async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
         body = copy.deepcopy(plan.body)
@@ -171,7 +179,7 @@ class DeepImageImageModel(ImageModel):
 
     async def _wait(self, waiter: Any, job: str, deadline: float) -> str:
         """The webhook's ``result_url``; if it is late, poll ``result/{job}`` instead."""
-        grace = max(10 * self.ctx.settings.poll_interval_s, 1.0)
+        grace = 10 * self.ctx.settings.poll_interval_s
         try:
             payload = await waiter.wait(max(0.0, min(grace, deadline - time.monotonic())))
         except TimeoutError:
@@ -198,41 +206,29 @@ class DeepImageImageModel(ImageModel):
                 return found.result_url
 
     def _checked(self, job: _Job) -> _Job:
-        if job.status == "failed":
-            raise ProviderUnavailableError(
-                f"{self.ctx.name} failed to process the image", provider=self.ctx.name
-            )
-        if job.status == "complete" and not job.result_url:
+        name = self.ctx.name
+        if job.status == "failed":  # the documented 500 body ("No credits were lost")
+            raise ProviderUnavailableError(f"{name} failed to process the image", provider=name)
+        done = job.status == "complete" and job.result_url
+        if not job.job or not (done or job.status in PENDING):
             raise ProviderResponseError(
-                f"{self.ctx.name} finished without a result", provider=self.ctx.name
+                f"{name} sent a job we could not read", provider=name, detail=repr(job.status)
             )
-        if job.status not in (*PENDING, "complete") or not job.job:
-            raise ProviderResponseError(
-                f"{self.ctx.name} sent a job we could not read", provider=self.ctx.name,
-                detail=f"status {job.status!r}",
-            )  # fmt: skip
         return job
 
     def _classify(self, response: httpx.Response) -> ImageGateError | None:
         """The documented errors that the HTTP status alone would misfile."""
         message = provider_message(response, self.ctx.api_key)
         kwargs: dict[str, Any] = {"provider": self.ctx.name, "status": response.status_code}
-        code = ""
-        try:
-            body = response.json()
-            code = str(body.get("code") or "") if isinstance(body, dict) else ""
-        except ValueError:
-            pass
-        if code == "NOT_ENOUGH_CREDITS" or "No more requests" in message:
+        name = self.ctx.name
+        if "NOT_ENOUGH_CREDITS" in response.text or "No more requests" in message:
             return ProviderQuotaError(
-                f"{self.ctx.name} account is out of credits; tell the operator", **kwargs
+                f"{name} account is out of credits; tell the operator", **kwargs
             )
         if response.status_code == 404 and "No user found" in message:
-            return ProviderAuthError(
-                f"{self.ctx.name} refused our API key; tell the operator", **kwargs
-            )
+            return ProviderAuthError(f"{name} refused our API key; tell the operator", **kwargs)
         if response.status_code == 404:  # "Job not found" / "Image deleted" on result/{job}
-            return ProviderResponseError(f"{self.ctx.name} lost the job ({message})", **kwargs)
+            return ProviderResponseError(f"{name} lost the job ({message})", **kwargs)
         return None
 
     def _headers(self) -> dict[str, str]:

@@ -91,6 +91,9 @@ class DeepmodeImageModel(ImageModel):
         warnings = ignored(request, ("seed", "steps", "guidance"), "Deepmode")
         if op != "upscale":
             warnings += ignored(request, ("strength", "scale"), f"Deepmode {op}")
+        else:
+            warnings += ignored(request, ("negative_prompt", "strength"), "a Deepmode upscale")
+            warnings += ["prompt is ignored by a Deepmode upscale"] if request.prompt else []
         if options.upscale and op != "generate":
             warnings.append("the upscale option applies to generate only")
         if op == "generate":
@@ -128,6 +131,8 @@ class DeepmodeImageModel(ImageModel):
         assert image is not None
         if image.provider != self.ctx.name or not image.provider_image_id:
             source = f"from {image.provider}" if image.provider else "uploaded or from elsewhere"
+            if image.provider == self.ctx.name:
+                source = "stored without its Deepmode image id"
             raise InvalidRequestError(
                 f"Deepmode can only upscale its own results, and this image is {source};"
                 f" upscale an image made with {self.ctx.name}, or use another model"

@@ -53,7 +53,7 @@ class _Reply(BaseModel):
     model_config = ConfigDict(extra="ignore")
     status: str = "success"
     message: str = ""
-    data: list[_Item] = []
+    data: list[_Item] | None = None
 
 
 class _Credits(BaseModel):
@@ -157,7 +157,7 @@ class NebulaBlockImageModel(ImageModel):
             raise ProviderResponseError(
                 f"{self.ctx.name} failed ({message or reply.status})", provider=self.ctx.name
             )
-        items = [item for item in reply.data if item.b64_json or item.image_b64]
+        items = [item for item in reply.data or [] if item.b64_json or item.image_b64]
         if not items:
             raise ProviderResponseError(
                 f"{self.ctx.name} returned no image", provider=self.ctx.name

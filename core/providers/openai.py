@@ -30,6 +30,7 @@ from .base import (
     decode_b64,
     download,
     ignored,
+    keep_input_size,
     parse_json,
     parse_options,
 )
@@ -105,10 +106,8 @@ class OpenAIImageModel(ImageModel):
         warnings = ignored(request, ("negative_prompt", "seed", "steps", "guidance"), who)
         warnings += ignored(request, ("strength", "scale"), who)
         fields: dict[str, Any] = {"prompt": request.prompt, "model": self.model}
-        if size := self._size(request):
+        if size := self._size(request, warnings):
             fields["size"] = f"{size[0]}x{size[1]}"
-        if request.aspect_ratio and size and abs(size[0] / size[1] - (request.ratio() or 1)) > 1e-9:
-            warnings.append(f"aspect ratio {request.aspect_ratio} was served as {fields['size']}")
         if self.family != "gpt-image":
             fields["response_format"] = "b64_json"
         fields.update(self._options(options))
@@ -118,25 +117,38 @@ class OpenAIImageModel(ImageModel):
             body = {"path": "/images/edits", "data": fields, "files": self._edit_files(request)}
         return Plan(request.operation, request.n, request, body, tuple(warnings))
 
-    def _size(self, request: ImageRequest) -> Size | None:
-        allowed = SIZES.get(self.family or "")
-        if request.image is not None and request.size is None and request.aspect_ratio is None:
-            return None  # edits: the provider keeps the input's size
-        listed = ", ".join(f"{w}x{h}" for w, h in allowed or ())
-        if request.size is not None:
+    def _size(self, request: ImageRequest, warnings: list[str]) -> Size | None:
+        """The ``size`` to send: a listed size, the listed size of the asked (or, for edits,
+        the input's) shape, or None for the provider's default."""
+        allowed = SIZES.get(self.family or "", ())
+        listed = ", ".join(f"{w}x{h}" for w, h in allowed)
+        image = request.image
+        want: Size | None = None
+        if image is not None:
+            keep_input_size(request, f"{self.model} edits")
+            if not allowed:
+                return None
+            want, shape = (image.width, image.height), f"{image.width}x{image.height}"
+        elif request.size is not None:
             if allowed and request.size not in allowed:
                 raise InvalidRequestError(f"{self.model} makes sizes {listed}, not {request.size}")
             return request.size
-        if request.aspect_ratio is None:
+        elif request.aspect_ratio is None:
             return None
-        if not allowed:
+        elif not allowed:
             raise InvalidRequestError(f"{self.model}: give a size (WxH), not an aspect ratio")
-        ratio = request.ratio() or 1.0
-        best = min(allowed, key=lambda s: (abs(math.log(s[0] / s[1] / ratio)), -s[0]))
-        if abs(math.log(best[0] / best[1] / ratio)) > 0.02:
-            raise InvalidRequestError(
-                f"{self.model} has no {request.aspect_ratio} size; it makes {listed}"
-            )
+        else:
+            shape = request.aspect_ratio
+        ratio = want[0] / want[1] if want else request.ratio() or 1.0
+        close = [s for s in allowed if abs(math.log(s[0] / s[1] / ratio)) <= 0.02]
+        if not close:
+            raise InvalidRequestError(f"{self.model} has no {shape} size; it makes {listed}")
+        area = want[0] * want[1] if want else 1024 * 1024
+        best = min(close, key=lambda s: abs(math.log(s[0] * s[1] / area)))
+        if want and best != want:
+            warnings.append(f"{self.model} makes {listed}: the result will be {best[0]}x{best[1]}")
+        elif not want and abs(best[0] / best[1] - ratio) > 1e-9:
+            warnings.append(f"aspect ratio {shape} was served as {best[0]}x{best[1]}")
         return best
 
     def _options(self, options: Options) -> dict[str, Any]:

@@ -1,0 +1,136 @@
+"""End to end: the ``imagegate`` console script against each emulator over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.emulators import Fault, create_emulator, running
+
+from .conftest import KINDS, decode
+
+IMAGEGATE = Path(sys.executable).with_name("imagegate")
+EXTRA_ARGS = {
+    "deepmode": ["--aspect", "1:1", "-n", "2"],
+    "deepimage": ["--size", "64x64", "--seed", "3"],
+    "hive": ["-n", "2", "--negative", "rain"],
+    "hive_v3": ["--size", "256x256", "--seed", "9"],
+    "nebulablock": ["--size", "64x64", "--steps", "4"],
+    "openai": ["--size", "256x256"],
+}
+
+
+def _config(tmp_path: Path, providers: dict[str, dict]) -> Path:
+    lines = [
+        "[database]",
+        f'path = "{tmp_path / "db.sqlite"}"',
+        "[images]",
+        f'dir = "{tmp_path / "images"}"',
+        "[defaults]",
+        "job_deadline_s = 20",
+    ]
+    for name, provider in providers.items():
+        lines.append(f"[providers.{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in provider.items()]
+    path = tmp_path / "imagegate.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _imagegate(config: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(IMAGEGATE), "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        cwd=config.parent,
+    )
+
+
+def _provider(kind: str, url: str, emu) -> dict:
+    spec = KINDS[kind]
+    return {
+        "kind": kind,
+        "base_url": url + emu.base_path,
+        "api_key_env": f"IG_CLI_{kind.upper()}_KEY",
+        "models": [spec.model],
+        "timeout_s": 10,
+        "poll_interval_s": 0.05,
+    }
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_generate_json_against_the_emulator(tmp_path, kind):
+    spec = KINDS[kind]
+    emu = create_emulator(spec.emulator, image_size=(64, 64), **spec.emulator_options)
+    key = {f"IG_CLI_{kind.upper()}_KEY": getattr(emu, spec.key_attr)}
+    with running(emu) as url:
+        config = _config(tmp_path, {"p": _provider(kind, url, emu)})
+        out = tmp_path / "out"
+        ref = f"p:{spec.model}"
+        args = ["generate", "a fox", "--model", ref, "--json", "--out", str(out)]
+        done = _imagegate(config, *args, *EXTRA_ARGS[kind], env=key)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    count = 2 if "-n" in EXTRA_ARGS[kind] else 1
+    assert len(result["images"]) == count and result["credits_charged"] == count
+    assert result["model"] == ref and result["credits_remaining"] == 50 - count
+    for image in result["images"]:
+        path = Path(image["path"])
+        assert path.parent == out and decode(path.read_bytes()).size == (
+            image["width"],
+            image["height"],
+        )
+    calls = [r for r in emu.requests if r.method == "POST"]
+    assert calls and calls[0].path == spec.api_path
+    assert getattr(emu, spec.key_attr) not in done.stdout + done.stderr
+
+
+def test_a_refusal_exits_non_zero_with_a_json_error_and_costs_nothing(tmp_path):
+    emu = create_emulator("nebulablock", image_size=(64, 64))
+    emu.inject(Fault(moderation=True))
+    key = {"IG_CLI_NEBULABLOCK_KEY": emu.api_key}
+    with running(emu) as url:
+        config = _config(tmp_path, {"nb": _provider("nebulablock", url, emu)})
+        done = _imagegate(config, "generate", "a fox", "--json", "--user", "cli:ann", env=key)
+        quota = _imagegate(config, "quota", "show", "cli:ann", "--json", env=key)
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["error"]["code"] == "content_rejected"
+    assert "refused" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert json.loads(quota.stdout)["remaining"] == 50
+
+
+def test_providers_with_balances(tmp_path):
+    emus = {kind: create_emulator(kind) for kind in ("deepmode", "deepimage", "nebulablock")}
+    env = {f"IG_CLI_{kind.upper()}_KEY": emu.api_key for kind, emu in emus.items()}
+    with running(emus["deepmode"]) as dm, running(emus["deepimage"]) as di:
+        with running(emus["nebulablock"]) as nb:
+            providers = {
+                kind: _provider(kind, url, emus[kind])
+                for kind, url in (("deepmode", dm), ("deepimage", di), ("nebulablock", nb))
+            }
+            config = _config(tmp_path, providers)
+            done = _imagegate(config, "providers", "--json", "--balance", env=env)
+            models = _imagegate(config, "models", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    listed = {m["kind"]: (m["operations"], m["max_images"]) for m in json.loads(models.stdout)}
+    assert listed == {
+        "deepmode": (["generate", "inpaint", "avatar", "upscale"], 8),
+        "deepimage": (
+            ["generate", "variation", "sketch", "inpaint", "background", "avatar", "upscale"],
+            1,
+        ),
+        "nebulablock": (["generate"], 1),
+    }
+    balances = {p["name"]: p["balance"] for p in json.loads(done.stdout)}
+    assert balances == {
+        "deepmode": "1000 credits",
+        "deepimage": "100 credits",
+        "nebulablock": "$100.00000",
+    }
