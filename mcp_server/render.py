@@ -1,0 +1,328 @@
+"""Tool results for agents: a short text, structured content, a resource link per image, and
+image content only as previews within a byte budget.
+
+Every image result carries ``structuredContent`` matching ``JobOut`` (the tools' output
+schema). Errors are ``isError`` results whose text says what was wrong and what to do, with a
+structured ``error`` (``code``, whether credits were refunded, when to retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+from datetime import UTC, datetime
+from typing import Literal
+
+from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
+from pydantic import BaseModel, Field
+
+from core import (
+    ImageGateError,
+    ImageResult,
+    ImageService,
+    JobRecord,
+    QuotaError,
+    StoredImage,
+    preview,
+)
+
+ReturnImage = Literal["none", "preview", "full"]
+JobStatus = Literal["succeeded", "partial", "running", "failed", "interrupted"]
+_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+class ImageOut(BaseModel):
+    """One delivered image; read ``uri`` as a resource for the full-size file."""
+
+    uri: str
+    mime: str
+    width: int
+    height: int
+    seed: int | None = None
+
+
+class JobOut(BaseModel):
+    """The structured result of generate_image, edit_image, upscale_image and get_job."""
+
+    status: JobStatus
+    job_id: str | None
+    model: str | None = None
+    images: list[ImageOut] = Field(default_factory=list)
+    credits_charged: int = 0
+    credits_remaining: int | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ErrorOut(BaseModel):
+    """What an agent needs to react to a failure."""
+
+    code: str
+    message: str
+    retryable: bool
+    retry_after_s: int | None = None
+    credits_refunded: bool = False
+    credits_charged: int = 0
+    credits_remaining: int | None = None
+    job_id: str | None = None
+    hint: str
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+async def job_result(
+    service: ImageService,
+    *,
+    status: JobStatus,
+    job_id: str,
+    model: str,
+    images: list[StoredImage],
+    charged: int,
+    remaining: int | None,
+    warnings: list[str],
+    return_image: ReturnImage,
+    replayed: bool = False,
+) -> CallToolResult:
+    """Render delivered images: text, inline previews within the budget, resource links."""
+    warnings = list(warnings)
+    if replayed:
+        warnings.append("this request was already served: same images, not charged again")
+    blocks, budget_warning = await _inline_images(service, images, return_image)
+    if budget_warning:
+        warnings.append(budget_warning)
+    out = JobOut(
+        status=status,
+        job_id=job_id,
+        model=model,
+        credits_charged=charged,
+        credits_remaining=remaining,
+        warnings=warnings,
+        images=[
+            ImageOut(uri=i.uri, mime=i.mime, width=i.width, height=i.height, seed=i.seed)
+            for i in images
+        ],
+    )
+    links: list[ContentBlock] = [
+        ResourceLink(
+            type="resource_link",
+            uri=i.uri,
+            name=f"{i.id}.{_EXT.get(i.mime, 'img')}",
+            title=f"Image {n} of job {job_id}",
+            mime_type=i.mime,
+            description=f"full-size {i.width}x{i.height} image",
+        )
+        for n, i in enumerate(images, 1)
+    ]
+    text = TextContent(type="text", text=_summary(out))
+    return CallToolResult(
+        content=[text, *blocks, *links], structured_content=out.model_dump(mode="json")
+    )
+
+
+async def image_result(
+    service: ImageService, result: ImageResult, return_image: ReturnImage, *, requested: int
+) -> CallToolResult:
+    """Render a finished ``ImageResult`` of a job that asked for ``requested`` images."""
+    return await job_result(
+        service,
+        status="partial" if len(result.images) < requested else "succeeded",
+        job_id=result.job_id,
+        model=result.model,
+        images=result.images,
+        charged=result.credits_charged,
+        remaining=result.credits_remaining,
+        warnings=result.warnings,
+        return_image=return_image,
+        replayed=result.replayed,
+    )
+
+
+async def record_result(
+    service: ImageService, record: JobRecord, remaining: int | None, return_image: ReturnImage
+) -> CallToolResult:
+    """Render a stored job (after a restart, or once the process forgot it)."""
+    if record.status in ("failed", "interrupted"):
+        reason = record.error or "the job failed"
+        if record.status == "interrupted":
+            reason = "the server stopped while the job ran"
+        code = "interrupted" if record.status == "interrupted" else "job_failed"
+        return error_result(
+            JobFailure(code, reason),
+            job_id=record.job_id,
+            refunded=True,
+            remaining=remaining,
+        )
+    if record.status == "running":
+        return running_result(record.job_id, record.model, 0.0, remaining)
+    return await job_result(
+        service,
+        status=record.status,
+        job_id=record.job_id,
+        model=record.model,
+        images=record.images,
+        charged=record.credits_charged,
+        remaining=remaining,
+        warnings=record.warnings,
+        return_image=return_image,
+    )
+
+
+def running_result(
+    job_id: str, model: str | None, elapsed_s: float, remaining: int | None
+) -> CallToolResult:
+    """A job still running past the wait bound: its id, to collect with get_job."""
+    out = JobOut(status="running", job_id=job_id, model=model, credits_remaining=remaining)
+    text = (
+        f"Job {job_id} is still running after {elapsed_s:.0f} s. Call get_job with"
+        f' job_id "{job_id}" (and wait_s) to collect the images; credits are charged only'
+        " for images delivered."
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=out.model_dump(mode="json"),
+    )
+
+
+def _summary(out: JobOut) -> str:
+    count = len(out.images)
+    lines = [
+        f"{'Made' if out.status == 'succeeded' else 'Partly made'} {count} image"
+        f"{'' if count == 1 else 's'} with {out.model} (job {out.job_id}):"
+    ]
+    for image in out.images:
+        kind = _EXT.get(image.mime, image.mime).upper()
+        lines.append(f"- {image.uri} ({image.width}x{image.height} {kind}, seed {image.seed})")
+    remaining = "" if out.credits_remaining is None else f", {out.credits_remaining} left"
+    lines.append(f"Charged {out.credits_charged} credit(s){remaining}.")
+    lines.extend(f"Warning: {w}" for w in out.warnings)
+    lines.append(
+        "Read a URI as a resource for the full image, or pass it to edit_image/upscale_image."
+    )
+    return "\n".join(lines)
+
+
+async def _inline_images(
+    service: ImageService, images: list[StoredImage], mode: ReturnImage
+) -> tuple[list[ContentBlock], str | None]:
+    """Image blocks whose base64 text stays within ``[mcp] result_max_bytes`` all together."""
+    if mode == "none" or not images:
+        return [], None
+    mcp = service.settings.mcp
+    budget = mcp.result_max_bytes
+    datas = [await asyncio.to_thread(_read, image) for image in images]
+    if mode == "full" and sum(_b64_len(len(d)) for d in datas) <= budget:
+        return [_image_block(d, i.mime) for d, i in zip(datas, images, strict=True)], None
+    per_image = min(mcp.preview_max_bytes, budget // len(images)) * 3 // 4 - 64
+    blocks: list[ContentBlock] = []
+    used = 0
+    for data in datas:
+        small, mime = await asyncio.to_thread(
+            preview, data, max_edge=mcp.preview_max_edge, max_bytes=per_image
+        )
+        if used + _b64_len(len(small)) > budget:
+            break
+        used += _b64_len(len(small))
+        blocks.append(_image_block(small, mime))
+    note = None
+    if mode == "full":
+        note = "full-size images exceed the inline size budget: previews sent instead"
+    if len(blocks) < len(images):
+        note = f"only {len(blocks)} of {len(images)} previews fit the inline size budget"
+    return blocks, note
+
+
+def _read(image: StoredImage) -> bytes:
+    return image.path.read_bytes()
+
+
+def _image_block(data: bytes, mime: str) -> ImageContent:
+    return ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type=mime)
+
+
+def _b64_len(size: int) -> int:
+    return 4 * math.ceil(size / 3)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class JobFailure(ImageGateError):
+    """A failure known only by its outcome: ``interrupted``, ``job_failed`` or ``cancelled``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_HINTS = {
+    "invalid_input": "Fix the arguments and call again.",
+    "not_found": "Use a job id or imagegate://images/ URI from your own results.",
+    "quota_exceeded": "Call get_quota for your balance; wait for the reset or ask an operator"
+    " for credits.",
+    "rate_limited": "Wait and retry, or collect running jobs with get_job first.",
+    "content_rejected": "Change the prompt or image; retrying it unchanged will fail again.",
+    "provider_unavailable": "Retry later or pick another model from list_models.",
+    "timeout": "Retry later, with fewer images, or with another model from list_models.",
+    "interrupted": "Run the request again.",
+    "job_failed": "Run the request again, perhaps with another model from list_models.",
+    "cancelled": "Run the request again if you still want it.",
+    "forbidden": "This needs an operator.",
+}
+
+
+def error_result(
+    exc: ImageGateError,
+    *,
+    job_id: str | None = None,
+    refunded: bool = False,
+    remaining: int | None = None,
+) -> CallToolResult:
+    """An ``isError`` result: readable text plus ``{"error": ErrorOut}``."""
+    retry_after = _retry_after(exc)
+    retryable = _retryable(exc)
+    out = ErrorOut(
+        code=exc.code,
+        message=exc.message,
+        retryable=retryable,
+        retry_after_s=retry_after if retryable or exc.code == "quota_exceeded" else None,
+        credits_refunded=refunded,
+        credits_remaining=remaining,
+        job_id=job_id,
+        hint=_HINTS.get(exc.code, "Try again later."),
+    )
+    parts = [f"{out.code}: {out.message.rstrip('.')}."]
+    if refunded:
+        parts.append(f"Job {job_id} was not charged: its credits were refunded.")
+    else:
+        parts.append("Nothing was charged.")
+    if remaining is not None:
+        parts.append(f"{remaining} credit(s) left.")
+    if out.retry_after_s is not None:
+        parts.append(f"Retry in about {out.retry_after_s} s.")
+    parts.append(out.hint)
+    text = " ".join(parts)
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content={"error": out.model_dump(mode="json")},
+        is_error=True,
+    )
+
+
+def _retryable(exc: ImageGateError) -> bool:
+    if exc.code in ("rate_limited", "timeout", "interrupted", "job_failed"):
+        return True
+    return bool(getattr(exc, "retryable", False))
+
+
+def _retry_after(exc: ImageGateError) -> int | None:
+    if isinstance(exc, QuotaError) and exc.retry_at is not None:
+        return max(1, math.ceil((exc.retry_at - datetime.now(UTC)).total_seconds()))
+    seconds = getattr(exc, "retry_after", None)
+    if isinstance(seconds, int | float) and seconds > 0:
+        return math.ceil(seconds)
+    if exc.code == "provider_unavailable" and _retryable(exc):
+        return 30
+    if exc.code == "timeout":
+        return 60
+    return None

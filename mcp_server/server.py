@@ -1,0 +1,552 @@
+"""The MCP server: six tools, the ``imagegate://images/{id}`` resource, and a lifespan that
+opens ``ImageService``.
+
+Tools stay thin: check the input, build ``Caller`` and ``ImageRequest``, start one service call,
+render. Who calls: over stdio (and over HTTP with no clients configured) the ``[mcp] stdio_user``;
+over HTTP with clients configured, the user whose bearer token came with the request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, cast
+
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
+
+from core import (
+    MAX_IMAGES_PER_JOB,
+    MAX_PROMPT_CHARS,
+    Caller,
+    ConfigError,
+    EditMode,
+    ImageGateError,
+    ImageRequest,
+    ImageResult,
+    ImageService,
+    ModelInfo,
+    NotFoundError,
+    QuotaStatus,
+    Settings,
+    parse_size,
+    sniff_mime,
+)
+
+from .auth import ClientTokenVerifier, auth_settings
+from .inputs import IMAGE_URI_PREFIX, UrlFetcher, resolve_image
+from .jobs import JobTracker, Progress, TrackedJob
+from .render import (
+    JobFailure,
+    JobOut,
+    ReturnImage,
+    error_result,
+    image_result,
+    record_result,
+    running_result,
+)
+
+SERVER_NAME = "imagegate"
+INSTRUCTIONS = (
+    "imagegate makes and edits images, paid from your credits. list_models shows models and"
+    " prices, get_quota your balance. Image tools return imagegate://images/{id} URIs: read one"
+    " as a resource for the full image, or pass it as `image` to edit_image or upscale_image. A"
+    ' result with status "running" is collected with get_job.'
+)
+
+ServiceMethod = Callable[..., Coroutine[Any, Any, ImageResult]]
+
+
+@dataclass
+class AppState:
+    """What the lifespan yields: the service and the per-process helpers around it."""
+
+    service: ImageService
+    jobs: JobTracker
+    fetcher: UrlFetcher
+    stdio_caller: Caller
+    require_token: bool
+
+    @property
+    def settings(self) -> Settings:
+        return self.service.settings
+
+    def caller(self, ctx: Context) -> Caller | None:
+        """The token's user over authenticated HTTP, else the configured local user."""
+        user = _token_user(ctx)
+        if user is not None:
+            return Caller(frontend="mcp", user_id=user, mcp_client=user)
+        return None if self.require_token else self.stdio_caller
+
+
+class ImageGateServer(MCPServer[AppState]):
+    """``MCPServer`` that reports each stored image's real MIME type when it is read."""
+
+    jobs: JobTracker
+
+    async def read_resource(
+        self, uri: Any, context: Context[AppState, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        contents = await super().read_resource(uri, context)
+        if isinstance(contents, InputRequiredResult) or not str(uri).startswith(IMAGE_URI_PREFIX):
+            return contents
+        return [
+            ReadResourceContents(
+                content=c.content,
+                mime_type=(sniff_mime(c.content) if isinstance(c.content, bytes) else None)
+                or c.mime_type,
+                meta=c.meta,
+            )
+            for c in contents
+        ]
+
+
+def build_server(
+    source: ImageService | Settings,
+    *,
+    require_token: bool = False,
+    fetcher: UrlFetcher | None = None,
+) -> ImageGateServer:
+    """The MCP server over an open ``ImageService`` (left open at exit) or over ``Settings``
+    (the lifespan opens and closes its own service).
+
+    ``require_token``: HTTP with ``[[mcp.clients]]``: every request needs a bearer token.
+
+    Raises:
+        ConfigError: ``[mcp] stdio_user`` is not a valid user id, or tokens are required but
+            no clients are configured.
+    """
+    settings = source.settings if isinstance(source, ImageService) else source
+    if require_token and not settings.mcp.clients:
+        raise ConfigError(f"{settings.source}: [[mcp.clients]] is empty; no token can be valid")
+    try:
+        stdio_caller = Caller(frontend="mcp", user_id=settings.mcp.stdio_user)
+    except ValidationError:
+        raise ConfigError(
+            f"{settings.source}: [mcp] stdio_user: must be a name without spaces or ':'"
+        ) from None
+    url_fetcher = fetcher or UrlFetcher()
+    shared_jobs = JobTracker()
+
+    @asynccontextmanager
+    async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        if isinstance(source, ImageService):
+            yield AppState(source, shared_jobs, url_fetcher, stdio_caller, require_token)
+            return
+        service = await ImageService.open(settings)
+        jobs = JobTracker()
+        try:
+            yield AppState(service, jobs, url_fetcher, stdio_caller, require_token)
+        finally:
+            await jobs.aclose()
+            await service.aclose()
+
+    auth: dict[str, Any] = {}
+    if require_token:
+        auth = {"token_verifier": ClientTokenVerifier(settings), "auth": auth_settings()}
+    server = ImageGateServer(
+        SERVER_NAME,
+        title="imagegate",
+        instructions=INSTRUCTIONS,
+        version=_version(),
+        lifespan=lifespan,
+        log_level="WARNING",
+        **auth,
+    )
+    server.jobs = shared_jobs
+    for fn, title, read_only in _TOOLS:
+        server.add_tool(
+            fn,
+            title=title,
+            description=" ".join((fn.__doc__ or "").split()),
+            annotations=_annotations(title, read_only),
+        )
+    server.resource(
+        IMAGE_URI_PREFIX + "{image_id}",
+        name="image",
+        title="Stored image",
+        description="A full-size image you made (PNG, JPEG or WebP); only you can read it.",
+        mime_type="image/png",
+    )(read_image)
+    return server
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+Model = Annotated[
+    str | None,
+    Field(max_length=200, description="Model ref or alias from list_models; default: server's."),
+]
+Count = Annotated[
+    int,
+    Field(
+        ge=1, le=MAX_IMAGES_PER_JOB, description="Number of images; each costs the model's price."
+    ),
+]
+Seed = Annotated[int | None, Field(ge=0, le=2**32 - 1, description="For repeatable results.")]
+ReturnImageParam = Annotated[
+    ReturnImage | None,
+    Field(
+        description="Inline image content: preview (small, the default), full (if it fits the"
+        " size budget, else preview) or none (links only)."
+    ),
+]
+ImageInput = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description="An imagegate://images/{id} URI of yours, a public https URL, or base64"
+        " (bare or data:image/...;base64,...). PNG, JPEG, WebP or GIF, size-capped.",
+    ),
+]
+Result = Annotated[CallToolResult, JobOut]
+
+
+# --- tools ------------------------------------------------------------------------------------
+
+
+async def generate_image(
+    ctx: Context,
+    prompt: Annotated[
+        str, Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What to draw.")
+    ],
+    n: Count = 1,
+    size: Annotated[
+        str | None,
+        Field(pattern=r"^\d{2,4}x\d{2,4}$", description="WIDTHxHEIGHT, 64-4096 px, e.g. 1024x768."),
+    ] = None,
+    aspect_ratio: Annotated[
+        str | None,
+        Field(pattern=r"^\d{1,2}:\d{1,2}$", description="W:H, e.g. 16:9; not with size."),
+    ] = None,
+    negative_prompt: Annotated[
+        str | None, Field(max_length=MAX_PROMPT_CHARS, description="What to leave out.")
+    ] = None,
+    seed: Seed = None,
+    model: Model = None,
+    return_image: ReturnImageParam = None,
+) -> Result:
+    """Generate images from a text prompt. Costs the model's price per delivered image (see
+    list_models); failed or cancelled jobs are refunded. Returns per image an
+    imagegate://images/{id} URI, size and seed, plus a small preview. A job that outlasts the
+    wait returns status "running" with a job_id for get_job."""
+    app, caller = _app(ctx)
+    try:
+        request = ImageRequest.checked(
+            operation="generate",
+            prompt=prompt,
+            n=n,
+            size=parse_size(size),
+            aspect_ratio=aspect_ratio,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            model=model,
+        )
+    except ImageGateError as exc:
+        return error_result(exc)
+    return await _run(ctx, app, caller, request, app.service.generate, return_image)
+
+
+async def edit_image(
+    ctx: Context,
+    image: ImageInput,
+    mode: Annotated[
+        EditMode,
+        Field(
+            description="variation: like the image, strength = how far to move; sketch: a"
+            " drawing made real, keeping its lines; inpaint: repaint where the mask is white;"
+            " background: new scene around the main subject; avatar: portrait from a face."
+        ),
+    ],
+    prompt: Annotated[
+        str, Field(max_length=MAX_PROMPT_CHARS, description="What the result should show.")
+    ] = "",
+    mask: Annotated[
+        str | None,
+        Field(
+            description="inpaint only: same size as image, white = repaint, black = keep;"
+            " same forms as image."
+        ),
+    ] = None,
+    strength: Annotated[
+        float | None, Field(ge=0, le=1, description="0-1: how much to change.")
+    ] = None,
+    n: Count = 1,
+    seed: Seed = None,
+    model: Model = None,
+    return_image: ReturnImageParam = None,
+) -> Result:
+    """Edit an image in one of five modes. Costs and results as generate_image."""
+    app, caller = _app(ctx)
+    try:
+        source = await resolve_image(app.service, caller, image, app.fetcher, what="image")
+        matte = (
+            await resolve_image(app.service, caller, mask, app.fetcher, what="mask")
+            if mask
+            else None
+        )
+        request = ImageRequest.checked(
+            operation=mode,
+            prompt=prompt,
+            image=source,
+            mask=matte,
+            strength=strength,
+            n=n,
+            seed=seed,
+            model=model,
+        )
+    except ImageGateError as exc:
+        return error_result(exc)
+    return await _run(ctx, app, caller, request, app.service.edit, return_image)
+
+
+async def upscale_image(
+    ctx: Context,
+    image: ImageInput,
+    scale: Annotated[Literal[2, 4] | None, Field(description="2 (default) or 4.")] = None,
+    model: Model = None,
+    return_image: ReturnImageParam = None,
+) -> Result:
+    """Enlarge an image 2x or 4x. Costs and results as generate_image."""
+    app, caller = _app(ctx)
+    try:
+        source = await resolve_image(app.service, caller, image, app.fetcher, what="image")
+        request = ImageRequest.checked(operation="upscale", image=source, scale=scale, model=model)
+    except ImageGateError as exc:
+        return error_result(exc)
+    return await _run(ctx, app, caller, request, app.service.upscale, return_image)
+
+
+async def get_job(
+    ctx: Context,
+    job_id: Annotated[
+        str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="From a running result.")
+    ],
+    wait_s: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=600,
+            description="Seconds to wait for it to finish (capped by the"
+            " server, 45 by default); 0 = just look.",
+        ),
+    ] = 30,
+    return_image: ReturnImageParam = None,
+) -> Result:
+    """Status and results of one of your jobs; waits up to wait_s for a running one. Free."""
+    app, caller = _app(ctx)
+    job = app.jobs.get(caller.key, job_id)
+    if job is not None:
+        bound = min(wait_s, app.settings.mcp.wait_bound_s)
+        finished = await _follow(ctx, app, job, bound, _Reporter(ctx), owner=False)
+        return await _outcome(app, caller, job, finished, return_image)
+    try:
+        record = await app.service.job(caller, job_id)
+        remaining = (await app.service.quota(caller)).remaining
+    except ImageGateError as exc:
+        return error_result(exc)
+    return await record_result(app.service, record, remaining, _mode(app, return_image))
+
+
+class ModelsOut(BaseModel):
+    """Models you can use, with their operations and prices in credits per image."""
+
+    default_model: str
+    models: list[ModelInfo]
+
+
+async def list_models(ctx: Context) -> ModelsOut:
+    """Models you can use: ref, operations (generate, variation, sketch, inpaint, background,
+    avatar, upscale), max images per job and price in credits per image. Free."""
+    app, _ = _app(ctx)
+    return ModelsOut(default_model=app.service.registry.default_ref, models=app.service.models())
+
+
+async def get_quota(ctx: Context) -> QuotaStatus:
+    """Your credits: remaining, allowance per period, granted, held by running jobs, and when
+    the period resets. Free."""
+    app, caller = _app(ctx)
+    return await app.service.quota(caller)
+
+
+async def read_image(image_id: str, ctx: Context) -> bytes:
+    """The full-size bytes of one of the caller's images."""
+    app = cast(AppState, ctx.request_context.lifespan_context)
+    caller = app.caller(ctx)
+    try:
+        if caller is None:
+            raise NotFoundError(f"no image {image_id!r} of yours")
+        _, data = await app.service.image(caller, image_id)
+    except NotFoundError as exc:
+        raise ResourceNotFoundError(exc.message) from None
+    return data
+
+
+_TOOLS: list[tuple[Callable[..., Any], str, bool]] = [
+    (generate_image, "Generate image", False),
+    (edit_image, "Edit image", False),
+    (upscale_image, "Upscale image", False),
+    (get_job, "Get job", True),
+    (list_models, "List models", True),
+    (get_quota, "Get quota", True),
+]
+
+
+# --- running jobs -----------------------------------------------------------------------------
+
+
+async def _run(
+    ctx: Context,
+    app: AppState,
+    caller: Caller,
+    request: ImageRequest,
+    method: ServiceMethod,
+    return_image: ReturnImage | None,
+) -> CallToolResult:
+    key = _idempotency_key(ctx, caller)
+
+    def call(progress: Progress) -> Coroutine[Any, Any, ImageResult]:
+        return method(caller, request, idempotency_key=key, progress=progress)
+
+    job = app.jobs.start(caller.key, request.n, call)
+    finished = await _follow(
+        ctx, app, job, app.settings.mcp.wait_bound_s, _Reporter(ctx), owner=True
+    )
+    return await _outcome(app, caller, job, finished, return_image)
+
+
+async def _follow(
+    ctx: Context, app: AppState, job: TrackedJob, bound: float, reporter: _Reporter, *, owner: bool
+) -> bool:
+    """Wait up to ``bound`` seconds with progress notifications; True if the job finished.
+
+    The owner's call being cancelled cancels the job (its hold is released)."""
+    interval = app.settings.mcp.progress_interval_s
+    deadline = time.monotonic() + bound
+    try:
+        while True:
+            await reporter.report(job)
+            if job.done:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0 and job.job_id is not None:
+                return False
+            await job.wait_changed(min(interval, left) if left > 0 else interval)
+    except BaseException:
+        if owner and not job.done:
+            await app.jobs.cancel(job)
+        raise
+
+
+async def _outcome(
+    app: AppState, caller: Caller, job: TrackedJob, finished: bool, return_image: ReturnImage | None
+) -> CallToolResult:
+    if not finished:
+        status = await app.service.quota(caller)
+        return running_result(job.job_id or "", None, job.elapsed, status.remaining)
+    if job.task.cancelled():
+        failure = JobFailure("cancelled", "the job was cancelled before it finished")
+        return error_result(failure, job_id=job.job_id, refunded=job.job_id is not None)
+    exc = job.task.exception()
+    if exc is None:
+        return await image_result(
+            app.service, job.task.result(), _mode(app, return_image), requested=job.n
+        )
+    if not isinstance(exc, ImageGateError):
+        raise exc
+    try:
+        remaining: int | None = (await app.service.quota(caller)).remaining
+    except ImageGateError:
+        remaining = None
+    return error_result(
+        exc, job_id=job.job_id, refunded=job.job_id is not None, remaining=remaining
+    )
+
+
+class _Reporter:
+    """Progress notifications whose ``progress`` only ever grows; a failed send is ignored."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.last = 0.0
+
+    async def report(self, job: TrackedJob) -> None:
+        value = round(max(job.elapsed, self.last + 0.1), 1)
+        self.last = value
+        with contextlib.suppress(Exception):
+            await self.ctx.report_progress(value, None, _phase(job))
+
+
+def _phase(job: TrackedJob) -> str:
+    if job.done:
+        failed = job.task.cancelled() or job.task.exception() is not None
+        return "failed" if failed else "finished"
+    if job.job_id is None:
+        return "checking the request and reserving credits"
+    images = f"{job.n} image{'' if job.n == 1 else 's'}"
+    return f"generating {images} (job {job.job_id}), {job.elapsed:.0f} s"
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _app(ctx: Context) -> tuple[AppState, Caller]:
+    app = cast(AppState, ctx.request_context.lifespan_context)
+    caller = app.caller(ctx)
+    if caller is None:
+        raise ToolError("authentication required: send a bearer token")
+    return app, caller
+
+
+def _token_user(ctx: Context) -> str | None:
+    request = ctx.request_context.request
+    scope = getattr(request, "scope", None)
+    user = scope.get("user") if isinstance(scope, dict) else None
+    token = user.access_token if isinstance(user, AuthenticatedUser) else get_access_token()
+    return token.subject if token is not None else None
+
+
+def _idempotency_key(ctx: Context, caller: Caller) -> str | None:
+    """The MCP request id within this connection, so a replayed request is not charged twice.
+
+    Connections get a random token (a new request-id space can never collide with an old one);
+    where the SDK has no connection state, each call gets a fresh key from the service."""
+    connection = getattr(ctx.session, "_connection", None)
+    state = getattr(connection, "state", None)
+    if not isinstance(state, dict) or ctx.request_context.request_id is None:
+        return None
+    token = state.setdefault("imagegate.connection", secrets.token_hex(8))
+    return f"mcp:{caller.key}:{token}:{ctx.request_id}"
+
+
+def _mode(app: AppState, return_image: ReturnImage | None) -> ReturnImage:
+    return return_image or app.settings.mcp.return_image
+
+
+def _annotations(title: str, read_only: bool) -> ToolAnnotations:
+    if read_only:
+        return ToolAnnotations(title=title, read_only_hint=True, open_world_hint=False)
+    return ToolAnnotations(
+        title=title,
+        read_only_hint=False,
+        destructive_hint=False,
+        idempotent_hint=False,
+        open_world_hint=True,
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("imagegate")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"

@@ -1,0 +1,193 @@
+"""Streamable HTTP: bearer tokens mapped to users with separate quotas, 401 without a valid
+token, DNS-rebinding protection, and the refusal to listen publicly without tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from core import ConfigError, ImageService, Settings
+from mcp_server.serve import http_app, mcp_url, require_token
+from mcp_server.server import build_server
+
+from .conftest import Gate, make_settings
+
+TOKENS = {"ann": "token-for-ann-0123456789", "bob": "token-for-bob-9876543210"}
+
+
+def clients() -> list[dict[str, Any]]:
+    return [
+        {"user": user, "token_sha256": hashlib.sha256(token.encode()).hexdigest()}
+        for user, token in TOKENS.items()
+    ]
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[str]:
+    """Serve the MCP app on 127.0.0.1 with an OS-chosen port; yields the MCP URL."""
+    service = await ImageService.open(settings, sweeper=False)
+    server = build_server(service, require_token=require_token(settings))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    web = uvicorn.Server(
+        uvicorn.Config(http_app(server, settings), log_level="error", lifespan="on")
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(web.serve, [sock])
+            with anyio.fail_after(10):
+                while not web.started:
+                    await anyio.sleep(0.02)
+            yield mcp_url(settings, sock.getsockname()[1])
+            web.should_exit = True
+    finally:
+        await server.jobs.aclose()
+        await service.aclose()
+
+
+async def call(url: str, token: str | None, tool: str, args: dict[str, Any]) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            return await client.call_tool(tool, args)
+
+
+async def test_each_token_is_its_own_user_with_its_own_quota(tmp_path):
+    settings = make_settings(tmp_path, mcp={"clients": clients()})
+    async with running(settings) as url:
+        made = await call(url, TOKENS["ann"], "generate_image", {"prompt": "a", "n": 2})
+        assert not made.is_error, made.content
+        assert made.structured_content["credits_remaining"] == 8
+        ann = await call(url, TOKENS["ann"], "get_quota", {})
+        bob = await call(url, TOKENS["bob"], "get_quota", {})
+        assert (ann.structured_content["user"], ann.structured_content["remaining"]) == (
+            "mcp:ann",
+            8,
+        )
+        assert (bob.structured_content["user"], bob.structured_content["remaining"]) == (
+            "mcp:bob",
+            10,
+        )
+        uri = made.structured_content["images"][0]["uri"]
+        stolen = await call(url, TOKENS["bob"], "upscale_image", {"image": uri})
+        assert stolen.structured_content["error"]["code"] == "not_found"
+
+
+async def test_requests_without_a_valid_token_get_401(tmp_path):
+    settings = make_settings(tmp_path, mcp={"clients": clients()})
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Accept": "application/json, text/event-stream"}
+    async with running(settings) as url:
+        async with httpx.AsyncClient() as http:
+            for auth in (None, "Bearer wrong", "Bearer", "Basic abc", f"Bearer {'x' * 600}"):
+                sent = {**headers, **({"Authorization": auth} if auth else {})}
+                response = await http.post(url, json=body, headers=sent)
+                assert response.status_code == 401, auth
+                assert response.headers["www-authenticate"].startswith("Bearer")
+        with pytest.raises(Exception):  # noqa: B017 - the client surfaces the 401 its own way
+            await call(url, None, "get_quota", {})
+
+
+async def test_dns_rebinding_protection_refuses_foreign_host_headers(tmp_path):
+    settings = make_settings(tmp_path)
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    async with running(settings) as url:
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                url,
+                json=body,
+                headers={"Host": "evil.example", "Accept": "application/json, text/event-stream"},
+            )
+            assert response.status_code in (400, 403, 421)
+            response = await http.post(
+                url,
+                json=body,
+                headers={
+                    "Origin": "http://evil.example",
+                    "Accept": "application/json, text/event-stream",
+                },
+            )
+            assert response.status_code in (400, 403)
+
+
+async def test_loopback_without_clients_serves_the_stdio_user(tmp_path):
+    settings = make_settings(tmp_path, mcp={"stdio_user": "desk"})
+    async with running(settings) as url:
+        result = await call(url, None, "get_quota", {})
+        assert result.structured_content["user"] == "mcp:desk"
+
+
+def test_no_public_listening_without_clients(tmp_path):
+    for host in ("0.0.0.0", "192.168.1.5", "::"):
+        with pytest.raises(ConfigError, match="not a loopback address"):
+            require_token(make_settings(tmp_path, mcp={"host": host}))
+    assert require_token(make_settings(tmp_path, mcp={"host": "0.0.0.0", "clients": clients()}))
+    assert not require_token(make_settings(tmp_path, mcp={"host": "localhost"}))
+    assert not require_token(make_settings(tmp_path, mcp={"host": "::1"}))
+
+
+async def test_a_replayed_request_id_in_a_session_is_not_charged_twice(tmp_path):
+    headers = {"Accept": "application/json, text/event-stream"}
+
+    async def rpc(http: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Any:
+        response = await http.post(url, json=body, headers=headers)
+        assert response.status_code in (200, 202), response.text
+        if "mcp-session-id" in response.headers:
+            headers["mcp-session-id"] = response.headers["mcp-session-id"]
+        if response.status_code == 202:
+            return None
+        if response.headers["content-type"].startswith("application/json"):
+            return response.json()
+        data = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
+        return json.loads(data[-1])
+
+    call_body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "generate_image", "arguments": {"prompt": "once", "n": 2}},
+    }
+    async with running(make_settings(tmp_path)) as url, httpx.AsyncClient(timeout=30) as http:
+        init = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        }
+        await rpc(http, url, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
+        headers["mcp-protocol-version"] = "2025-11-25"
+        await rpc(http, url, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        first = (await rpc(http, url, call_body))["result"]["structuredContent"]
+        again = (await rpc(http, url, call_body))["result"]["structuredContent"]
+        assert again["job_id"] == first["job_id"] and again["images"] == first["images"]
+        assert any("not charged again" in w for w in again["warnings"])
+        quota = await call(url, None, "get_quota", {})
+        assert quota.structured_content["remaining"] == 8
+
+
+async def test_cancelling_over_http_releases_the_hold(tmp_path, gate: Gate):
+    settings = make_settings(tmp_path, mcp={"clients": clients()})
+    async with running(settings) as url:
+        with anyio.move_on_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, url, TOKENS["ann"], "generate_image", {"prompt": "x", "n": 2})
+                await gate.entered.wait()
+                held = await call(url, TOKENS["ann"], "get_quota", {})
+                assert held.structured_content["held"] == 2
+                tg.cancel_scope.cancel()
+        with anyio.fail_after(5):
+            while (await call(url, TOKENS["ann"], "get_quota", {})).structured_content["held"]:
+                await anyio.sleep(0.05)
+        status = (await call(url, TOKENS["ann"], "get_quota", {})).structured_content
+        assert status["remaining"] == 10 and gate.cancelled == 1
