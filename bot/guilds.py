@@ -47,8 +47,8 @@ class GuildConfig:
     def from_dict(cls, data: dict[str, Any]) -> GuildConfig:
         """Read a stored document, ignoring anything malformed (a bad row never breaks a server)."""
         known = {"channels", "default_model", "banned_words", "nsfw", "delivery"}
-        channels = tuple(int(c) for c in data.get("channels", ()) if str(c).isdigit())
-        words = tuple(str(w) for w in data.get("banned_words", ()) if str(w).strip())
+        channels = tuple(int(c) for c in _items(data.get("channels")) if str(c).isdecimal())
+        words = tuple(str(w) for w in _items(data.get("banned_words")) if str(w).strip())
         model = data.get("default_model")
         nsfw = data.get("nsfw", "age_restricted")
         delivery = data.get("delivery", "public")
@@ -118,3 +118,8 @@ class GuildSettings:
             config = GuildConfig.from_dict(stored)
             self._configs[guild_id] = config
             return config
+
+
+def _items(value: Any) -> list[Any]:
+    """A stored list, or nothing when the stored value is not a list."""
+    return value if isinstance(value, list) else []

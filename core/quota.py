@@ -9,13 +9,12 @@ Invariant (``check_ledger``): per user, the ledger's deltas sum to the account r
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-import aiosqlite
 
 from .db import Database
 from .errors import IdempotencyConflictError, QuotaExceededError, RateLimitedError
@@ -93,54 +92,9 @@ class QuotaStore:
             IdempotencyConflictError: ``idem_key`` was used for a different request.
         """
         now_ms, now = self._now()
-        async with self.db.write() as conn:
-            replay = await _existing_hold(conn, idem_key, request_hash)
-            if replay is not None:
-                return replay
-            used, granted = await _account(conn, user, policy, now_ms, now)
-            allowance = await _allowance(conn, user, policy)
-            await _check_in_flight(conn, user, policy)
-            available_allowance = max(0, allowance - used)
-            if available_allowance + granted < amount:
-                raise _exceeded(available_allowance + granted, amount, policy, now)
-            await _take_rate_slot(conn, user, policy, now_ms)
-            from_allowance = min(amount, available_allowance)
-            from_granted = amount - from_allowance
-            hold_id = uuid.uuid4().hex
-            await conn.execute(
-                "UPDATE account SET allowance_used = allowance_used + ?, granted = granted - ?,"
-                " held = held + ?, updated_at = ? WHERE user_id = ?",
-                (from_allowance, from_granted, amount, now_ms, user),
-            )
-            await conn.execute(
-                "INSERT INTO hold (hold_id, user_id, idem_key, request_hash, period,"
-                " from_allowance, from_granted, state, job_id, owner, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'held', ?, ?, ?, ?)",
-                (
-                    hold_id,
-                    user,
-                    idem_key,
-                    request_hash,
-                    period_key(policy.period, now),
-                    from_allowance,
-                    from_granted,
-                    job_id,
-                    owner,
-                    now_ms,
-                    now_ms + int(policy.hold_ttl_s * 1000),
-                ),
-            )
-            await _ledger(
-                conn,
-                user,
-                "hold",
-                now_ms,
-                hold_id,
-                used=from_allowance,
-                granted=-from_granted,
-                held=amount,
-            )
-        return Hold(hold_id, user, amount, "held", job_id)
+        return await self.db.transact(
+            _reserve, user, amount, idem_key, request_hash, policy, job_id, owner, now_ms, now
+        )
 
     async def settle(self, hold_id: str, actual: int) -> int:
         """Charge ``actual`` credits (capped at the hold) and give back the rest.
@@ -156,46 +110,7 @@ class QuotaStore:
     async def _finish(self, hold_id: str, actual: int, refund_kind: str) -> int | None:
         """Close a held hold, charging ``actual``; None when it was not held any more."""
         now_ms, _ = self._now()
-        state = "settled" if actual > 0 else _state_for(refund_kind)
-        async with self.db.write() as conn:
-            async with conn.execute(
-                "UPDATE hold SET state = ?, settled_amount = ? WHERE hold_id = ? AND state = 'held'"
-                " RETURNING user_id, from_allowance, from_granted, period",
-                (state, 0, hold_id),
-            ) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                return None
-            user, from_a, from_g, hold_period = row
-            charged = max(0, min(actual, from_a + from_g))
-            await conn.execute(
-                "UPDATE hold SET settled_amount = ? WHERE hold_id = ?", (charged, hold_id)
-            )
-            charged_a = min(charged, from_a)
-            refund_a, refund_g = from_a - charged_a, from_g - (charged - charged_a)
-            current = await _account_period(conn, user)
-            # After a period rollover the old allowance is gone: its refund is dropped, not
-            # added to the new period.
-            d_used = -refund_a if current == hold_period else 0
-            await conn.execute(
-                "UPDATE account SET allowance_used = allowance_used + ?, granted = granted + ?,"
-                " held = held - ?, updated_at = ? WHERE user_id = ?",
-                (d_used, refund_g, from_a + from_g, now_ms, user),
-            )
-            if charged:
-                await _ledger(conn, user, "capture", now_ms, hold_id, held=-charged)
-            if refund_a or refund_g or not charged:
-                await _ledger(
-                    conn,
-                    user,
-                    refund_kind,
-                    now_ms,
-                    hold_id,
-                    used=d_used,
-                    granted=refund_g,
-                    held=-(refund_a + refund_g),
-                )
-        return charged
+        return await self.db.transact(_finish, hold_id, actual, refund_kind, now_ms)
 
     async def sweep(self, *, is_dead_owner: Callable[[str], bool] | None = None) -> int:
         """Release expired holds (and, with ``is_dead_owner``, holds of crashed processes).
@@ -220,58 +135,18 @@ class QuotaStore:
             QuotaExceededError: removing more than the user has.
         """
         now_ms, now = self._now()
-        async with self.db.write() as conn:
-            _, granted = await _account(conn, user, policy, now_ms, now)
-            if granted + credits < 0:
-                raise QuotaExceededError(
-                    f"{user} has only {granted} granted credits",
-                    remaining=granted,
-                    needed=-credits,
-                )
-            await conn.execute(
-                "UPDATE account SET granted = granted + ?, updated_at = ? WHERE user_id = ?",
-                (credits, now_ms, user),
-            )
-            kind = "grant" if credits >= 0 else "adjust"
-            await _ledger(conn, user, kind, now_ms, None, granted=credits, reason=reason)
+        await self.db.transact(_grant, user, credits, reason, policy, now_ms, now)
 
     async def set_allowance(self, user: str, allowance: int | None, *, policy: Policy) -> None:
         """Override the user's per-period allowance; None goes back to the policy's."""
         now_ms, now = self._now()
-        async with self.db.write() as conn:
-            await _account(conn, user, policy, now_ms, now)
-            await conn.execute(
-                "UPDATE account SET allowance_override = ?, updated_at = ? WHERE user_id = ?",
-                (allowance, now_ms, user),
-            )
+        await self.db.transact(_set_allowance, user, allowance, policy, now_ms, now)
 
     async def status(self, user: str, policy: Policy) -> QuotaStatus:
         """The user's credits now (read-only: an unseen user gets the policy's defaults)."""
         _, now = self._now()
-        period = period_key(policy.period, now)
-        row = await self.db.fetchone(
-            "SELECT period, allowance_used, granted, held, allowance_override FROM account"
-            " WHERE user_id = ?",
-            (user,),
-        )
-        used, granted, held, override = (0, 0, 0, None)
-        if row is not None:
-            used = row[1] if row[0] == period else 0
-            granted, held, override = row[2], row[3], row[4]
-        allowance = policy.allowance if override is None else override
-        in_flight = await self.db.fetchone(
-            "SELECT count(*) FROM hold WHERE user_id = ? AND state = 'held'", (user,)
-        )
-        return QuotaStatus(
-            user=user,
-            remaining=max(0, allowance - used) + granted,
-            allowance=allowance,
-            granted=granted,
-            held=held,
-            in_flight=in_flight[0] if in_flight else 0,
-            period=policy.period,
-            resets_at=period_end(policy.period, now),
-        )
+        row = await self.db.fetchone(_STATUS_SQL, {"user": user})
+        return _status(row, user, policy, now)
 
     async def history(self, user: str, *, limit: int = 100) -> list[LedgerEntry]:
         """The user's most recent ledger entries, newest first."""
@@ -315,19 +190,174 @@ class QuotaStore:
         return [r[0] for r in rows if (r[1], r[2], r[3]) != (r[4], r[5], r[6]) or r[3] != r[7]]
 
 
+# --- transaction bodies: each runs whole in the database's writer thread (Database.transact) --
+
+
+_STATUS_SQL = (
+    "SELECT a.period, a.allowance_used, a.granted, a.held, a.allowance_override,"
+    " (SELECT count(*) FROM hold WHERE user_id = :user AND state = 'held')"
+    " FROM (SELECT 1) LEFT JOIN account a ON a.user_id = :user"
+)
+
+
+def _status(row: sqlite3.Row | None, user: str, policy: Policy, now: datetime) -> QuotaStatus:
+    period, used, granted, held, override, in_flight = row or (None, 0, 0, 0, None, 0)
+    used = used if period == period_key(policy.period, now) else 0
+    allowance = policy.allowance if override is None else override
+    return QuotaStatus(
+        user=user,
+        remaining=max(0, allowance - used) + (granted or 0),
+        allowance=allowance,
+        granted=granted or 0,
+        held=held or 0,
+        in_flight=in_flight or 0,
+        period=policy.period,
+        resets_at=period_end(policy.period, now),
+    )
+
+
+def _reserve(
+    conn: sqlite3.Connection,
+    user: str,
+    amount: int,
+    idem_key: str,
+    request_hash: str,
+    policy: Policy,
+    job_id: str | None,
+    owner: str | None,
+    now_ms: int,
+    now: datetime,
+) -> Hold:
+    replay = _existing_hold(conn, idem_key, request_hash)
+    if replay is not None:
+        return replay
+    used, granted = _account(conn, user, policy, now_ms, now)
+    allowance = _allowance(conn, user, policy)
+    _check_in_flight(conn, user, policy)
+    available_allowance = max(0, allowance - used)
+    if available_allowance + granted < amount:
+        raise _exceeded(available_allowance + granted, amount, policy, now)
+    _take_rate_slot(conn, user, policy, now_ms)
+    from_allowance = min(amount, available_allowance)
+    from_granted = amount - from_allowance
+    hold_id = uuid.uuid4().hex
+    conn.execute(
+        "UPDATE account SET allowance_used = allowance_used + ?, granted = granted - ?,"
+        " held = held + ?, updated_at = ? WHERE user_id = ?",
+        (from_allowance, from_granted, amount, now_ms, user),
+    )
+    conn.execute(
+        "INSERT INTO hold (hold_id, user_id, idem_key, request_hash, period,"
+        " from_allowance, from_granted, state, job_id, owner, created_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, 'held', ?, ?, ?, ?)",
+        (
+            hold_id,
+            user,
+            idem_key,
+            request_hash,
+            period_key(policy.period, now),
+            from_allowance,
+            from_granted,
+            job_id,
+            owner,
+            now_ms,
+            now_ms + int(policy.hold_ttl_s * 1000),
+        ),
+    )
+    _ledger(
+        conn, user, "hold", now_ms, hold_id, used=from_allowance, granted=-from_granted, held=amount
+    )
+    return Hold(hold_id, user, amount, "held", job_id)
+
+
+def _finish(
+    conn: sqlite3.Connection, hold_id: str, actual: int, refund_kind: str, now_ms: int
+) -> int | None:
+    state = "settled" if actual > 0 else _state_for(refund_kind)
+    row = conn.execute(
+        "UPDATE hold SET state = ?, settled_amount = ? WHERE hold_id = ? AND state = 'held'"
+        " RETURNING user_id, from_allowance, from_granted, period",
+        (state, 0, hold_id),
+    ).fetchone()
+    if row is None:
+        return None
+    user, from_a, from_g, hold_period = row
+    charged = max(0, min(actual, from_a + from_g))
+    conn.execute("UPDATE hold SET settled_amount = ? WHERE hold_id = ?", (charged, hold_id))
+    charged_a = min(charged, from_a)
+    refund_a, refund_g = from_a - charged_a, from_g - (charged - charged_a)
+    current = _account_period(conn, user)
+    # After a period rollover the old allowance is gone: its refund is dropped, not added to
+    # the new period.
+    d_used = -refund_a if current == hold_period else 0
+    conn.execute(
+        "UPDATE account SET allowance_used = allowance_used + ?, granted = granted + ?,"
+        " held = held - ?, updated_at = ? WHERE user_id = ?",
+        (d_used, refund_g, from_a + from_g, now_ms, user),
+    )
+    if charged:
+        _ledger(conn, user, "capture", now_ms, hold_id, held=-charged)
+    if refund_a or refund_g or not charged:
+        _ledger(
+            conn,
+            user,
+            refund_kind,
+            now_ms,
+            hold_id,
+            used=d_used,
+            granted=refund_g,
+            held=-(refund_a + refund_g),
+        )
+    return charged
+
+
+def _grant(
+    conn: sqlite3.Connection,
+    user: str,
+    credits: int,
+    reason: str,
+    policy: Policy,
+    now_ms: int,
+    now: datetime,
+) -> None:
+    _, granted = _account(conn, user, policy, now_ms, now)
+    if granted + credits < 0:
+        raise QuotaExceededError(
+            f"{user} has only {granted} granted credits", remaining=granted, needed=-credits
+        )
+    conn.execute(
+        "UPDATE account SET granted = granted + ?, updated_at = ? WHERE user_id = ?",
+        (credits, now_ms, user),
+    )
+    kind = "grant" if credits >= 0 else "adjust"
+    _ledger(conn, user, kind, now_ms, None, granted=credits, reason=reason)
+
+
+def _set_allowance(
+    conn: sqlite3.Connection,
+    user: str,
+    allowance: int | None,
+    policy: Policy,
+    now_ms: int,
+    now: datetime,
+) -> None:
+    _account(conn, user, policy, now_ms, now)
+    conn.execute(
+        "UPDATE account SET allowance_override = ?, updated_at = ? WHERE user_id = ?",
+        (allowance, now_ms, user),
+    )
+
+
 def _state_for(kind: str) -> str:
     return {"release": "released", "expire": "expired"}[kind]
 
 
-async def _existing_hold(
-    conn: aiosqlite.Connection, idem_key: str, request_hash: str
-) -> Hold | None:
-    async with conn.execute(
+def _existing_hold(conn: sqlite3.Connection, idem_key: str, request_hash: str) -> Hold | None:
+    row = conn.execute(
         "SELECT hold_id, user_id, from_allowance + from_granted, state, job_id, request_hash"
         " FROM hold WHERE idem_key = ?",
         (idem_key,),
-    ) as cursor:
-        row = await cursor.fetchone()
+    ).fetchone()
     if row is None:
         return None
     if row[5] != request_hash:
@@ -337,52 +367,48 @@ async def _existing_hold(
     return Hold(row[0], row[1], row[2], row[3], row[4], replayed=True)
 
 
-async def _account(
-    conn: aiosqlite.Connection, user: str, policy: Policy, now_ms: int, now: datetime
+def _account(
+    conn: sqlite3.Connection, user: str, policy: Policy, now_ms: int, now: datetime
 ) -> tuple[int, int]:
     """Create the account if needed and roll its period over; returns (used, granted)."""
     period = period_key(policy.period, now)
-    await conn.execute(
+    conn.execute(
         "INSERT INTO account (user_id, period, updated_at) VALUES (?, ?, ?)"
         " ON CONFLICT (user_id) DO NOTHING",
         (user, period, now_ms),
     )
-    async with conn.execute(
+    row = conn.execute(
         "SELECT period, allowance_used, granted FROM account WHERE user_id = ?", (user,)
-    ) as cursor:
-        row = await cursor.fetchone()
+    ).fetchone()
     assert row is not None
     old_period, used, granted = row
     if old_period != period:
-        await conn.execute(
+        conn.execute(
             "UPDATE account SET period = ?, allowance_used = 0 WHERE user_id = ?", (period, user)
         )
-        await _ledger(conn, user, "reset", now_ms, None, used=-used, reason=f"new period {period}")
+        _ledger(conn, user, "reset", now_ms, None, used=-used, reason=f"new period {period}")
         used = 0
     return used, granted
 
 
-async def _account_period(conn: aiosqlite.Connection, user: str) -> str:
-    async with conn.execute("SELECT period FROM account WHERE user_id = ?", (user,)) as cursor:
-        row = await cursor.fetchone()
+def _account_period(conn: sqlite3.Connection, user: str) -> str:
+    row = conn.execute("SELECT period FROM account WHERE user_id = ?", (user,)).fetchone()
     return row[0] if row else ""
 
 
-async def _allowance(conn: aiosqlite.Connection, user: str, policy: Policy) -> int:
-    async with conn.execute(
+def _allowance(conn: sqlite3.Connection, user: str, policy: Policy) -> int:
+    row = conn.execute(
         "SELECT allowance_override FROM account WHERE user_id = ?", (user,)
-    ) as cursor:
-        row = await cursor.fetchone()
+    ).fetchone()
     return policy.allowance if row is None or row[0] is None else row[0]
 
 
-async def _check_in_flight(conn: aiosqlite.Connection, user: str, policy: Policy) -> None:
+def _check_in_flight(conn: sqlite3.Connection, user: str, policy: Policy) -> None:
     if not policy.max_in_flight:
         return
-    async with conn.execute(
+    row = conn.execute(
         "SELECT count(*) FROM hold WHERE user_id = ? AND state = 'held'", (user,)
-    ) as cursor:
-        row = await cursor.fetchone()
+    ).fetchone()
     if row and row[0] >= policy.max_in_flight:
         raise RateLimitedError(
             f"you already have {row[0]} job(s) running (the limit is {policy.max_in_flight});"
@@ -390,27 +416,23 @@ async def _check_in_flight(conn: aiosqlite.Connection, user: str, policy: Policy
         )
 
 
-async def _take_rate_slot(
-    conn: aiosqlite.Connection, user: str, policy: Policy, now_ms: int
-) -> None:
+def _take_rate_slot(conn: sqlite3.Connection, user: str, policy: Policy, now_ms: int) -> None:
     """GCRA: one theoretical-arrival timestamp per user; bursts up to the per-minute rate."""
     if not policy.rate_per_minute:
         return
     interval = 60_000 // policy.rate_per_minute
     limit = 60_000
-    async with conn.execute(
+    row = conn.execute(
         "INSERT INTO rate_bucket (user_id, name, tat_ms) VALUES (?, 'jobs', ?)"
         " ON CONFLICT (user_id, name) DO UPDATE SET tat_ms = max(tat_ms, ?) + ?"
         " WHERE max(rate_bucket.tat_ms, ?) + ? - ? <= ? RETURNING tat_ms",
         (user, now_ms + interval, now_ms, interval, now_ms, interval, now_ms, limit),
-    ) as cursor:
-        row = await cursor.fetchone()
+    ).fetchone()
     if row is not None:
         return
-    async with conn.execute(
+    row = conn.execute(
         "SELECT tat_ms FROM rate_bucket WHERE user_id = ? AND name = 'jobs'", (user,)
-    ) as cursor:
-        row = await cursor.fetchone()
+    ).fetchone()
     tat = row[0] if row else now_ms
     wait_s = max(1, (max(tat, now_ms) + interval - now_ms - limit) // 1000 + 1)
     retry_at = datetime.fromtimestamp(now_ms / 1000 + wait_s, UTC)
@@ -431,8 +453,8 @@ def _exceeded(remaining: int, needed: int, policy: Policy, now: datetime) -> Quo
     )
 
 
-async def _ledger(
-    conn: aiosqlite.Connection,
+def _ledger(
+    conn: sqlite3.Connection,
     user: str,
     kind: str,
     now_ms: int,
@@ -443,7 +465,7 @@ async def _ledger(
     held: int = 0,
     reason: str | None = None,
 ) -> None:
-    await conn.execute(
+    conn.execute(
         "INSERT INTO ledger (user_id, hold_id, kind, d_allowance_used, d_granted, d_held, reason,"
         " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (user, hold_id, kind, used, granted, held, reason, now_ms),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from typing import Any
 
@@ -71,14 +72,17 @@ class ScopeSettingsStore:
             raise InvalidRequestError(
                 f"settings for {scope} are too large (limit {MAX_DOCUMENT_BYTES // 1024} KB)"
             )
-        async with self.db.write() as conn:
-            if values:
-                await conn.execute(
-                    "INSERT INTO scope_setting (scope, value, updated_by, updated_at)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (scope) DO UPDATE SET value = excluded.value,"
-                    " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-                    (scope, text, by, int(time.time() * 1000)),
-                )
-            else:
-                await conn.execute("DELETE FROM scope_setting WHERE scope = ?", (scope,))
+        await self.db.transact(_put, scope, text if values else None, by, int(time.time() * 1000))
         return json.loads(text)
+
+
+def _put(conn: sqlite3.Connection, scope: str, text: str | None, by: str, now_ms: int) -> None:
+    if text is None:
+        conn.execute("DELETE FROM scope_setting WHERE scope = ?", (scope,))
+        return
+    conn.execute(
+        "INSERT INTO scope_setting (scope, value, updated_by, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (scope) DO UPDATE SET value = excluded.value,"
+        " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+        (scope, text, by, now_ms),
+    )

@@ -35,13 +35,14 @@ from .errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
+from .http import make_http_client
 from .orchestrator import Delivered, Orchestrator
 from .providers import ImageModel, Plan
 from .quota import Hold, Policy, QuotaStore
 from .registry import Registry
 from .scopes import ScopeSettingsStore
 from .settings import Settings
-from .store import ImageStore, new_id
+from .store import ImageStore, StoredFile, new_id
 from .types import (
     Caller,
     GeneratedImage,
@@ -58,6 +59,8 @@ from .types import (
 log = logging.getLogger("imagegate")
 
 Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+_SMALL_IMAGE_BYTES = 1024 * 1024  # decoding one takes a few ms and little memory
 
 
 @dataclass(frozen=True)
@@ -98,21 +101,29 @@ class ImageService:
         self.owner = _process_owner()
         self._owns_http = owns_http
         self._sweeper: asyncio.Task[None] | None = None
+        self._decode_slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2) - 1))
 
     @classmethod
     async def open(
-        cls, settings: Settings, *, http: httpx.AsyncClient | None = None, sweeper: bool = True
+        cls,
+        settings: Settings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        sweeper: bool = True,
+        receive_callbacks: bool = False,
     ) -> ImageService:
         """Open the database, build the models, release holds left by crashed processes.
+
+        ``receive_callbacks``: this process serves ``service.callbacks.app`` (``imagegate
+        serve`` does), so providers may answer asynchronously when ``[callbacks] public_url``
+        is set; other processes (CLI, stdio MCP, a lone bot) wait or poll instead.
 
         Raises:
             ConfigError: the settings cannot work (unknown alias target, missing price, ...).
         """
-        client = http or httpx.AsyncClient(
-            follow_redirects=False, timeout=httpx.Timeout(120.0, connect=15.0)
-        )
+        client = http or make_http_client()
         callbacks = None
-        if settings.callbacks.public_url:
+        if receive_callbacks and settings.callbacks.public_url:
             callbacks = CallbackHub(settings.callbacks.public_url, settings.callbacks.path)
         try:
             registry = Registry(settings, client, callbacks)
@@ -309,13 +320,20 @@ class ImageService:
             warnings=warnings,
         )
 
-    async def _check_image(self, model: ImageModel, image: GeneratedImage) -> images.ImageInfo:
-        return await asyncio.to_thread(
-            images.inspect,
-            image.data,
-            max_pixels=self.settings.images.max_pixels,
-            what=f"image from {model.ctx.name}",
+    async def _check_image(self, model: ImageModel, image: GeneratedImage) -> StoredFile:
+        """Decode the image to check it, then write it to the store, in one trip to a worker
+        thread (``add_images`` then only records it). Large images take one of a few slots,
+        so a job of many never holds all their decoded pixels in memory at once."""
+        if len(image.data) < _SMALL_IMAGE_BYTES:
+            return await asyncio.to_thread(self._check_and_store, model.ctx.name, image.data)
+        async with self._decode_slots:
+            return await asyncio.to_thread(self._check_and_store, model.ctx.name, image.data)
+
+    def _check_and_store(self, provider: str, data: bytes) -> StoredFile:
+        info = images.inspect(
+            data, max_pixels=self.settings.images.max_pixels, what=f"image from {provider}"
         )
+        return self.store.write_checked(data, info)
 
     async def _abandon(self, hold: Hold, job_id: str, exc: BaseException) -> None:
         """Release the hold of a failed job (at most once) and record why."""
@@ -332,10 +350,12 @@ class ImageService:
 
     async def _replay(self, caller: Caller, hold: Hold) -> ImageResult:
         """The stored result of a request seen before under the same idempotency key."""
-        if hold.state == "held":
-            raise RateLimitedError(f"this request is already running as job {hold.job_id}")
         job = await self.store.job(hold.job_id or "")
-        if job is None or not job.images:
+        if hold.state == "held" or (job is not None and job.status == "running"):
+            raise RateLimitedError(f"this request is already running as job {hold.job_id}")
+        # Images of a job that was refunded (the process died before charging) are not handed
+        # out: only a delivered job (succeeded or partial, and so charged) is replayed.
+        if job is None or not job.images or job.status not in ("succeeded", "partial"):
             raise InvalidRequestError(
                 f"this request already ran and failed (job {hold.job_id}); send a new one"
             )
@@ -368,28 +388,36 @@ class ImageService:
             raise NotFoundError(f"no job {job_id!r} of yours")
         return job
 
-    async def image(self, caller: Caller, image_id: str) -> tuple[StoredImage, bytes]:
-        """A stored image of the caller's and its bytes.
+    async def image(
+        self, caller: Caller, image_id: str, *, shared: bool = False
+    ) -> tuple[StoredImage, bytes]:
+        """A stored image and its bytes: the caller's own, or any with ``shared`` (for a
+        front end that showed the image to this caller, e.g. a public Discord result).
 
         Raises:
             NotFoundError: no such image, or not the caller's.
         """
         found = await self.store.image(image_id)
-        if found is None or found[1] != caller.key:
+        if found is None or (found[1] != caller.key and not shared):
             raise NotFoundError(f"no image {image_id!r} of yours")
-        return found[0], await self.store.read(found[0])
+        try:
+            return found[0], await self.store.read(found[0])
+        except OSError:
+            raise NotFoundError(f"image {image_id!r} is no longer stored") from None
 
-    async def input_from_image(self, caller: Caller, image_id: str) -> InputImage:
-        """One of the caller's stored results as an input image (keeps the provider's id)."""
-        stored, data = await self.image(caller, image_id)
-        provider = stored.model.partition(":")[0]
+    async def input_from_image(
+        self, caller: Caller, image_id: str, *, shared: bool = False
+    ) -> InputImage:
+        """A stored result as an input image (keeps the provider's id); ``shared`` as in
+        ``image``."""
+        stored, data = await self.image(caller, image_id, shared=shared)
         return InputImage(
             data=data,
             mime=stored.mime,
             width=stored.width,
             height=stored.height,
             source_image_id=stored.id,
-            provider=provider,
+            provider=stored.model.partition(":")[0],
             provider_image_id=stored.provider_image_id,
         )
 

@@ -163,7 +163,9 @@ class Settings(_Section):
         # A fresh install runs offline; once real providers are configured the placeholder
         # exists only if asked for, so a production bot never offers it by accident.
         if not self.providers:
-            self.providers = {"placeholder": ProviderSettings(kind="placeholder", models=["default"])}
+            self.providers = {
+                "placeholder": ProviderSettings(kind="placeholder", models=["default"])
+            }
         return self
 
 

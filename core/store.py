@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import secrets
+import sqlite3
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,14 @@ from typing import Any
 from .db import Database
 from .images import EXTENSIONS, ImageInfo
 from .types import GeneratedImage, ImageRequest, InputImage, JobRecord, StoredImage
+
+
+@dataclass(frozen=True)
+class StoredFile(ImageInfo):
+    """An image already checked (``ImageInfo``) and written to the store (``write_checked``)."""
+
+    sha256: str
+    path: Path
 
 
 def new_id() -> str:
@@ -47,10 +57,20 @@ class ImageStore:
 
     async def write_file(self, data: bytes, mime: str) -> tuple[str, Path]:
         """Store bytes content-addressed; returns (sha256, path)."""
+        return await asyncio.to_thread(self.write_file_sync, data, mime)
+
+    def write_checked(self, data: bytes, info: ImageInfo) -> StoredFile:
+        """Store a checked image (blocking: for a worker thread)."""
+        sha, path = self.write_file_sync(data, info.mime)
+        return StoredFile(info.mime, info.width, info.height, sha, path)
+
+    def write_file_sync(self, data: bytes, mime: str) -> tuple[str, Path]:
+        """``write_file`` for a worker thread: hashing a large image takes the event loop
+        ~10 ms, so the hash, the check and the write all happen here."""
         sha = hashlib.sha256(data).hexdigest()
         path = self.path_for(sha, mime)
         if not path.exists():
-            await asyncio.to_thread(_atomic_write, path, data)
+            _atomic_write(path, data)
         return sha, path
 
     async def create_job(
@@ -63,21 +83,10 @@ class ImageStore:
         hold_id: str | None,
         owner: str,
     ) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(
-                "INSERT INTO job (job_id, user_id, operation, model, status, request, hold_id,"
-                " owner, created_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-                (
-                    job_id,
-                    user,
-                    request["operation"],
-                    model,
-                    json.dumps(request),
-                    hold_id,
-                    owner,
-                    _ms(),
-                ),
-            )
+        row = _job_row(
+            job_id, user=user, request=request, model=model, hold_id=hold_id, owner=owner
+        )
+        await self.db.transact(_insert_job, row)
 
     async def add_images(
         self,
@@ -85,51 +94,16 @@ class ImageStore:
         user: str,
         images: list[tuple[str, GeneratedImage, ImageInfo]],
     ) -> list[StoredImage]:
-        """Write each (model ref, image, checked info) to disk, then record them in one go."""
-        stored: list[StoredImage] = []
+        """Write each (model ref, image, checked info) to disk (unless ``info`` is a
+        ``StoredFile``: written already), then record them in one go."""
+        stored = []
         for index, (model, image, info) in enumerate(images):
-            sha, path = await self.write_file(image.data, info.mime)
-            stored.append(
-                StoredImage(
-                    id=new_id() + new_id(),
-                    job_id=job_id,
-                    index=index,
-                    path=path,
-                    mime=info.mime,
-                    width=info.width,
-                    height=info.height,
-                    seed=image.seed,
-                    sha256=sha,
-                    model=model,
-                    provider_image_id=image.provider_image_id,
-                    meta=image.meta,
-                )
-            )
-        now = _ms()
-        async with self.db.write() as conn:
-            await conn.executemany(
-                "INSERT INTO image (image_id, job_id, idx, user_id, sha256, mime, width, height,"
-                " seed, model, provider_image_id, meta, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        s.id,
-                        job_id,
-                        s.index,
-                        user,
-                        s.sha256,
-                        s.mime,
-                        s.width,
-                        s.height,
-                        s.seed,
-                        s.model,
-                        s.provider_image_id,
-                        json.dumps(s.meta),
-                        now,
-                    )
-                    for s in stored
-                ],
-            )
+            if isinstance(info, StoredFile):
+                sha, path = info.sha256, info.path
+            else:
+                sha, path = await self.write_file(image.data, info.mime)
+            stored.append(_stored_image(job_id, index, model, image, info, sha, path))
+        await self.db.transact(_insert_images, _image_rows(user, stored))
         return stored
 
     async def finish_job(
@@ -141,26 +115,14 @@ class ImageStore:
         warnings: list[str],
         error: str | None = None,
     ) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(
-                "UPDATE job SET status = ?, credits_charged = ?, warnings = ?, error = ?,"
-                " finished_at = ? WHERE job_id = ?",
-                (status, credits_charged, json.dumps(warnings), error, _ms(), job_id),
-            )
+        row = (status, credits_charged, json.dumps(warnings), error, _ms(), job_id)
+        await self.db.transact(_update_job, row)
 
     async def interrupt_jobs_of(self, owners: set[str]) -> int:
         """Mark running jobs of crashed processes as interrupted; returns how many."""
         if not owners:
             return 0
-        marks = ",".join("?" * len(owners))
-        async with self.db.write() as conn:
-            cursor = await conn.execute(
-                f"UPDATE job SET status = 'interrupted', error = 'the server stopped during the"
-                f" job; nothing was charged', finished_at = ? WHERE status = 'running'"
-                f" AND owner IN ({marks})",
-                (_ms(), *owners),
-            )
-            return cursor.rowcount
+        return await self.db.transact(_interrupt_jobs, sorted(owners), _ms())
 
     async def running_owners(self) -> set[str]:
         rows = await self.db.fetchall("SELECT DISTINCT owner FROM job WHERE status = 'running'")
@@ -243,6 +205,117 @@ class ImageStore:
                     data=data, **{k: v for k, v in meta.items() if k != "sha256"}
                 )
         return fields
+
+
+# --- rows, and transaction bodies for Database.transact ---------------------------------------
+
+
+def _job_row(
+    job_id: str,
+    *,
+    user: str,
+    request: dict[str, Any],
+    model: str,
+    hold_id: str | None,
+    owner: str,
+) -> tuple[Any, ...]:
+    """The ``job`` row ``insert_job`` takes."""
+    return (job_id, user, request["operation"], model, json.dumps(request), hold_id, owner, _ms())
+
+
+def _stored_image(
+    job_id: str,
+    index: int,
+    model: str,
+    image: GeneratedImage,
+    info: ImageInfo,
+    sha: str,
+    path: Path,
+) -> StoredImage:
+    """The record of an image already written to ``path`` (``write_file_sync``)."""
+    return StoredImage(
+        id=new_id() + new_id(),
+        job_id=job_id,
+        index=index,
+        path=path,
+        mime=info.mime,
+        width=info.width,
+        height=info.height,
+        seed=image.seed,
+        sha256=sha,
+        model=model,
+        provider_image_id=image.provider_image_id,
+        meta=image.meta,
+    )
+
+
+def _image_rows(user: str, stored: list[StoredImage]) -> list[tuple[Any, ...]]:
+    """The ``image`` rows ``insert_images`` takes."""
+    now = _ms()
+    return [
+        (
+            s.id,
+            s.job_id,
+            s.index,
+            user,
+            s.sha256,
+            s.mime,
+            s.width,
+            s.height,
+            s.seed,
+            s.model,
+            s.provider_image_id,
+            json.dumps(s.meta),
+            now,
+        )
+        for s in stored
+    ]
+
+
+def _insert_job(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    conn.execute(
+        "INSERT INTO job (job_id, user_id, operation, model, status, request, hold_id, owner,"
+        " created_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+        row,
+    )
+
+
+def _insert_images(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    conn.executemany(
+        "INSERT INTO image (image_id, job_id, idx, user_id, sha256, mime, width, height, seed,"
+        " model, provider_image_id, meta, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def _update_job(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    """``row``: (status, credits charged, warnings JSON, error, finished at ms, job id)."""
+    conn.execute(
+        "UPDATE job SET status = ?, credits_charged = ?, warnings = ?, error = ?, finished_at = ?"
+        " WHERE job_id = ?",
+        row,
+    )
+
+
+def _interrupt_jobs(conn: sqlite3.Connection, owners: list[str], now_ms: int) -> int:
+    marks = ",".join("?" * len(owners))
+    # Killed after its hold was settled: the images are stored and charged, so the job was
+    # delivered (a replay of its request returns them); only the final record was missing.
+    conn.execute(
+        "UPDATE job SET status = CASE WHEN (SELECT count(*) FROM image i WHERE i.job_id ="
+        " job.job_id) >= json_extract(request, '$.n') THEN 'succeeded' ELSE 'partial' END,"
+        " credits_charged = (SELECT settled_amount FROM hold h WHERE h.hold_id = job.hold_id),"
+        f" finished_at = ? WHERE status = 'running' AND owner IN ({marks}) AND EXISTS (SELECT 1"
+        " FROM hold h WHERE h.hold_id = job.hold_id AND h.state = 'settled')",
+        (now_ms, *owners),
+    )
+    cursor = conn.execute(
+        "UPDATE job SET status = 'interrupted', error = 'the server stopped during the job;"
+        f" nothing was charged', finished_at = ? WHERE status = 'running' AND owner IN ({marks})",
+        (now_ms, *owners),
+    )
+    return cursor.rowcount
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -129,7 +129,7 @@ class ImageRequest(BaseModel):
         if value is None:
             return None
         w, sep, h = value.partition(":")
-        if not (sep and w.isdigit() and h.isdigit() and 0 < int(w) <= 32 and 0 < int(h) <= 32):
+        if not (sep and w.isdecimal() and h.isdecimal() and 0 < int(w) <= 32 and 0 < int(h) <= 32):
             raise ValueError(
                 "aspect ratio must look like W:H with whole numbers up to 32, e.g. 16:9"
             )
@@ -190,7 +190,9 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     width, sep, height = text.lower().partition("x")
-    if not (sep and width.isdigit() and height.isdigit() and len(width) <= 5 and len(height) <= 5):
+    if not (
+        sep and width.isdecimal() and height.isdecimal() and len(width) <= 5 and len(height) <= 5
+    ):
         raise InvalidRequestError(f"size must look like WIDTHxHEIGHT, e.g. 1024x768, not {text!r}")
     return int(width), int(height)
 

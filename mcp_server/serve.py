@@ -151,7 +151,7 @@ class _Server(uvicorn.Server):
 async def _serve(settings: Settings, *, everything: bool) -> int:
     needs_token = require_token(settings)
     mcp_socket = _bind(settings, settings.mcp.host, settings.mcp.port, "[mcp]")
-    service = await ImageService.open(settings)
+    service = await ImageService.open(settings, receive_callbacks=True)
     server = build_server(service, require_token=needs_token)
     servers: list[_Server] = []
     tasks: list[asyncio.Task[Any]] = []
@@ -239,7 +239,9 @@ def _bind(settings: Settings, host: str, port: int, section: str) -> socket.sock
     """Listen here, or fail with a ``ConfigError`` naming the setting."""
     address = host.strip("[]")
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(
+        family, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )  # lets asyncio set TCP_NODELAY
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))

@@ -12,6 +12,9 @@ from PIL import Image
 
 from core import ImageService, Settings, parse_settings
 
+# Fails any test whose logs or error messages contain a secret it used (tests/secrets_guard.py).
+pytest_plugins = ["tests.secrets_guard"]
+
 
 def make_settings(tmp_path: Path, **sections: Any) -> Settings:
     """Settings whose database and images live under ``tmp_path``; ``sections`` merge in."""

@@ -7,7 +7,6 @@ the ``Caller`` and ``ImageRequest``, hand one ``ImageService`` call to ``JobRunn
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from typing import TYPE_CHECKING
@@ -516,21 +515,8 @@ class ButtonActions:
         if not 1 <= k <= len(job.images):
             raise errors.Refusal(f"This result has no image {k}.")
         stored = job.images[k - 1]
-        if job.user == caller.key:
-            return await self.bot.service.input_from_image(caller, stored.id)
-        try:
-            data = await asyncio.to_thread(stored.path.read_bytes)
-        except OSError:
-            raise NotFoundError("This image is no longer stored.") from None
-        return InputImage(
-            data=data,
-            mime=stored.mime,
-            width=stored.width,
-            height=stored.height,
-            source_image_id=stored.id,
-            provider=stored.model.partition(":")[0],
-            provider_image_id=stored.provider_image_id,
-        )
+        # Whoever sees a result's buttons was shown the image, so they may build on it.
+        return await self.bot.service.input_from_image(caller, stored.id, shared=True)
 
     async def from_image(
         self,

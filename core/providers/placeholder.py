@@ -16,7 +16,7 @@ import random
 from PIL import Image, ImageDraw, ImageFilter, ImageOps, PngImagePlugin
 
 from ..errors import InvalidRequestError
-from ..images import decode
+from ..images import decode, normalize_mask
 from ..types import GeneratedImage, ImageRequest, InputImage
 from .base import Capabilities, ImageModel, Plan
 
@@ -52,6 +52,9 @@ class PlaceholderImageModel(ImageModel):
         }
         if request.operation == "upscale":
             body["scale"] = request.scale or 2
+        if request.operation == "inpaint":
+            assert request.mask is not None and request.image is not None
+            normalize_mask(request.mask, request.image)  # a bad mask is refused before any hold
         return Plan(
             operation=request.operation,
             n=request.n,

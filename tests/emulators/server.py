@@ -30,7 +30,7 @@ class running:  # noqa: N801 - used like a function: `with running(emu) as url:`
 
     def __enter__(self) -> str:
         _quiet_dropped_connections()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind((self._host, 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(

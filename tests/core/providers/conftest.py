@@ -175,7 +175,9 @@ async def harness(tmp_path, monkeypatch) -> AsyncIterator[Any]:
         transport = None if real_http else httpx.ASGITransport(app=emu.app)
         client = httpx.AsyncClient(transport=transport)
         stack.push_async_callback(client.aclose)
-        service = await ImageService.open(parse_settings(data), http=client, sweeper=False)
+        service = await ImageService.open(
+            parse_settings(data), http=client, sweeper=False, receive_callbacks=callbacks
+        )
         stack.push_async_callback(service.aclose)
         service.orchestrator.base_delay_s = 0.01
         if callbacks:
@@ -192,7 +194,7 @@ async def harness(tmp_path, monkeypatch) -> AsyncIterator[Any]:
 async def serve_in_loop(app: Any) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on this event loop (the ``CallbackHub`` resolves futures of
     the loop it runs on, so it must share the service's loop)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
