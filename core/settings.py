@@ -123,7 +123,7 @@ class MCPSettings(_Section):
     preview_max_bytes: int = Field(256 * 1024, ge=8 * 1024)
     result_max_bytes: int = Field(640 * 1024, ge=32 * 1024)
     progress_interval_s: float = Field(5.0, gt=0)
-    # Extra Host header values accepted over HTTP (DNS-rebinding protection), e.g. "mcp.example.org".
+    # Extra Host header values accepted over HTTP (DNS-rebinding guard), e.g. "mcp.example.org".
     allowed_hosts: list[str] = Field(default_factory=list)
 
 
