@@ -4,34 +4,22 @@ holds the placeholder provider so jobs can be slow or fail on demand."""
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
-from core import ImageService, Settings, parse_settings
+from core import ImageService, Settings
 from core.providers.placeholder import PlaceholderImageModel
+from tests.conftest import make_settings as base_settings
+from tests.conftest import png_bytes as png  # noqa: F401  (imported by the tests)
 
 
 def make_settings(tmp_path: Path, **sections: Any) -> Settings:
-    """Settings with the database and images under ``tmp_path``; ``sections`` merge in."""
-    data: dict[str, Any] = {
-        "database": {"path": str(tmp_path / "imagegate.db")},
-        "images": {"dir": str(tmp_path / "images")},
-        "quota": {"allowance": 10},
-    }
-    for name, value in sections.items():
-        data[name] = {**data.get(name, {}), **value} if isinstance(value, dict) else value
-    return parse_settings(data, source="test-config")
-
-
-def png(size: tuple[int, int] = (96, 64), colour: Any = (200, 30, 30), mode: str = "RGB") -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, size, colour).save(buf, format="PNG")
-    return buf.getvalue()
+    """The shared test settings with a small allowance (10), so quota cases run out quickly."""
+    quota = {"allowance": 10, **sections.pop("quota", {})}
+    return base_settings(tmp_path, quota=quota, **sections)
 
 
 @pytest.fixture
