@@ -58,7 +58,6 @@ class ProviderSettings(_Section):
     timeout_s: float = Field(120.0, gt=0)
     max_concurrency: int = Field(4, ge=1)
     poll_interval_s: float = Field(1.5, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)
 
     def resolved_base_url(self) -> str:
         """``base_url`` or the API root the provider documents."""
