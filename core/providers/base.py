@@ -301,11 +301,7 @@ def parse_json(
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
-        raise ProviderResponseError(
-            f"{ctx.name} sent a reply we could not read",
-            provider=ctx.name,
-            detail=redact(str(exc)[:300], ctx.api_key),
-        ) from None
+        raise _unreadable(ctx, exc, "a reply") from None
 
 
 def decode_b64(ctx: ProviderContext, data: str) -> bytes:
@@ -507,11 +503,15 @@ def parse_data(ctx: ProviderContext, data: Any, model: type[ResponseModel]) -> R
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ProviderResponseError(
-            f"{ctx.name} sent a result we could not read",
-            provider=ctx.name,
-            detail=redact(str(exc)[:300], ctx.api_key),
-        ) from None
+        raise _unreadable(ctx, exc, "a result") from None
+
+
+def _unreadable(ctx: ProviderContext, exc: ValidationError, what: str) -> ProviderResponseError:
+    return ProviderResponseError(
+        f"{ctx.name} sent {what} we could not read",
+        provider=ctx.name,
+        detail=redact(str(exc)[:300], ctx.api_key),
+    )
 
 
 def keep_input_size(request: ImageRequest, who: str) -> None:

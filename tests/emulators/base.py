@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -145,7 +146,7 @@ class StoredFile:
 Handler = Callable[[Call], Awaitable[Any]]
 
 
-class Emulator:
+class Emulator(ABC):
     """Base class: subclasses set `kind`, `base_path`, `default_image_size` and `api_routes()`."""
 
     kind = ""
@@ -177,12 +178,13 @@ class Emulator:
 
     # ----- what subclasses provide -------------------------------------------------------------
 
+    @abstractmethod
     def api_routes(self) -> list[tuple[str, str, Handler]]:
-        raise NotImplementedError
+        """(method, path, handler) of every documented endpoint."""
 
+    @abstractmethod
     def authenticate(self, request: Request) -> None:
         """Raise ApiError unless the request carries valid credentials."""
-        raise NotImplementedError
 
     def error_body(self, err: ApiError) -> Any:
         """The provider's JSON error body for `err`."""
