@@ -1,26 +1,25 @@
 """The one HTTP client the provider adapters share: ``make_http_client()``.
 
-Why a transport of our own: httpx's connection pool (httpcore 1.0) re-scans every connection,
-and for each idle one every connection again, whenever a request starts or ends. That is
-nothing with a handful of connections, but with 1,000 provider calls in flight the pool's
-bookkeeping took more CPU than everything else together and stalled the event loop for
-seconds (``make bench``, fan-out: 40 s for 1 s of provider time; 4.5 s with this transport).
-``ShardedTransport`` keeps each pool small: one pool per connection in use, per provider. A
-request goes to the first pool of its provider with nothing in flight, and a new pool opens
-when all are busy. The first four pools of a provider (its default ``max_concurrency``) keep
-their connections alive and reuse them as one pool would; busier ones close theirs when idle.
+Adapters speak httpx (its request and response types, its errors, and ``MockTransport`` in
+tests); the bytes travel through aiohttp. Why: per request, httpx's own transport (httpcore,
+h11) costs more CPU than everything else imagegate does for a job, and its pool re-scans every
+connection whenever a request starts or ends, so with 1,000 provider calls in flight the event
+loop stalled for seconds (``make bench``: fan-out and overhead). aiohttp's connector and its C
+parser do the same work several times faster (bench figures in ``docs/benchmarks.md``).
+``AiohttpTransport`` is the adapter between the two: it maps aiohttp's errors onto httpx's, so
+callers see only httpx.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
+import aiohttp
 import httpx
 
-PER_SHARD = 1  # requests in flight per pool; more makes every request scan more connections
-MAX_SHARDS = 256
-KEEP_ALIVE_SHARDS = 4  # per origin; busier pools close their connection once idle
+CHUNK_BYTES = 256 * 1024
+KEEP_ALIVE_S = 60.0  # idle connections to a provider stay open this long
 
 
 def make_http_client() -> httpx.AsyncClient:
@@ -30,95 +29,112 @@ def make_http_client() -> httpx.AsyncClient:
     orchestrator's semaphores), not by the client.
     """
     return httpx.AsyncClient(
-        transport=ShardedTransport(),
+        transport=AiohttpTransport(),
         follow_redirects=False,
         timeout=httpx.Timeout(120.0, connect=15.0),
     )
 
 
-class ShardedTransport(httpx.AsyncBaseTransport):
-    """Spreads requests over small connection pools: each origin (scheme, host, port) gets up
-    to ``max_shards`` pools, and a request goes to the first of them with fewer than
-    ``per_shard`` requests in flight (the least busy when all are full).
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends through one ``aiohttp.ClientSession``.
 
-    Only the first ``keep_alive_shards`` pools of an origin keep idle connections open, so
-    what stays open after a burst is bounded as with one pool: httpcore closes an expired
-    connection only when its pool is used again, and the later pools rarely are.
+    httpx keeps doing what a client does (URLs, headers, cookies, redirects, timeouts,
+    decoding); this sends the request as it is and returns the raw response. Connections are
+    pooled per host without limit, checked with the same CA bundle as httpx's default, and the
+    proxy settings of the environment apply, as they do for httpx.
 
-    ``options`` go to each ``httpx.AsyncHTTPTransport``. Without ``verify``, all pools share
-    one default SSL context, built with the first pool (it takes ~30 ms: not at start-up).
+    The session is made on first use, in the event loop that uses it.
     """
 
-    def __init__(
-        self,
-        *,
-        per_shard: int = PER_SHARD,
-        max_shards: int = MAX_SHARDS,
-        keep_alive_shards: int = KEEP_ALIVE_SHARDS,
-        **options: Any,
-    ) -> None:
-        self.per_shard = per_shard
-        self.max_shards = max_shards
-        self.keep_alive_shards = keep_alive_shards
-        self._options = options
-        self._shards: dict[tuple[bytes, bytes, int | None], list[httpx.AsyncHTTPTransport]] = {}
-        self._in_flight: dict[tuple[bytes, bytes, int | None], list[int]] = {}
+    def __init__(self, *, keep_alive_s: float = KEEP_ALIVE_S) -> None:
+        self._keep_alive_s = keep_alive_s
+        self._session: aiohttp.ClientSession | None = None
 
-    def _pick(self, origin: tuple[bytes, bytes, int | None]) -> int:
-        counts = self._in_flight.setdefault(origin, [])
-        for index, count in enumerate(counts):
-            if count < self.per_shard:
-                return index
-        if len(counts) < self.max_shards:
-            if "verify" not in self._options:
-                self._options["verify"] = httpx.create_ssl_context()
-            keep = self.per_shard if len(counts) < self.keep_alive_shards else 0
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=keep)
-            shard = httpx.AsyncHTTPTransport(limits=limits, **self._options)
-            self._shards.setdefault(origin, []).append(shard)
-            counts.append(0)
-            return len(counts) - 1
-        return min(range(len(counts)), key=counts.__getitem__)
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # the orchestrator bounds concurrency, per provider
+                ssl=httpx.create_ssl_context(),
+                keepalive_timeout=self._keep_alive_s,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
+                auto_decompress=False,  # httpx decodes
+                trust_env=True,
+            )
+        return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        origin = (url.raw_scheme, url.raw_host, url.port)
-        index = self._pick(origin)
-        counts = self._in_flight[origin]
-        counts[index] += 1
-
-        def done() -> None:
-            counts[index] -= 1
-
-        try:
-            response = await self._shards[origin][index].handle_async_request(request)
-        except BaseException:
-            done()
-            raise
-        response.stream = _Counted(response.stream, done)
-        return response
+        body = await request.aread()
+        timeout = request.extensions.get("timeout", {})
+        with _as_httpx_errors(request):
+            response = await self._get_session().request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=body or None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=timeout.get("pool"),
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            )
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_ResponseStream(response, request),
+            request=request,
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (response.reason or "").encode("ascii", "replace"),
+            },
+        )
 
     async def aclose(self) -> None:
-        for shards in self._shards.values():
-            for shard in shards:
-                await shard.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-class _Counted(httpx.AsyncByteStream):
-    """A response body that calls ``done`` once, when it is closed."""
+class _ResponseStream(httpx.AsyncByteStream):
+    """An aiohttp response body, read as httpx reads one; closing it frees the connection."""
 
-    def __init__(self, stream: Any, done: Callable[[], None]) -> None:
-        self._stream = stream
-        self._done: Callable[[], None] | None = done
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+        with _as_httpx_errors(self._request):
+            async for chunk in self._response.content.iter_chunked(CHUNK_BYTES):
+                yield chunk
 
     async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            if self._done is not None:
-                self._done()
-                self._done = None
+        # release() keeps a fully read connection for reuse and closes any other.
+        self._response.release()
+
+
+@contextmanager
+def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
+    """aiohttp's errors as the httpx errors httpx's own transport raises for the same cause."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx.ConnectTimeout(str(exc), request=request) from exc
+    except TimeoutError as exc:  # aiohttp's read timeouts subclass it
+        raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
+    except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS handshake and certificate
+        raise httpx.ConnectError(str(exc), request=request) from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as exc:
+        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
+        raise httpx.ReadError(str(exc), request=request) from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
+    except aiohttp.ClientError as exc:
+        raise httpx.TransportError(str(exc), request=request) from exc
+
+
+__all__ = ["AiohttpTransport", "make_http_client"]

@@ -1,60 +1,160 @@
-"""The shared HTTP client's transport: small pools per provider, connections kept alive at
-ordinary load, one pool per connection in use under load."""
+"""The shared HTTP client: httpx in front, aiohttp underneath. Requests go out as httpx built
+them, connections are reused, and every transport failure surfaces as the httpx error httpx's
+own transport raises for the same cause."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 
-from core.http import ShardedTransport, make_http_client
+from core.http import make_http_client
 from core.providers.base import ProviderContext, call_api
 from core.settings import ProviderSettings
 from tests.emulators import Fault, create_emulator, running
 
+Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_server(reply: Reply) -> AsyncIterator[tuple[str, list[int]]]:
+    """A socket server answering each connection with ``reply``; yields its URL and a list
+    that grows by one per accepted connection."""
+    accepted: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        with contextlib.suppress(ConnectionError):
+            await reply(reader, writer)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", accepted
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+async def test_requests_go_out_as_httpx_builds_them():
+    seen: list[bytes] = []
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await read_head(reader)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        seen.append(head + await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with raw_server(reply) as (url, _), make_http_client() as client:
+        response = await client.post(
+            f"{url}/v1/x?q=1", json={"a": 1}, headers={"Authorization": "Bearer k"}
+        )
+        upload = await client.post(f"{url}/up", files={"image": ("a.png", b"PNG", "image/png")})
+    assert (response.status_code, response.reason_phrase, response.text) == (201, "Created", "ok")
+    assert upload.status_code == 201
+    json_request, multipart = (message.decode() for message in seen)
+    assert json_request.startswith("POST /v1/x?q=1 HTTP/1.1\r\n")
+    assert "authorization: Bearer k\r\n" in json_request
+    assert json_request.lower().count("content-length") == 1
+    assert json_request.endswith('\r\n\r\n{"a":1}')
+    assert 'name="image"; filename="a.png"' in multipart
+
 
 async def test_sequential_requests_reuse_one_connection():
     emu = create_emulator("nebulablock")
-    transport = ShardedTransport()
-    async with running(emu) as url, httpx.AsyncClient(transport=transport) as client:
+    async with running(emu) as url, make_http_client() as client:
         headers = {"Authorization": f"Bearer {emu.api_key}"}
         for _ in range(5):
             response = await client.get(f"{url}/api/v1/users/credits", headers=headers)
             assert response.status_code == 200
-        ((origin, shards),) = transport._shards.items()
-        assert len(shards) == 1
-        assert len(shards[0]._pool.connections) == 1
-        assert transport._in_flight[origin] == [0]
+        session = client._transport._session  # type: ignore[attr-defined]
+        assert sum(len(conns) for conns in session.connector._conns.values()) == 1
 
 
-async def test_concurrent_requests_get_a_pool_each_and_give_it_back():
+async def test_concurrent_requests_each_get_a_connection():
     emu = create_emulator("nebulablock")
-    emu.inject(Fault(delay_s=0.2, path="/users/credits"), times=8)
-    transport = ShardedTransport(keep_alive_shards=3)
-    async with running(emu) as url, httpx.AsyncClient(transport=transport) as client:
+    emu.inject(Fault(delay_s=0.2, path="/users/credits"), times=50)
+    async with running(emu) as url, make_http_client() as client:
         headers = {"Authorization": f"Bearer {emu.api_key}"}
+        start = time.monotonic()
         responses = await asyncio.gather(
-            *(client.get(f"{url}/api/v1/users/credits", headers=headers) for _ in range(8))
+            *(client.get(f"{url}/api/v1/users/credits", headers=headers) for _ in range(50))
         )
-        assert [r.status_code for r in responses] == [200] * 8
-        ((origin, shards),) = transport._shards.items()
-        assert len(shards) == 8
-        assert transport._in_flight[origin] == [0] * 8
-        # Only the first pools keep their connection open after the burst.
-        open_after = [len(shard._pool.connections) for shard in shards]
-        assert open_after == [1, 1, 1, 0, 0, 0, 0, 0]
+        assert [r.status_code for r in responses] == [200] * 50
+        assert time.monotonic() - start < 5  # 50 x 0.2 s one after another would be 10 s
 
 
-async def test_a_failed_request_gives_its_slot_back():
-    transport = ShardedTransport()
-    async with httpx.AsyncClient(transport=transport) as client:
+async def test_connection_refused_is_a_connect_error():
+    async with make_http_client() as client:
         with pytest.raises(httpx.ConnectError):
             await client.get("http://127.0.0.1:9/")  # discard port: nothing listens
-    assert list(transport._in_flight.values()) == [[0]]
+
+
+async def test_a_silent_server_is_a_read_timeout():
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        await asyncio.sleep(5)
+
+    async with raw_server(reply) as (url, _), make_http_client() as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(url, timeout=0.3)
+
+
+async def test_a_dropped_connection_is_a_protocol_error():
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+
+    async with raw_server(reply) as (url, _), make_http_client() as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(url)
+
+
+async def test_garbage_instead_of_http_is_a_protocol_error():
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(reply) as (url, _), make_http_client() as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(url)
+
+
+async def test_a_truncated_body_is_a_read_error_and_the_connection_is_not_reused():
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+        await writer.drain()
+
+    async with raw_server(reply) as (url, accepted), make_http_client() as client:
+        for _ in range(2):
+            with pytest.raises(httpx.ReadError):
+                await client.get(url)
+        assert len(accepted) == 2
+
+
+async def test_an_unread_streamed_body_closes_its_connection():
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            body = b"x" * 1_000_000
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+
+    async with raw_server(reply) as (url, accepted), make_http_client() as client:
+        async with client.stream("GET", url) as response:
+            assert response.status_code == 200  # the body is never read
+        assert (await client.get(url)).content == b"x" * 1_000_000
+        assert (await client.get(url)).status_code == 200
+        assert len(accepted) == 2  # a fresh connection after the unread body, then reused
 
 
 async def test_the_service_client_follows_no_redirects():
