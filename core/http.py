@@ -40,8 +40,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     httpx keeps doing what a client does (URLs, headers, cookies, redirects, timeouts,
     decoding); this sends the request as it is and returns the raw response. Connections are
-    pooled per host without limit, checked with the same CA bundle as httpx's default, and the
-    proxy settings of the environment apply, as they do for httpx.
+    pooled per host without limit and checked with the same CA bundle as httpx's default.
+    Proxy variables in the environment are not used (httpx ignores them too once it is given
+    a transport), which also spares aiohttp reading ``~/.netrc`` on every request.
 
     The session is made on first use, in the event loop that uses it.
     """
@@ -61,7 +62,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
                 auto_decompress=False,  # httpx decodes
-                trust_env=True,
             )
         return self._session
 
