@@ -162,9 +162,11 @@ async def _runs(
             if over and run >= min_runs:
                 break
             point = KILL_POINTS[(run // 2) % len(KILL_POINTS)] if run % 2 == 0 else None
-            # Some provider calls fail for good (503 on every retry): refunds to kill during.
+            # Some provider calls fail for good (503 on every retry): refunds to kill during
+            # (only a failed job takes the release and finish_job steps).
             emu.clear()
-            failures = 60 if point == "release" else rng.choice((0, 3, 9, 30))
+            refunding = point in ("release", "finish_job")
+            failures = 60 if refunding else rng.choice((0, 3, 9, 30))
             emu.inject(Fault(status=503, path="/images/"), times=failures)
             again = rng.sample(sorted(delivered), min(2, len(delivered)))
             plan = {

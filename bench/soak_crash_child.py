@@ -23,13 +23,12 @@ from core import Caller, ImageGateError, ImageRequest, ImageService, load_settin
 
 # Where a job can die, in the order a job passes them (each is "right after this step").
 KILL_POINTS = (
-    "reserve",  # credits held, no job record yet
-    "create_job",  # job record written, provider not called
+    "reserve",  # credits held and the job recorded, provider not called
     "provider",  # the provider answered, nothing stored yet
-    "add_images",  # images stored, hold still open
-    "settle",  # charged (or released), job record still "running"
+    "save_images",  # image files written, hold still open
+    "settle_and_report",  # charged (or released) with images and outcome, caller not answered
     "release",  # a failed job's hold given back
-    "finish_job",  # job record final, the caller not answered
+    "finish_job",  # a failed job's record final, the caller not answered
 )
 
 
@@ -62,7 +61,7 @@ def arm(service: ImageService, point: str, after: int) -> None:
     if point == "provider":
         for model in service.registry.models.values():
             wrap(model, "do_generate")
-    elif point in ("reserve", "settle", "release"):
+    elif point in ("reserve", "settle_and_report", "release"):
         wrap(service.quotas, point)
     else:
         wrap(service.store, point)

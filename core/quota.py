@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from .db import Database
 from .errors import IdempotencyConflictError, QuotaExceededError, RateLimitedError
@@ -83,8 +84,13 @@ class QuotaStore:
         policy: Policy,
         job_id: str | None = None,
         owner: str | None = None,
+        also: Callable[[sqlite3.Connection, Hold], Any] | None = None,
     ) -> Hold:
         """Hold ``amount`` credits for a job, or replay the hold made under ``idem_key``.
+
+        ``also(conn, hold)`` runs in the same transaction once a new hold is made (never for a
+        replay): what must exist with the hold, such as its job record, is written with it or
+        not at all, in one trip to the database.
 
         Raises:
             QuotaExceededError: not enough credits.
@@ -93,7 +99,7 @@ class QuotaStore:
         """
         now_ms, now = self._now()
         return await self.db.transact(
-            _reserve, user, amount, idem_key, request_hash, policy, job_id, owner, now_ms, now
+            _reserve, user, amount, idem_key, request_hash, policy, job_id, owner, now_ms, now, also
         )
 
     async def settle(self, hold_id: str, actual: int) -> int:
@@ -102,6 +108,25 @@ class QuotaStore:
         Returns the amount charged; 0 when the hold was already settled, released or expired.
         """
         return await self._finish(hold_id, actual, "release") or 0
+
+    async def settle_and_report(
+        self,
+        hold_id: str,
+        actual: int,
+        *,
+        policy: Policy,
+        also: Callable[[sqlite3.Connection, int], Any] | None = None,
+    ) -> tuple[int, QuotaStatus]:
+        """``settle``, plus the hold's owner's credits right after it; ``also(conn, charged)``
+        runs in the same transaction (the job's outcome is recorded with its charge).
+
+        Raises:
+            LookupError: there is no such hold.
+        """
+        now_ms, now = self._now()
+        return await self.db.transact(
+            _settle_and_report, hold_id, actual, policy, now_ms, now, also
+        )
 
     async def release(self, hold_id: str, *, kind: str = "release") -> bool:
         """Give a hold back in full; False when it was already finished."""
@@ -227,6 +252,7 @@ def _reserve(
     owner: str | None,
     now_ms: int,
     now: datetime,
+    also: Callable[[sqlite3.Connection, Hold], Any] | None = None,
 ) -> Hold:
     replay = _existing_hold(conn, idem_key, request_hash)
     if replay is not None:
@@ -267,7 +293,29 @@ def _reserve(
     _ledger(
         conn, user, "hold", now_ms, hold_id, used=from_allowance, granted=-from_granted, held=amount
     )
-    return Hold(hold_id, user, amount, "held", job_id)
+    hold = Hold(hold_id, user, amount, "held", job_id)
+    if also is not None:
+        also(conn, hold)
+    return hold
+
+
+def _settle_and_report(
+    conn: sqlite3.Connection,
+    hold_id: str,
+    actual: int,
+    policy: Policy,
+    now_ms: int,
+    now: datetime,
+    also: Callable[[sqlite3.Connection, int], Any] | None,
+) -> tuple[int, QuotaStatus]:
+    row = conn.execute("SELECT user_id FROM hold WHERE hold_id = ?", (hold_id,)).fetchone()
+    if row is None:
+        raise LookupError(f"no hold {hold_id}")
+    charged = _finish(conn, hold_id, actual, "release", now_ms) or 0
+    if also is not None:
+        also(conn, charged)
+    status = conn.execute(_STATUS_SQL, {"user": row[0]}).fetchone()
+    return charged, _status(status, row[0], policy, now)
 
 
 def _finish(

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -232,25 +233,31 @@ class ImageService:
         }
         record = await self.store.request_record(request)
         job_id = new_id()
+        model_ref = chain[0][0].ref
+
+        def record_job(conn: sqlite3.Connection, hold: Hold) -> None:
+            self.store.insert_job(
+                conn,
+                job_id,
+                user=caller.key,
+                request=record,
+                model=model_ref,
+                hold_id=hold.hold_id,
+                owner=self.owner,
+            )
+
         hold = await self.quotas.reserve(
             caller.key,
             amount=request.n * max(prices.values()),
             idem_key=idempotency_key or f"auto:{uuid.uuid4().hex}",
-            request_hash=_hash(caller.key, chain[0][0].ref, record),
+            request_hash=_hash(caller.key, model_ref, record),
             policy=self.policy(caller),
             job_id=job_id,
             owner=self.owner,
+            also=record_job,
         )
         if hold.replayed:
             return await self._replay(caller, hold)
-        await self.store.create_job(
-            job_id,
-            user=caller.key,
-            request=record,
-            model=chain[0][0].ref,
-            hold_id=hold.hold_id,
-            owner=self.owner,
-        )
         try:
             return await self._execute(caller, request, chain, prices, hold, job_id, progress)
         except BaseException as exc:
@@ -280,16 +287,29 @@ class ImageService:
             await progress("generating", {"job_id": job_id, "n": request.n})
         deadline = time.monotonic() + self.settings.defaults.job_deadline_s
         outcome = await self.orchestrator.run(chain, deadline, self._check_image)
-        stored = await self.store.add_images(
-            job_id, caller.key, [(d.model.ref, d.image, d.checked) for d in outcome.delivered]
-        )
-        charged = await self.quotas.settle(
-            hold.hold_id, sum(prices[d.model.ref] for d in outcome.delivered)
+        stored = await self.store.save_images(
+            job_id, [(d.model.ref, d.image, d.checked) for d in outcome.delivered]
         )
         status = "succeeded" if outcome.error is None else "partial" if stored else "failed"
         error = outcome.error.message if outcome.error else None
-        await self.store.finish_job(
-            job_id, status=status, credits_charged=charged, warnings=outcome.warnings, error=error
+
+        def record_results(conn: sqlite3.Connection, charged: int) -> None:
+            self.store.record_results(
+                conn,
+                job_id,
+                caller.key,
+                stored,
+                status=status,
+                credits_charged=charged,
+                warnings=outcome.warnings,
+                error=error,
+            )
+
+        charged, quota = await self.quotas.settle_and_report(
+            hold.hold_id,
+            sum(prices[d.model.ref] for d in outcome.delivered),
+            policy=self.policy(caller),
+            also=record_results,
         )
         if not stored:
             assert outcome.error is not None
@@ -300,7 +320,6 @@ class ImageService:
                 f"only {len(stored)} of {request.n} images were made ({outcome.error.message});"
                 " you were charged only for those"
             )
-        remaining = (await self.quota(caller)).remaining
         model = _model_of(outcome.delivered)
         log.info(
             "job %s %s by %s: %d image(s), %d credit(s)",
@@ -316,13 +335,13 @@ class ImageService:
             model=model,
             images=stored,
             credits_charged=charged,
-            credits_remaining=remaining,
+            credits_remaining=quota.remaining,
             warnings=warnings,
         )
 
     async def _check_image(self, model: ImageModel, image: GeneratedImage) -> StoredFile:
         """Decode the image to check it, then write it to the store, in one trip to a worker
-        thread (``add_images`` then only records it). Large images take one of a few slots,
+        thread (``save_images`` then only records it). Large images take one of a few slots,
         so a job of many never holds all their decoded pixels in memory at once."""
         if len(image.data) < _SMALL_IMAGE_BYTES:
             return await asyncio.to_thread(self._check_and_store, model.ctx.name, image.data)

@@ -73,8 +73,13 @@ class ImageStore:
             _atomic_write(path, data)
         return sha, path
 
-    async def create_job(
-        self,
+    # Recording a job takes two transactions, each shared with the quota step it belongs to
+    # (``QuotaStore.reserve`` and ``settle_and_report`` take these as ``also``): the job record
+    # is written with its hold, and its images and outcome with its charge.
+
+    @staticmethod
+    def insert_job(
+        conn: sqlite3.Connection,
         job_id: str,
         *,
         user: str,
@@ -83,19 +88,17 @@ class ImageStore:
         hold_id: str | None,
         owner: str,
     ) -> None:
+        """Record a running job (inside a ``Database.transact`` function)."""
         row = _job_row(
             job_id, user=user, request=request, model=model, hold_id=hold_id, owner=owner
         )
-        await self.db.transact(_insert_job, row)
+        _insert_job(conn, row)
 
-    async def add_images(
-        self,
-        job_id: str,
-        user: str,
-        images: list[tuple[str, GeneratedImage, ImageInfo]],
+    async def save_images(
+        self, job_id: str, images: list[tuple[str, GeneratedImage, ImageInfo]]
     ) -> list[StoredImage]:
-        """Write each (model ref, image, checked info) to disk (unless ``info`` is a
-        ``StoredFile``: written already), then record them in one go."""
+        """Write each (model ref, image, checked info) to disk unless ``info`` is a
+        ``StoredFile`` (written already); ``record_results`` then records them."""
         stored = []
         for index, (model, image, info) in enumerate(images):
             if isinstance(info, StoredFile):
@@ -103,8 +106,24 @@ class ImageStore:
             else:
                 sha, path = await self.write_file(image.data, info.mime)
             stored.append(_stored_image(job_id, index, model, image, info, sha, path))
-        await self.db.transact(_insert_images, _image_rows(user, stored))
         return stored
+
+    @staticmethod
+    def record_results(
+        conn: sqlite3.Connection,
+        job_id: str,
+        user: str,
+        stored: list[StoredImage],
+        *,
+        status: str,
+        credits_charged: int,
+        warnings: list[str],
+        error: str | None = None,
+    ) -> None:
+        """Record a job's images and its outcome (inside a ``Database.transact`` function)."""
+        if stored:
+            _insert_images(conn, _image_rows(user, stored))
+        _update_job(conn, (status, credits_charged, json.dumps(warnings), error, _ms(), job_id))
 
     async def finish_job(
         self,

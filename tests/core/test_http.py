@@ -30,7 +30,7 @@ async def raw_server(reply: Reply) -> AsyncIterator[tuple[str, list[int]]]:
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.append(1)
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             await reply(reader, writer)
         writer.close()
 
@@ -47,11 +47,11 @@ async def test_requests_go_out_as_httpx_builds_them():
     seen: list[bytes] = []
 
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await read_head(reader)
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        seen.append(head + await reader.readexactly(length))
-        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
+        while head := await read_head(reader):
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            seen.append(head + await reader.readexactly(length))
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
 
     async with raw_server(reply) as (url, _), make_http_client() as client:
         response = await client.post(
