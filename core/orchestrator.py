@@ -120,13 +120,14 @@ class Orchestrator:
         offset = len(outcome.delivered)
         batches = split(missing, model.capabilities.max_images_per_call)
         starts = [offset + sum(batches[:i]) for i in range(len(batches))]
-        results = await asyncio.gather(
-            *(
-                self._batch(model, replace(plan, offset=start), count, deadline, validate, outcome)
-                for start, count in zip(starts, batches, strict=True)
-            ),
-            return_exceptions=True,
-        )
+        calls = [
+            self._batch(model, replace(plan, offset=start), count, deadline, validate, outcome)
+            for start, count in zip(starts, batches, strict=True)
+        ]
+        if len(calls) == 1:  # most jobs: no task to spawn for one call
+            results: list[list[Delivered] | BaseException] = [await _settled(calls[0])]
+        else:
+            results = await asyncio.gather(*calls, return_exceptions=True)
         errors: list[ImageGateError] = []
         for result in results:
             if isinstance(result, ImageGateError):
@@ -183,6 +184,14 @@ class Orchestrator:
             return exc.retry_after if exc.retry_after <= MAX_RETRY_AFTER_S else None
         backoff = self.base_delay_s * 2**attempt
         return backoff * random.uniform(1.0, 1.25)
+
+
+async def _settled(call: Awaitable[list[Delivered]]) -> list[Delivered] | ImageGateError:
+    """What ``gather(..., return_exceptions=True)`` would give for one call."""
+    try:
+        return await call
+    except ImageGateError as exc:
+        return exc
 
 
 async def _checked(model: ImageModel, image: GeneratedImage, validate: Validate) -> ImageInfo:

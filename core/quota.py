@@ -257,8 +257,7 @@ def _reserve(
     replay = _existing_hold(conn, idem_key, request_hash)
     if replay is not None:
         return replay
-    used, granted = _account(conn, user, policy, now_ms, now)
-    allowance = _allowance(conn, user, policy)
+    used, granted, allowance = _account(conn, user, policy, now_ms, now)
     _check_in_flight(conn, user, policy)
     available_allowance = max(0, allowance - used)
     if available_allowance + granted < amount:
@@ -308,41 +307,52 @@ def _settle_and_report(
     now: datetime,
     also: Callable[[sqlite3.Connection, int], Any] | None,
 ) -> tuple[int, QuotaStatus]:
-    row = conn.execute("SELECT user_id FROM hold WHERE hold_id = ?", (hold_id,)).fetchone()
-    if row is None:
-        raise LookupError(f"no hold {hold_id}")
-    charged = _finish(conn, hold_id, actual, "release", now_ms) or 0
+    closed = _close_hold(conn, hold_id, actual, "release", now_ms)
+    if closed is None:  # finished already (swept, say): nothing more is charged
+        row = conn.execute("SELECT user_id FROM hold WHERE hold_id = ?", (hold_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no hold {hold_id}")
+        closed = (row[0], 0)
+    user, charged = closed
     if also is not None:
         also(conn, charged)
-    status = conn.execute(_STATUS_SQL, {"user": row[0]}).fetchone()
-    return charged, _status(status, row[0], policy, now)
+    status = conn.execute(_STATUS_SQL, {"user": user}).fetchone()
+    return charged, _status(status, user, policy, now)
 
 
 def _finish(
     conn: sqlite3.Connection, hold_id: str, actual: int, refund_kind: str, now_ms: int
 ) -> int | None:
+    closed = _close_hold(conn, hold_id, actual, refund_kind, now_ms)
+    return None if closed is None else closed[1]
+
+
+def _close_hold(
+    conn: sqlite3.Connection, hold_id: str, actual: int, refund_kind: str, now_ms: int
+) -> tuple[str, int] | None:
+    """Close a held hold, charging ``actual`` (capped at the hold): (user, amount charged), or
+    None when it was not held any more."""
     state = "settled" if actual > 0 else _state_for(refund_kind)
     row = conn.execute(
-        "UPDATE hold SET state = ?, settled_amount = ? WHERE hold_id = ? AND state = 'held'"
-        " RETURNING user_id, from_allowance, from_granted, period",
-        (state, 0, hold_id),
+        "UPDATE hold SET state = ?, settled_amount = max(0, min(?, from_allowance + from_granted))"
+        " WHERE hold_id = ? AND state = 'held'"
+        " RETURNING user_id, from_allowance, from_granted, period, settled_amount",
+        (state, actual, hold_id),
     ).fetchone()
     if row is None:
         return None
-    user, from_a, from_g, hold_period = row
-    charged = max(0, min(actual, from_a + from_g))
-    conn.execute("UPDATE hold SET settled_amount = ? WHERE hold_id = ?", (charged, hold_id))
+    user, from_a, from_g, hold_period, charged = row
     charged_a = min(charged, from_a)
     refund_a, refund_g = from_a - charged_a, from_g - (charged - charged_a)
-    current = _account_period(conn, user)
     # After a period rollover the old allowance is gone: its refund is dropped, not added to
     # the new period.
+    (current,) = conn.execute(
+        "UPDATE account SET allowance_used = allowance_used - CASE WHEN period = ? THEN ? ELSE 0"
+        " END, granted = granted + ?, held = held - ?, updated_at = ? WHERE user_id = ?"
+        " RETURNING period",
+        (hold_period, refund_a, refund_g, from_a + from_g, now_ms, user),
+    ).fetchone()
     d_used = -refund_a if current == hold_period else 0
-    conn.execute(
-        "UPDATE account SET allowance_used = allowance_used + ?, granted = granted + ?,"
-        " held = held - ?, updated_at = ? WHERE user_id = ?",
-        (d_used, refund_g, from_a + from_g, now_ms, user),
-    )
     if charged:
         _ledger(conn, user, "capture", now_ms, hold_id, held=-charged)
     if refund_a or refund_g or not charged:
@@ -356,7 +366,7 @@ def _finish(
             granted=refund_g,
             held=-(refund_a + refund_g),
         )
-    return charged
+    return user, charged
 
 
 def _grant(
@@ -368,7 +378,7 @@ def _grant(
     now_ms: int,
     now: datetime,
 ) -> None:
-    _, granted = _account(conn, user, policy, now_ms, now)
+    _, granted, _ = _account(conn, user, policy, now_ms, now)
     if granted + credits < 0:
         raise QuotaExceededError(
             f"{user} has only {granted} granted credits", remaining=granted, needed=-credits
@@ -417,38 +427,26 @@ def _existing_hold(conn: sqlite3.Connection, idem_key: str, request_hash: str) -
 
 def _account(
     conn: sqlite3.Connection, user: str, policy: Policy, now_ms: int, now: datetime
-) -> tuple[int, int]:
-    """Create the account if needed and roll its period over; returns (used, granted)."""
+) -> tuple[int, int, int]:
+    """Create the account if needed and roll its period over; returns (used, granted,
+    allowance), the allowance being the user's override or else the policy's."""
     period = period_key(policy.period, now)
-    conn.execute(
-        "INSERT INTO account (user_id, period, updated_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (user_id) DO NOTHING",
-        (user, period, now_ms),
-    )
     row = conn.execute(
-        "SELECT period, allowance_used, granted FROM account WHERE user_id = ?", (user,)
+        "INSERT INTO account (user_id, period, updated_at) VALUES (?, ?, ?)"
+        # Updating a column other than the key: a key update would make SQLite check every
+        # hold of the account (a full scan of ``hold``) for its foreign key.
+        " ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at"
+        " RETURNING period, allowance_used, granted, allowance_override",
+        (user, period, now_ms),
     ).fetchone()
-    assert row is not None
-    old_period, used, granted = row
+    old_period, used, granted, override = row
     if old_period != period:
         conn.execute(
             "UPDATE account SET period = ?, allowance_used = 0 WHERE user_id = ?", (period, user)
         )
         _ledger(conn, user, "reset", now_ms, None, used=-used, reason=f"new period {period}")
         used = 0
-    return used, granted
-
-
-def _account_period(conn: sqlite3.Connection, user: str) -> str:
-    row = conn.execute("SELECT period FROM account WHERE user_id = ?", (user,)).fetchone()
-    return row[0] if row else ""
-
-
-def _allowance(conn: sqlite3.Connection, user: str, policy: Policy) -> int:
-    row = conn.execute(
-        "SELECT allowance_override FROM account WHERE user_id = ?", (user,)
-    ).fetchone()
-    return policy.allowance if row is None or row[0] is None else row[0]
+    return used, granted, policy.allowance if override is None else override
 
 
 def _check_in_flight(conn: sqlite3.Connection, user: str, policy: Policy) -> None:

@@ -70,7 +70,11 @@ class ImageStore:
         sha = hashlib.sha256(data).hexdigest()
         path = self.path_for(sha, mime)
         if not path.exists():
-            _atomic_write(path, data)
+            try:
+                _atomic_write(path, data)
+            except FileNotFoundError:  # the first image in this directory (no mkdir per image)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _atomic_write(path, data)
         return sha, path
 
     # Recording a job takes two transactions, each shared with the quota step it belongs to
@@ -338,7 +342,6 @@ def _interrupt_jobs(conn: sqlite3.Connection, owners: list[str], now_ms: int) ->
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
