@@ -19,7 +19,6 @@ import os
 import socket
 import sqlite3
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -249,7 +248,7 @@ class ImageService:
         hold = await self.quotas.reserve(
             caller.key,
             amount=request.n * max(prices.values()),
-            idem_key=idempotency_key or f"auto:{uuid.uuid4().hex}",
+            idem_key=idempotency_key or f"auto:{job_id}",
             request_hash=_hash(caller.key, model_ref, record),
             policy=self.policy(caller),
             job_id=job_id,

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import os
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .db import Database
+from .ids import random_hex
 from .images import EXTENSIONS, ImageInfo
 from .types import GeneratedImage, ImageRequest, InputImage, JobRecord, StoredImage
 
@@ -32,9 +32,9 @@ class StoredFile(ImageInfo):
     path: Path
 
 
-def new_id() -> str:
-    """A short unguessable id for jobs and images (fits Discord custom ids)."""
-    return secrets.token_hex(8)
+def new_id(nbytes: int = 8) -> str:
+    """An unguessable id: 16 hex digits by default, for jobs (fits Discord custom ids)."""
+    return random_hex(nbytes)
 
 
 def _ms() -> int:
@@ -257,7 +257,7 @@ def _stored_image(
 ) -> StoredImage:
     """The record of an image already written to ``path`` (``write_file_sync``)."""
     return StoredImage(
-        id=new_id() + new_id(),
+        id=new_id(16),
         job_id=job_id,
         index=index,
         path=path,
@@ -342,6 +342,6 @@ def _interrupt_jobs(conn: sqlite3.Connection, owners: list[str], now_ms: int) ->
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(f".{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.{random_hex(4)}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
