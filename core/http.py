@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import aiohttp
 import httpx
+
+if TYPE_CHECKING:
+    import aiohttp
 
 CHUNK_BYTES = 256 * 1024
 KEEP_ALIVE_S = 60.0  # idle connections to a provider stay open this long
@@ -53,6 +56,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
+            import aiohttp  # ~0.1 s: not for processes that never call a provider
+
             connector = aiohttp.TCPConnector(
                 limit=0,  # the orchestrator bounds concurrency, per provider
                 ssl=httpx.create_ssl_context(),
@@ -66,10 +71,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        import aiohttp
+
         body = await request.aread()
         timeout = request.extensions.get("timeout", {})
         with _as_httpx_errors(request):
-            response = await self._get_session().request(
+            session = self._get_session()
+            response = await session.request(
                 request.method,
                 str(request.url),
                 headers=request.headers.multi_items(),
@@ -119,6 +127,8 @@ class _ResponseStream(httpx.AsyncByteStream):
 @contextmanager
 def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
     """aiohttp's errors as the httpx errors httpx's own transport raises for the same cause."""
+    import aiohttp
+
     try:
         yield
     except aiohttp.ConnectionTimeoutError as exc:

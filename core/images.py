@@ -23,6 +23,11 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF87a", "image/gif"),
     (b"GIF89a", "image/gif"),
 )
+# Our own pixel limit, checked as soon as an image is opened, decides what is too big; Pillow's
+# warning for images over its default limit would only be noise. (Turning it into an error per
+# call with ``warnings.catch_warnings`` is not thread-safe, and images are checked in threads.)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 _PIL_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
@@ -169,14 +174,12 @@ def preview(data: bytes, *, max_edge: int, max_bytes: int) -> tuple[bytes, str]:
 
 def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            # Pillow checks the header size here, before any pixel is decoded.
-            if img.width * img.height > max_pixels:
-                raise Image.DecompressionBombError("too many pixels")
-            return img
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        img = Image.open(io.BytesIO(data))
+        # The header's size is known here, before any pixel is decoded.
+        if img.width * img.height > max_pixels:
+            raise Image.DecompressionBombError("too many pixels")
+        return img
+    except Image.DecompressionBombError:
         raise InvalidRequestError(
             f"the {what} has too many pixels; the limit is {max_pixels:,}"
         ) from None

@@ -64,6 +64,50 @@ async def test_reserve_settle_charges_only_delivered(tmp_path):
     assert await store.check_ledger() == []
 
 
+async def test_also_writes_with_the_hold_and_with_the_charge_or_not_at_all(tmp_path):
+    store = await _store(tmp_path / "q.db")
+    policy = Policy(allowance=10)
+    await store.db.transact(lambda conn: conn.execute("CREATE TABLE note (what TEXT)"))
+
+    def note(what: str):
+        def write(conn, value):
+            conn.execute("INSERT INTO note VALUES (?)", (f"{what} {value}",))
+
+        return write
+
+    def fail(conn, value):
+        note("doomed")(conn, value)
+        raise RuntimeError("the job record could not be written")
+
+    with pytest.raises(RuntimeError):
+        await store.reserve(
+            "u", amount=4, idem_key="k0", request_hash="h", policy=policy, also=fail
+        )
+    assert (await store.status("u", policy)).remaining == 10  # no hold without its record
+
+    hold = await store.reserve(
+        "u", amount=4, idem_key="k1", request_hash="h", policy=policy, also=note("held")
+    )
+    replay = await store.reserve(
+        "u", amount=4, idem_key="k1", request_hash="h", policy=policy, also=note("again")
+    )
+    assert replay.replayed and replay.hold_id == hold.hold_id
+    with pytest.raises(RuntimeError):
+        await store.settle_and_report(hold.hold_id, 3, policy=policy, also=fail)
+    assert (await store.status("u", policy)).held == 4  # not charged without its record
+    charged, status = await store.settle_and_report(
+        hold.hold_id, 3, policy=policy, also=note("charged")
+    )
+    assert (charged, status.remaining, status.held) == (3, 7, 0)
+    again, status = await store.settle_and_report(hold.hold_id, 3, policy=policy)
+    assert (again, status.remaining) == (0, 7)
+    notes = [row[0] for row in await store.db.fetchall("SELECT what FROM note")]
+    assert notes == [f"held {hold}", "charged 3"]
+    assert await store.check_ledger() == []
+    with pytest.raises(LookupError):
+        await store.settle_and_report("no-such-hold", 1, policy=policy)
+
+
 async def test_settle_and_release_happen_at_most_once(tmp_path):
     store = await _store(tmp_path / "q.db")
     policy = Policy(allowance=10)
