@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import aiohttp
 
 CHUNK_BYTES = 256 * 1024
+EAGER_BYTES = 64 * 1024  # bodies this small are read at once, not streamed
 KEEP_ALIVE_S = 60.0  # idle connections to a provider stay open this long
 
 
@@ -90,15 +91,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     sock_read=timeout.get("read"),
                 ),
             )
+        extensions = {
+            "http_version": b"HTTP/1.1",
+            "reason_phrase": (response.reason or "").encode("ascii", "replace"),
+        }
+        length = response.content_length
+        if length is not None and length <= EAGER_BYTES:
+            # Most replies (JSON acks, statuses, errors) are small and already buffered: read
+            # now, and httpx skips its streaming path for them (make bench: overhead).
+            with _as_httpx_errors(request):
+                body = await response.read()
+            response.release()
+            return httpx.Response(
+                response.status,
+                headers=response.raw_headers,
+                content=body,
+                request=request,
+                extensions=extensions,
+            )
         return httpx.Response(
-            status_code=response.status,
+            response.status,
             headers=response.raw_headers,
             stream=_ResponseStream(response, request),
             request=request,
-            extensions={
-                "http_version": b"HTTP/1.1",
-                "reason_phrase": (response.reason or "").encode("ascii", "replace"),
-            },
+            extensions=extensions,
         )
 
     async def aclose(self) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import gzip
+import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from core.http import make_http_client
+from core.http import EAGER_BYTES, make_http_client
 from core.providers.base import ProviderContext, call_api
 from core.settings import ProviderSettings
 from tests.emulators import Fault, create_emulator, running
@@ -155,6 +157,25 @@ async def test_an_unread_streamed_body_closes_its_connection():
         assert (await client.get(url)).content == b"x" * 1_000_000
         assert (await client.get(url)).status_code == 200
         assert len(accepted) == 2  # a fresh connection after the unread body, then reused
+
+
+@pytest.mark.parametrize("size", [100, 200_000])  # read at once, and streamed
+async def test_compressed_bodies_are_decoded_whatever_their_size(size):
+    body = b'{"pad": "' + os.urandom(size).hex().encode() + b'"}'
+    packed = gzip.compress(body)
+    assert (len(packed) > EAGER_BYTES) == (size > EAGER_BYTES)
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+        writer.write(head % len(packed) + packed)
+        await writer.drain()
+
+    async with raw_server(reply) as (url, _), make_http_client() as client:
+        response = await client.get(url)
+        assert response.content == body
+        async with client.stream("GET", url) as streamed:
+            assert b"".join([chunk async for chunk in streamed.aiter_bytes()]) == body
 
 
 async def test_the_service_client_follows_no_redirects():
