@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from core.http import EAGER_BYTES, make_http_client
+from core.http import make_http_client
 from core.providers.base import ProviderContext, call_api
 from core.settings import ProviderSettings
 from tests.emulators import Fault, create_emulator, running
@@ -143,34 +143,41 @@ async def test_a_truncated_body_is_a_read_error_and_the_connection_is_not_reused
         assert len(accepted) == 2
 
 
-async def test_an_unread_streamed_body_closes_its_connection():
+def serve_body(body: bytes, *, chunked: bool, head: bytes = b"") -> Reply:
+    """A reply of ``body`` to every request on a connection: with a Content-Length (read at
+    once by the client) or chunked (streamed)."""
+    if chunked:
+        pieces = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        head += b"Transfer-Encoding: chunked\r\n"
+    else:
+        framed, head = body, head + b"Content-Length: %d\r\n" % len(body)
+
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await read_head(reader)
-            body = b"x" * 1_000_000
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        while await read_head(reader):
+            writer.write(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n" + framed)
             await writer.drain()
 
-    async with raw_server(reply) as (url, accepted), make_http_client() as client:
+    return reply
+
+
+async def test_an_unread_streamed_body_closes_its_connection():
+    body = b"x" * 1_000_000
+    async with (
+        raw_server(serve_body(body, chunked=True)) as (url, accepted),
+        make_http_client() as client,
+    ):
         async with client.stream("GET", url) as response:
             assert response.status_code == 200  # the body is never read
-        assert (await client.get(url)).content == b"x" * 1_000_000
+        assert (await client.get(url)).content == body
         assert (await client.get(url)).status_code == 200
         assert len(accepted) == 2  # a fresh connection after the unread body, then reused
 
 
-@pytest.mark.parametrize("size", [100, 200_000])  # read at once, and streamed
-async def test_compressed_bodies_are_decoded_whatever_their_size(size):
-    body = b'{"pad": "' + os.urandom(size).hex().encode() + b'"}'
-    packed = gzip.compress(body)
-    assert (len(packed) > EAGER_BYTES) == (size > EAGER_BYTES)
-
-    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_head(reader)
-        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
-        writer.write(head % len(packed) + packed)
-        await writer.drain()
-
+@pytest.mark.parametrize("chunked", [False, True])  # read at once, and streamed
+async def test_compressed_bodies_are_decoded_either_way(chunked):
+    body = b'{"pad": "' + os.urandom(200_000).hex().encode() + b'"}'
+    reply = serve_body(gzip.compress(body), chunked=chunked, head=b"Content-Encoding: gzip\r\n")
     async with raw_server(reply) as (url, _), make_http_client() as client:
         response = await client.get(url)
         assert response.content == body
