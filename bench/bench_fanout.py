@@ -1,7 +1,7 @@
 """fan-out: 1,000 concurrent jobs through ImageService against an emulator (own process) that
 takes 1 s per image, versus the ideal 1 s. Targets: wall <= 1.3 s and event-loop lag p99 <= 20
-ms; peak RSS is reported. For scale, the same 1,000 POSTs from bare httpx (to the
-same emulator) are timed in the same run, as the floor this machine sets."""
+ms; peak RSS and CPU per job are reported. For scale, the same 1,000 POSTs from bare httpx (to
+the same emulator) are timed in the same run, as the floor this machine sets."""
 
 from __future__ import annotations
 
