@@ -110,36 +110,33 @@ async def test_a_silent_server_is_a_read_timeout():
             await client.get(url, timeout=0.3)
 
 
-async def test_a_dropped_connection_is_a_protocol_error():
+def answer_once(raw: bytes) -> Reply:
+    """Read one request, send ``raw`` back, close the connection."""
+
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_head(reader)
-
-    async with raw_server(reply) as (url, _), make_http_client() as client:
-        with pytest.raises(httpx.RemoteProtocolError):
-            await client.get(url)
-
-
-async def test_garbage_instead_of_http_is_a_protocol_error():
-    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_head(reader)
-        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        writer.write(raw)
         await writer.drain()
 
-    async with raw_server(reply) as (url, _), make_http_client() as client:
-        with pytest.raises(httpx.RemoteProtocolError):
-            await client.get(url)
+    return reply
 
 
-async def test_a_truncated_body_is_a_read_error_and_the_connection_is_not_reused():
-    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
-        await writer.drain()
-
-    async with raw_server(reply) as (url, accepted), make_http_client() as client:
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"", httpx.RemoteProtocolError),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", httpx.RemoteProtocolError),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", httpx.ReadError),
+    ],
+    ids=["dropped", "not http", "truncated body"],
+)
+async def test_a_broken_reply_is_the_httpx_error_for_its_cause(raw, error):
+    async with raw_server(answer_once(raw)) as (url, accepted), make_http_client() as client:
         for _ in range(2):
-            with pytest.raises(httpx.ReadError):
-                await client.get(url)
+            with pytest.raises(error):
+                await client.post(url, json={})
+        # A broken connection is never reused, and a POST is never sent again by the transport
+        # (a retry could be a second charge: only the orchestrator decides to retry).
         assert len(accepted) == 2
 
 
