@@ -135,7 +135,8 @@ class QuotaStore:
     async def _finish(self, hold_id: str, actual: int, refund_kind: str) -> int | None:
         """Close a held hold, charging ``actual``; None when it was not held any more."""
         now_ms, _ = self._now()
-        return await self.db.transact(_finish, hold_id, actual, refund_kind, now_ms)
+        closed = await self.db.transact(_close_hold, hold_id, actual, refund_kind, now_ms)
+        return None if closed is None else closed[1]
 
     async def sweep(self, *, is_dead_owner: Callable[[str], bool] | None = None) -> int:
         """Release expired holds (and, with ``is_dead_owner``, holds of crashed processes).
@@ -318,13 +319,6 @@ def _settle_and_report(
         also(conn, charged)
     status = conn.execute(_STATUS_SQL, {"user": user}).fetchone()
     return charged, _status(status, user, policy, now)
-
-
-def _finish(
-    conn: sqlite3.Connection, hold_id: str, actual: int, refund_kind: str, now_ms: int
-) -> int | None:
-    closed = _close_hold(conn, hold_id, actual, refund_kind, now_ms)
-    return None if closed is None else closed[1]
 
 
 def _close_hold(

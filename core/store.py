@@ -93,10 +93,11 @@ class ImageStore:
         owner: str,
     ) -> None:
         """Record a running job (inside a ``Database.transact`` function)."""
-        row = _job_row(
-            job_id, user=user, request=request, model=model, hold_id=hold_id, owner=owner
+        conn.execute(
+            "INSERT INTO job (job_id, user_id, operation, model, status, request, hold_id,"
+            " owner, created_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+            (job_id, user, request["operation"], model, json.dumps(request), hold_id, owner, _ms()),
         )
-        _insert_job(conn, row)
 
     async def save_images(
         self, job_id: str, images: list[tuple[str, GeneratedImage, ImageInfo]]
@@ -233,19 +234,6 @@ class ImageStore:
 # --- rows, and transaction bodies for Database.transact ---------------------------------------
 
 
-def _job_row(
-    job_id: str,
-    *,
-    user: str,
-    request: dict[str, Any],
-    model: str,
-    hold_id: str | None,
-    owner: str,
-) -> tuple[Any, ...]:
-    """The ``job`` row ``insert_job`` takes."""
-    return (job_id, user, request["operation"], model, json.dumps(request), hold_id, owner, _ms())
-
-
 def _stored_image(
     job_id: str,
     index: int,
@@ -293,14 +281,6 @@ def _image_rows(user: str, stored: list[StoredImage]) -> list[tuple[Any, ...]]:
         )
         for s in stored
     ]
-
-
-def _insert_job(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    conn.execute(
-        "INSERT INTO job (job_id, user_id, operation, model, status, request, hold_id, owner,"
-        " created_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-        row,
-    )
 
 
 def _insert_images(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
