@@ -133,6 +133,10 @@ class DiscordSettings(_Section):
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     progress_interval_s: float = Field(2.0, ge=0.5)
     provider_concurrency: int = Field(4, ge=1)
+    # Who may create, take or re-set credits through Discord (see docs/discord.md); with
+    # neither set, only the Discord application's owner or its team.
+    admin_user_ids: list[int] = Field(default_factory=list)
+    admin_guild_ids: list[int] = Field(default_factory=list)
 
 
 class CallbackSettings(_Section):

@@ -1,7 +1,9 @@
-"""/imagegate: credits and server settings, for members with Manage Server.
+"""/imagegate: credits and server settings.
 
-Discord hides the group from others (``default_member_permissions``), but server admins can
-change who sees a command, so every use re-checks Manage Server from the interaction.
+Discord hides the group from members without Manage Server (``default_member_permissions``),
+but server admins can change who sees a command, so every use re-checks from the interaction:
+Manage Server for this server's settings and for looking at a member's credits; for granting,
+taking or re-setting credits, the operator's trust (``bot.trust``), never Manage Server alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from discord.ext import commands
 
 from core import Caller
 
-from .. import errors, render
+from .. import errors, render, trust
 from ..guilds import DELIVERY_MODES, MAX_BANNED_WORDS, MAX_CHANNELS, NSFW_POLICIES, GuildConfig
 from ..jobs import caller_of
 
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("imagegate.bot")
 
 MAX_GRANT = 1_000_000
+# Marks the commands that create, take or re-set credits (``extras`` of the command).
+MOVES_CREDITS = "moves_credits"
 NSFW_NAMES = {
     "age_restricted": "NSFW prompts only in age-restricted channels (default)",
     "strict": "No NSFW prompts anywhere",
@@ -103,17 +107,46 @@ class AdminCog(
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.guild_id is None:
             raise app_commands.NoPrivateMessage()
+        command = interaction.command
+        if command is not None and command.extras.get(MOVES_CREDITS):
+            return True  # the command checks the operator's trust once it has deferred
         if not interaction.permissions.manage_guild:
             raise app_commands.MissingPermissions(["manage_guild"])
         return True
 
     def admin(self, interaction: discord.Interaction) -> Caller:
+        """The caller as admin of this server's settings (Manage Server)."""
         return caller_of(interaction, admin=bool(interaction.permissions.manage_guild))
+
+    async def credit_admin(self, interaction: discord.Interaction) -> Caller:
+        """The caller as admin of credits, when the operator trusts them (asks Discord for the
+        application's owner, so call it after deferring).
+
+        Raises:
+            Refusal: saying who may change credits.
+        """
+        try:
+            trusted = await trust.may_move_credits(self.bot, interaction)
+        except discord.HTTPException as exc:
+            log.warning("could not read the application's owner (HTTP %s)", exc.status)
+            raise errors.Refusal(
+                "I could not check with Discord who may change credits; try again in a moment."
+            ) from None
+        if not trusted:
+            log.warning(
+                "credit change refused: %s in server %s is not a credit admin",
+                interaction.user.id,
+                interaction.guild_id,
+            )
+            raise errors.Refusal(trust.who_may_move_credits(self.bot.settings))
+        return caller_of(interaction, admin=True)
 
     # --- credits ----------------------------------------------------------------------------
 
     @app_commands.command(
-        name="grant", description="Give a member credits that never expire (negative takes back)"
+        name="grant",
+        description="Give a member credits that never expire (negative takes back)",
+        extras={MOVES_CREDITS: True},
     )
     @app_commands.describe(
         user="Who gets the credits",
@@ -133,7 +166,7 @@ class AdminCog(
             )
         target = _target(user, interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        admin = self.admin(interaction)
+        admin = await self.credit_admin(interaction)
         note = reason or f"granted on Discord by {interaction.user.id} in {interaction.guild_id}"
         status = await self.bot.service.grant(admin, target, credits, reason=note[:200])
         verb = "Granted" if credits > 0 else "Took back"
@@ -147,6 +180,7 @@ class AdminCog(
     @app_commands.command(
         name="allowance",
         description="Set a member's allowance per period (empty: back to the default)",
+        extras={MOVES_CREDITS: True},
     )
     @app_commands.describe(
         user="Whose allowance", credits="Credits per period; leave empty to reset"
@@ -161,7 +195,8 @@ class AdminCog(
             raise errors.Refusal(f"The allowance must be between 0 and {MAX_GRANT}.")
         target = _target(user, interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        status = await self.bot.service.set_allowance(self.admin(interaction), target, credits)
+        admin = await self.credit_admin(interaction)
+        status = await self.bot.service.set_allowance(admin, target, credits)
         what = (
             "reset to the default" if credits is None else f"set to {credits} per {status.period}"
         )

@@ -1,13 +1,16 @@
-"""/imagegate (Manage Server): permission checks, credits, and the server settings' effects."""
+"""/imagegate: who may change credits (the operator's trusted people, never Manage Server
+alone), Manage Server for the server's settings, and the settings' effects."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import discord
 import pytest
 
-from tests.bot.conftest import FOLLOWUP, Running
+from tests.bot.conftest import FOLLOWUP, Running, running
 from tests.bot.test_buttons import result_of
-from tests.discord_fake import InvalidInteraction
+from tests.discord_fake import MISSING_ACCESS, FakeDiscord, FakeUser, InvalidInteraction
 
 
 async def reply_text(env: Running, handle) -> str:
@@ -34,9 +37,7 @@ async def test_admin_commands_need_manage_server(env: Running):
     sneaky = await fake.slash(
         "imagegate grant", {"user": fake.user, "credits": 5}, user=fake.user, validate=False
     )
-    reply = await sneaky.wait_callback()
-    assert reply.type == 4 and reply.data["flags"] & 64
-    assert "Manage Server" in reply.data["content"]
+    assert "owner of this bot's Discord application" in await reply_text(env, sneaky)
     assert await env.remaining(fake.user) == 50
     # Permission taken away since the command list was loaded: refused too.
     stale = await fake.slash(
@@ -50,15 +51,15 @@ async def test_admin_commands_need_manage_server(env: Running):
 
 
 async def test_grant_and_allowance(env: Running):
-    fake = env.fake
+    fake = env.fake  # no admin lists configured: the application's owner is trusted
     grant = await fake.slash(
-        "imagegate grant", {"user": fake.user, "credits": 25, "reason": "contest"}, user=fake.admin
+        "imagegate grant", {"user": fake.user, "credits": 25, "reason": "contest"}, user=fake.owner
     )
     assert "**75**" in await reply_text(env, grant)
     assert await env.remaining(fake.user) == 75
 
     allowance = await fake.slash(
-        "imagegate allowance", {"user": fake.user, "credits": 10}, user=fake.admin
+        "imagegate allowance", {"user": fake.user, "credits": 10}, user=fake.owner
     )
     assert "set to 10 per day" in await reply_text(env, allowance)
     assert await env.remaining(fake.user) == 35
@@ -66,6 +67,68 @@ async def test_grant_and_allowance(env: Running):
     quota = await fake.slash("quota")
     await fake.wait_until(lambda: bool((quota.original_message or {}).get("content")), 5, "quota")
     assert "**35**" in quota.original_message["content"]
+
+
+async def credit_change(
+    env: Running, command: str, by: FakeUser, target: FakeUser, guild: Any = None, **options: Any
+) -> str:
+    """Run ``/imagegate grant|allowance`` as ``by`` (``validate=False``: the operator's trusted
+    people may lack Manage Server, which only hides the group) and return the private reply."""
+    handle = await env.fake.slash(
+        f"imagegate {command}", {"user": target, **options}, user=by, guild=guild, validate=False
+    )
+    return await reply_text(env, handle)
+
+
+async def test_manage_server_in_some_guild_cannot_mint_credits(
+    fake_discord: FakeDiscord, settings_for
+):
+    fake = fake_discord
+    stranger = fake.create_user("stranger")
+    theirs = fake.add_guild("Stranger's own server", owner=stranger)  # all permissions there
+    helper = fake.create_user("helper", guild=theirs)  # a plain member, listed by the operator
+    settings = settings_for(
+        discord={"admin_guild_ids": [fake.guild.id], "admin_user_ids": [helper.id]}
+    )
+    async with running(fake, settings) as env:
+        # Manage Server in a server the operator did not list: refused, saying who can.
+        refused = await credit_change(env, "grant", stranger, stranger, theirs, credits=1000)
+        assert "credit admins" in refused and "Manage Server covers" in refused
+        assert await env.remaining(stranger) == 50
+        # The application's owner is not in the lists, and the lists decide once set.
+        assert "credit admins" in await credit_change(
+            env, "allowance", fake.owner, fake.owner, theirs, credits=1000
+        )
+        # Manage Server in a listed server, used there: trusted.
+        assert "**60**" in await credit_change(env, "grant", fake.admin, stranger, credits=10)
+        # A listed user, anywhere, even without Manage Server.
+        assert "set to 5 per day" in await credit_change(
+            env, "allowance", helper, stranger, theirs, credits=5
+        )
+        assert await env.remaining(stranger) == 15
+        # Manage Server still covers that server's own settings.
+        settings_reply = await fake.slash(
+            "imagegate settings nsfw", {"policy": "strict"}, user=stranger, guild=theirs
+        )
+        assert "NSFW policy" in await reply_text(env, settings_reply)
+
+
+async def test_a_team_owned_application_trusts_its_admins_and_developers(
+    fake_discord: FakeDiscord, settings_for
+):
+    fake = fake_discord
+    dev, reader, pending = (fake.create_user(n) for n in ("dev", "reader", "pending"))
+    fake.set_team(fake.user, [(dev, "developer"), (reader, "read_only")], invited=[pending])
+    async with running(fake, settings_for()) as env:
+        assert "**53**" in await credit_change(env, "grant", dev, fake.user, credits=3)
+        assert "**55**" in await credit_change(env, "grant", fake.user, fake.user, credits=2)
+        for who in (reader, pending, fake.owner, fake.admin):  # fake.owner: not the team's
+            refused = await credit_change(env, "grant", who, fake.user, credits=100)
+            assert "owner of this bot's Discord application (or its team)" in refused, who
+        # Discord cannot say who owns the application: refused, nothing changed.
+        fake.fail_next("GET", r"/(oauth2/)?applications/@me", 403, MISSING_ACCESS)
+        assert "could not check" in await credit_change(env, "grant", dev, fake.user, credits=9)
+        assert await env.remaining(fake.user) == 55
 
 
 async def test_banned_words_and_nsfw_policy_refuse_before_any_spend(env: Running):

@@ -58,6 +58,10 @@ Entities (fixed IDs, all snowflake ints):
     ``fake.create_user(username, *, permissions=None, roles=(), guild=None, global_name=None,
     bot=False) -> FakeUser`` — ``permissions`` (int or discord.Permissions) becomes a role.
     ``fake.dm_channel(user) -> dict``.
+    ``fake.set_team(owner, members=((user, "developer"), ...), *, invited=()) -> dict`` makes
+    the application team-owned: ``GET /oauth2/applications/@me`` then returns Discord's team
+    object (``owner_user_id``, members with ``role`` and ``membership_state``) and the team's
+    pseudo-user as ``owner``; ``fake.team`` holds it (None: owned by ``fake.owner``).
 
 Attachments / CDN:
     ``fake.add_attachment(filename, data, content_type=None, *, size=None, width=None,

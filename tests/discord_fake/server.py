@@ -166,6 +166,8 @@ class FakeDiscord:
         self.user = self._add_user(FakeUser(1200000000000000003, "alice", "Alice"))
         self.guilds: dict[int, FakeGuild] = {}
         self.guild = self.add_guild("Imagegate Test Guild", guild_id=1300000000000000001)
+        # The application's team (Discord's team object), when ``set_team`` made it team-owned.
+        self.team: dict[str, Any] | None = None
         self.guild.members[self.admin.id].roles.append(int(self.guild.moderator_role["id"]))
 
     # ------------------------------------------------------------------------------------------
@@ -446,6 +448,43 @@ class FakeDiscord:
             member.roles.append(int(role["id"]))
         guild.members[user.id] = member
         return user
+
+    def set_team(
+        self,
+        owner: FakeUser,
+        members: Sequence[tuple[FakeUser, str]] = (),
+        *,
+        invited: Sequence[FakeUser] = (),
+    ) -> dict[str, Any]:
+        """Make the application team-owned, as application info then reports it: a ``team``
+        object (``owner_user_id``; members with ``role`` "admin", "developer" or "read_only"
+        and ``membership_state`` 2 = accepted, 1 = invited) and, as ``owner``, the team's
+        pseudo-user (flag TEAM_PSEUDO_USER, 1 << 10). ``owner`` is listed as an admin;
+        ``invited`` users are developers who have not accepted yet."""
+        team_id = self.snowflakes.next()
+
+        def member(user: FakeUser, role: str, state: int) -> dict[str, Any]:
+            return {
+                "membership_state": state,
+                "team_id": str(team_id),
+                "user": {
+                    k: user.to_dict()[k] for k in ("id", "username", "discriminator", "avatar")
+                },
+                "role": role,
+                "permissions": ["*"],
+            }
+
+        listed = [member(owner, "admin", 2)]
+        listed += [member(user, role, 2) for user, role in members]
+        listed += [member(user, "developer", 1) for user in invited]
+        self.team = {
+            "icon": None,
+            "id": str(team_id),
+            "members": listed,
+            "name": "imagegate team",
+            "owner_user_id": str(owner.id),
+        }
+        return self.team
 
     def dm_channel(self, user: FakeUser) -> dict[str, Any]:
         ch = self._dm_channels.get(user.id)
@@ -958,8 +997,8 @@ class FakeDiscord:
             "bot_require_code_grant": False,
             "verify_key": "0" * 64,
             "flags": 0,
-            "owner": self.owner.to_dict(),
-            "team": None,
+            "owner": self._app_owner(),
+            "team": self.team,
             "bot": self._bot_user_payload(),
             "interactions_endpoint_url": None,
             "redirect_uris": [],
@@ -967,6 +1006,12 @@ class FakeDiscord:
             "approximate_guild_count": len(self.guilds),
             "integration_types_config": {"0": {}},
         }
+
+    def _app_owner(self) -> dict[str, Any]:
+        if self.team is None:
+            return self.owner.to_dict()
+        pseudo = FakeUser(int(self.team["id"]), f"team{self.team['id']}").to_dict()
+        return {**pseudo, "flags": 1 << 10, "public_flags": 1 << 10}
 
     async def _r_app(self, call: Call) -> tuple[int, Any]:
         return 200, self.app_info()
