@@ -62,7 +62,8 @@ class CrashReport:
     states_at_kill: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    secrets: list[str] = field(default_factory=list)  # the API key the runs used (not reported)
+    # The API key the runs used: never reported, not even in a failed assertion.
+    secrets: list[str] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {

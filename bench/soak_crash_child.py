@@ -1,11 +1,14 @@
 """The process that ``bench.soak_crash`` kills: ``python -m bench.soak_crash_child PLAN.json``.
 
 It opens ``ImageService`` (which releases what a killed predecessor left held), first sends
-again the requests its predecessor never answered (same idempotency keys, same requests),
-then runs jobs from ``concurrency`` workers until it is killed. Every step goes to stdout as
-one JSON line, flushed: ``ready``; ``start`` (key, request) before a call; ``done`` (key, job,
-charged, images, replayed) or ``fail`` (key, code) after it. With ``kill_at`` in the plan it
-kills itself with SIGKILL right after the ``kill_after``-th call of that step commits.
+again the requests its predecessor never answered (same idempotency keys, same requests) and
+makes one job on the plan's first model (the probe), then runs jobs from ``concurrency``
+workers until it is killed. Every step goes to stdout as one JSON line, flushed: ``start``
+(key, request) before a call; ``done`` (key, job, charged, images, replayed) or ``fail`` (key,
+code) after it; ``ready`` once the replays and the probe are answered, so every run checks
+its replays and, when the provider is failing, sees one failed job, however slow the
+machine. With ``kill_at`` in the plan it kills itself with SIGKILL right after the
+``kill_after``-th call of that step (after ``ready``) commits.
 """
 
 from __future__ import annotations
@@ -83,13 +86,14 @@ async def main(plan: dict[str, Any]) -> None:
     service = await ImageService.open(load_settings(plan["config"]), sweeper=False)
     service.orchestrator.base_delay_s = 0.01
     caller = Caller(frontend="cli", user_id=plan["user"])
-    emit("ready", pid=os.getpid())
     for item in plan["replay"]:
         await run_one(service, caller, item["key"], item["fields"], replay=True)
-    if plan.get("kill_at"):
-        arm(service, plan["kill_at"], plan["kill_after"])
     rng = random.Random(plan["seed"])
     models = plan["models"]
+    await run_one(service, caller, f"run{plan['run']}-probe", request_for(rng, models[:1]))
+    emit("ready", pid=os.getpid())
+    if plan.get("kill_at"):
+        arm(service, plan["kill_at"], plan["kill_after"])
 
     async def worker(index: int) -> None:
         for number in range(plan["max_jobs"]):

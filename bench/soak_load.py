@@ -89,7 +89,7 @@ class LoadFigures:
     balance_mismatches: list[str] = field(default_factory=list)
     samples: list[tuple[float, float, int, int]] = field(default_factory=list)  # t, rss, fds, tasks
     seconds: float = 0.0
-    secrets: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list, repr=False)
 
 
 def _png(size: tuple[int, int], colour: Any, mode: str = "RGB") -> bytes:

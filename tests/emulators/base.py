@@ -233,6 +233,15 @@ class Emulator(ABC):
         delay = self.callback_delay_s if delay_s is None else delay_s
         self.spawn(self._post_callback(url, body, times, delay))
 
+    async def drain(self) -> None:
+        """Wait until every callback spawned so far has been posted and answered.
+
+        Only for an emulator served on the caller's event loop (`httpx.ASGITransport`); one run
+        by `running()` spawns its work on the server thread's loop.
+        """
+        while self._tasks:
+            await asyncio.gather(*self._tasks)
+
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run a background task on the serving loop, keeping a reference until it ends."""
         task = asyncio.ensure_future(coro)
@@ -245,11 +254,13 @@ class Emulator(ABC):
         await asyncio.sleep(delay)
         async with httpx.AsyncClient(timeout=10) as client:
             for _ in range(times):
+                # Recorded before the POST: a receiver may look at `callbacks_sent` as soon as it
+                # has the body, before this client has read the answer.
+                self.callbacks_sent.append((url, body))
                 try:
                     await client.post(url, json=body)
                 except httpx.HTTPError as exc:  # the receiver being down is the test's business
                     log.warning("callback to %s failed: %s", url, exc)
-                self.callbacks_sent.append((url, body))
 
     def _take_fault(self, path: str, is_file: bool) -> Fault | None:
         for entry in self._faults:

@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -68,16 +69,24 @@ class Receiver:
     def __init__(self):
         self.url = ""  # set once served
         self.bodies: list = []
+        self._arrived = threading.Condition()  # the receiver runs on `running`'s thread
         self.app = Starlette(routes=[Route("/hook", self._hook, methods=["POST"])])
 
     async def _hook(self, request: Request):
-        self.bodies.append(await request.json())
+        body = await request.json()
+        with self._arrived:
+            self.bodies.append(body)
+            self._arrived.notify_all()
         return JSONResponse({"ok": True})
 
-    async def wait(self, count: int, timeout: float = 5) -> list:
-        deadline = time.monotonic() + timeout
-        while len(self.bodies) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+    async def wait(self, count: int) -> list:
+        """The bodies once `count` have arrived (fails after 30 s rather than hanging)."""
+
+        def arrived() -> bool:
+            with self._arrived:
+                return self._arrived.wait_for(lambda: len(self.bodies) >= count, timeout=30)
+
+        assert await asyncio.to_thread(arrived), f"{len(self.bodies)} of {count} callbacks came"
         return self.bodies
 
 
@@ -273,7 +282,7 @@ async def test_deepimage_text_to_image_process_result():
 
 
 async def test_deepimage_multipart_and_base64_inputs_with_polling():
-    emu = create_emulator("deepimage", job_duration_s=0.05)
+    emu = create_emulator("deepimage", job_duration_s=3600)
     params = {"width": "200%", "output_format": "png"}
     async with client_for(emu) as client:
         for part in ("image", "fileName"):
@@ -283,9 +292,10 @@ async def test_deepimage_multipart_and_base64_inputs_with_polling():
             assert job["status"] == "received" and "result_url" not in job
             polled = (await client.get(f"/rest_api/result/{job['job']}")).json()
             assert polled["status"] == "in_progress"
-            await asyncio.sleep(0.06)
+            emu.jobs[job["job"]].duration = 0  # the job finishes now, however slow the machine
             done = (await client.get(f"/rest_api/result/{job['job']}")).json()
             assert (await fetch_image(client, done["result_url"])).size == (60, 40)
+        emu.job_duration_s = 0
         b64 = "base64," + base64.b64encode(png((10, 10))).decode()
         sync = (await client.post("/rest_api/process_result", json={"url": b64})).json()
         assert (await fetch_image(client, sync["result_url"])).size == (10, 10)
@@ -684,6 +694,7 @@ async def test_deepmode_callback_delivered(receiver):
         body = {"model_id": DM_MODEL, "prompt": "x", "num_images": 2, "callback": receiver.url}
         ack = (await client.post("/api/images/generate", json=body)).json()
         bodies = await receiver.wait(1)
+        await emu.drain()
     assert ack == {"message": "Generating images..."}
     assert len(bodies[0]) == 2 and bodies[0][0]["model_id"] == DM_MODEL
     assert emu.callbacks_sent == [(receiver.url, bodies[0])]
@@ -711,7 +722,7 @@ async def test_deepimage_webhook_and_missing_callback(receiver):
         silent = (await client.post("/rest_api/process", json=body)).json()
         job = (await client.post("/rest_api/process", json=body)).json()
         bodies = await receiver.wait(1)
-        await asyncio.sleep(0.1)
+        await emu.drain()  # everything the emulator meant to post has been posted
     assert [b["job"] for b in bodies] == [job["job"]] != [silent["job"]]
     assert bodies[0]["data"] == body and bodies[0]["results"] is None
     assert bodies[0]["result_url"].endswith(".jpeg")
