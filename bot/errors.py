@@ -14,16 +14,7 @@ import secrets
 import discord
 from discord import app_commands
 
-from core import (
-    ContentRejectedError,
-    ImageGateError,
-    InvalidRequestError,
-    JobTimeoutError,
-    NotFoundError,
-    ProviderError,
-    QuotaExceededError,
-    RateLimitedError,
-)
+from core import ImageGateError
 
 log = logging.getLogger("imagegate.bot")
 
@@ -39,35 +30,41 @@ class Refusal(Exception):
         self.message = message
 
 
+# What to do, per kind of advice the core attaches to an error (``ImageGateError.advice``).
+ADVICE_TEXT: dict[str, str] = {
+    "fix_request": "Change what you asked for and send it again.",
+    "retry": "Wait a little, then send it again.",
+    "try_other_model": "Send it again later, or pick another model (see /models).",
+    "wait_for_credits": "Ask a server admin for more credits, or wait for the reset.",
+    "change_content": "Change the prompt or the image; the same request will be refused again.",
+    "tell_operator": "Tell the bot's operator.",
+    "check_reference": "Use one of your own results.",
+    "resend_if_wanted": "Send it again if you still want it.",
+    "report_bug": "Tell the bot's operator.",
+}
+_LEAD = {
+    "content_rejected": "The image provider's safety filter refused this request: ",
+    "provider_unavailable": "The image provider failed: ",
+    "timeout": "The image provider failed: ",
+}
+_EMOJI = {
+    "fix_request": "⚠️",
+    "wait_for_credits": "⛔",
+    "retry": "⏳",
+    "change_content": "🚫",
+    "check_reference": "🔍",
+    "tell_operator": "🔒",
+}
+
+
 def user_message(exc: BaseException) -> str:
     """The text a user sees for ``exc`` (logs unexpected errors as a side effect)."""
     if isinstance(exc, app_commands.CommandInvokeError):
         exc = exc.original
     if isinstance(exc, Refusal):
         return f"🚫 {exc.message}"
-    if isinstance(exc, QuotaExceededError):
-        return (
-            f"⛔ {_sentence(exc.message)}"
-            " Ask a server admin for more credits, or wait for the reset."
-        )
-    if isinstance(exc, RateLimitedError):
-        return f"⏳ {_sentence(exc.message)} Nothing was charged."
-    if isinstance(exc, ContentRejectedError):
-        return (
-            f"🚫 The image provider's safety filter refused this request: {_sentence(exc.message)}"
-            " Nothing was charged; change the prompt or image and try again."
-        )
-    if isinstance(exc, InvalidRequestError):
-        return f"⚠️ {_sentence(exc.message)} Nothing was charged."
-    if isinstance(exc, NotFoundError):
-        return f"🔍 {_sentence(exc.message)}"
-    if isinstance(exc, JobTimeoutError | ProviderError):
-        return (
-            f"⚠️ The image provider failed: {_sentence(exc.message)}"
-            " Nothing was charged for images that were not delivered; try again in a moment."
-        )
     if isinstance(exc, ImageGateError):
-        return f"⚠️ {_sentence(exc.message)}"
+        return core_message(exc)
     if isinstance(exc, app_commands.MissingPermissions | app_commands.BotMissingPermissions):
         who = "You need" if isinstance(exc, app_commands.MissingPermissions) else "I need"
         perms = ", ".join(
@@ -88,6 +85,37 @@ def user_message(exc: BaseException) -> str:
         f"💥 Something went wrong on our side (ref `{ref}`)."
         " If a job failed, its credits were returned."
     )
+
+
+def core_message(exc: ImageGateError) -> str:
+    """A core error in words, from the facts it carries: what happened, what it cost, whether
+    to try again (and when), and what to do."""
+    facts = exc.as_dict()
+    lead = f"{_EMOJI.get(exc.advice, '⚠️')} {_LEAD.get(exc.code, '')}"
+    parts = [lead + _sentence(exc.message), _cost(exc)]
+    wait = facts["retry_after_s"]
+    if exc.retryable:
+        parts.append(f"You can try again in about {wait} s." if wait else "You can try again.")
+    elif wait and exc.advice == "wait_for_credits":
+        parts.append(f"Your credits renew in about {_duration(int(str(wait)))}.")
+    parts.append(ADVICE_TEXT[exc.advice])
+    return " ".join(parts)
+
+
+def _cost(exc: ImageGateError) -> str:
+    if exc.credits_charged:
+        return f"{exc.credits_charged} credit(s) were charged for the images already made."
+    if exc.refunded:
+        return "Its credits were returned."
+    return "Nothing was charged."
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
 
 
 def _sentence(text: str) -> str:

@@ -1,11 +1,16 @@
 """imagegate's core: the only surface the front ends (bot, MCP server, CLI) import."""
 
 from .errors import (
+    ADVICE,
+    Advice,
     ConfigError,
     ContentRejectedError,
     IdempotencyConflictError,
     ImageGateError,
     InvalidRequestError,
+    JobCancelledError,
+    JobFailedError,
+    JobInterruptedError,
     JobTimeoutError,
     NotFoundError,
     PermissionDeniedError,
@@ -38,6 +43,8 @@ from .types import (
 )
 
 __all__ = [
+    "ADVICE",
+    "Advice",
     "Caller",
     "ConfigError",
     "ContentRejectedError",
@@ -50,6 +57,9 @@ __all__ = [
     "ImageService",
     "InputImage",
     "InvalidRequestError",
+    "JobCancelledError",
+    "JobFailedError",
+    "JobInterruptedError",
     "JobRecord",
     "JobTimeoutError",
     "LedgerEntry",

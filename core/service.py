@@ -31,6 +31,7 @@ from .db import Database
 from .errors import (
     ImageGateError,
     InvalidRequestError,
+    JobCancelledError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitedError,
@@ -260,7 +261,9 @@ class ImageService:
         try:
             return await self._execute(caller, request, chain, prices, hold, job_id, progress)
         except BaseException as exc:
-            await asyncio.shield(self._abandon(hold, job_id, exc))
+            charged = await asyncio.shield(self._abandon(hold, job_id, exc))
+            if isinstance(exc, ImageGateError):
+                exc.ended_job(job_id, charged=charged, refunded=charged == 0)
             raise
 
     def _plan_chain(self, request: ImageRequest) -> list[tuple[ImageModel, Plan]]:
@@ -353,18 +356,25 @@ class ImageService:
         )
         return self.store.write_checked(data, info)
 
-    async def _abandon(self, hold: Hold, job_id: str, exc: BaseException) -> None:
-        """Release the hold of a failed job (at most once) and record why."""
+    async def _abandon(self, hold: Hold, job_id: str, exc: BaseException) -> int:
+        """Release the hold of a failed job (at most once) and record why; returns what the
+        job was charged after all (0 unless it was settled before it failed)."""
         released = await self.quotas.release(hold.hold_id)
+        cancelled = isinstance(exc, asyncio.CancelledError | JobCancelledError)
         message = exc.message if isinstance(exc, ImageGateError) else type(exc).__name__
         state = await self.quotas.hold_state(hold.hold_id)
         charged = (state[1] or 0) if state and state[0] == "settled" else 0
         if released or charged == 0:
             await self.store.finish_job(
-                job_id, status="failed", credits_charged=charged, warnings=[], error=message
+                job_id,
+                status="cancelled" if cancelled else "failed",
+                credits_charged=charged,
+                warnings=[],
+                error="the job was cancelled before it finished" if cancelled else message,
             )
-        if not isinstance(exc, ImageGateError):
+        if not isinstance(exc, ImageGateError | asyncio.CancelledError):
             log.error("job %s failed unexpectedly: %s", job_id, type(exc).__name__)
+        return charged
 
     async def _replay(self, caller: Caller, hold: Hold) -> ImageResult:
         """The stored result of a request seen before under the same idempotency key."""

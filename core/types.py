@@ -15,6 +15,14 @@ from pydantic import (
     model_validator,
 )
 
+from .errors import (
+    ImageGateError,
+    InvalidRequestError,
+    JobCancelledError,
+    JobFailedError,
+    JobInterruptedError,
+)
+
 Operation = Literal["generate", "variation", "sketch", "inpaint", "background", "avatar", "upscale"]
 EditMode = Literal["variation", "sketch", "inpaint", "background", "avatar"]
 OPERATIONS: tuple[Operation, ...] = (
@@ -56,8 +64,6 @@ class Caller(BaseModel):
         Raises:
             InvalidRequestError: the text is not of that form.
         """
-        from .errors import InvalidRequestError
-
         frontend, sep, user_id = text.partition(":")
         if not sep:
             raise InvalidRequestError(
@@ -159,8 +165,6 @@ class ImageRequest(BaseModel):
         Raises:
             InvalidRequestError: naming the first bad field and what is allowed.
         """
-        from .errors import InvalidRequestError
-
         try:
             return cls(**{k: v for k, v in fields.items() if v is not None})
         except ValidationError as exc:
@@ -185,8 +189,6 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     Raises:
         InvalidRequestError: not of the form WIDTHxHEIGHT.
     """
-    from .errors import InvalidRequestError
-
     if text is None:
         return None
     width, sep, height = text.lower().partition("x")
@@ -241,7 +243,7 @@ class ImageResult(BaseModel):
     replayed: bool = False
 
 
-JobStatus = Literal["running", "succeeded", "partial", "failed", "interrupted"]
+JobStatus = Literal["running", "succeeded", "partial", "failed", "interrupted", "cancelled"]
 
 
 class JobRecord(BaseModel):
@@ -259,6 +261,22 @@ class JobRecord(BaseModel):
     error: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
+
+    def failure(self) -> ImageGateError | None:
+        """The error a failed, interrupted or cancelled job ended with, carrying its billing
+        facts (what it charged, whether its credits were given back); None for other jobs."""
+        error: ImageGateError
+        if self.status == "failed":
+            error = JobFailedError(self.error or "the job failed")
+        elif self.status == "interrupted":
+            error = JobInterruptedError("the server stopped while the job ran")
+        elif self.status == "cancelled":
+            error = JobCancelledError("the job was cancelled before it finished")
+        else:
+            return None
+        charged = self.credits_charged
+        error.ended_job(self.job_id, charged=charged, refunded=charged == 0)
+        return error
 
 
 class QuotaStatus(BaseModel):

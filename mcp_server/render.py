@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
-from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 from pydantic import BaseModel, Field
@@ -22,13 +21,12 @@ from core import (
     ImageResult,
     ImageService,
     JobRecord,
-    QuotaError,
     StoredImage,
     preview,
 )
 
 ReturnImage = Literal["none", "preview", "full"]
-JobStatus = Literal["succeeded", "partial", "running", "failed", "interrupted"]
+JobStatus = Literal["succeeded", "partial", "running", "failed", "interrupted", "cancelled"]
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
 
@@ -59,6 +57,7 @@ class ErrorOut(BaseModel):
 
     code: str
     message: str
+    advice: str
     retryable: bool
     retry_after_s: int | None = None
     credits_refunded: bool = False
@@ -142,17 +141,9 @@ async def record_result(
     service: ImageService, record: JobRecord, remaining: int | None, return_image: ReturnImage
 ) -> CallToolResult:
     """Render a stored job (after a restart, or once the process forgot it)."""
-    if record.status in ("failed", "interrupted"):
-        reason = record.error or "the job failed"
-        if record.status == "interrupted":
-            reason = "the server stopped while the job ran"
-        code = "interrupted" if record.status == "interrupted" else "job_failed"
-        return error_result(
-            JobFailure(code, reason),
-            job_id=record.job_id,
-            refunded=True,
-            remaining=remaining,
-        )
+    failure = record.failure()
+    if failure is not None:
+        return error_result(failure, remaining=remaining)
     if record.status == "running":
         return running_result(record.job_id, record.model, 0.0, remaining)
     return await job_result(
@@ -246,83 +237,57 @@ def _b64_len(size: int) -> int:
 
 # --- errors -----------------------------------------------------------------------------------
 
-
-class JobFailure(ImageGateError):
-    """A failure known only by its outcome: ``interrupted``, ``job_failed`` or ``cancelled``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-_HINTS = {
-    "invalid_input": "Fix the arguments and call again.",
-    "not_found": "Use a job id or imagegate://images/ URI from your own results.",
-    "quota_exceeded": "Call get_quota for your balance; wait for the reset or ask an operator"
+# What to do, per kind of advice the core attaches to an error (``ImageGateError.advice``).
+HINTS: dict[str, str] = {
+    "fix_request": "Fix the arguments and call again.",
+    "retry": "Wait, then call again; collect running jobs with get_job first.",
+    "try_other_model": "Call again later, or pick another model from list_models.",
+    "wait_for_credits": "Call get_quota for your balance; wait for the reset or ask an operator"
     " for credits.",
-    "rate_limited": "Wait and retry, or collect running jobs with get_job first.",
-    "content_rejected": "Change the prompt or image; retrying it unchanged will fail again.",
-    "provider_unavailable": "Retry later or pick another model from list_models.",
-    "timeout": "Retry later, with fewer images, or with another model from list_models.",
-    "interrupted": "Run the request again.",
-    "job_failed": "Run the request again, perhaps with another model from list_models.",
-    "cancelled": "Run the request again if you still want it.",
-    "forbidden": "This needs an operator.",
+    "change_content": "Change the prompt or image; the same request will be refused again.",
+    "tell_operator": "This needs the server's operator.",
+    "check_reference": "Use a job id or imagegate://images/ URI from your own results.",
+    "resend_if_wanted": "Run the request again if you still want it.",
+    "report_bug": "This is a server bug; tell the operator.",
 }
 
 
-def error_result(
-    exc: ImageGateError,
-    *,
-    job_id: str | None = None,
-    refunded: bool = False,
-    remaining: int | None = None,
-) -> CallToolResult:
-    """An ``isError`` result: readable text plus ``{"error": ErrorOut}``."""
-    retry_after = _retry_after(exc)
-    retryable = _retryable(exc)
+def error_result(exc: ImageGateError, *, remaining: int | None = None) -> CallToolResult:
+    """An ``isError`` result: readable text plus ``{"error": ErrorOut}``, worded from the facts
+    the error carries (retryable, when, what it cost, whether it was refunded)."""
+    facts = exc.as_dict()
     out = ErrorOut(
         code=exc.code,
         message=exc.message,
-        retryable=retryable,
-        retry_after_s=retry_after if retryable or exc.code == "quota_exceeded" else None,
-        credits_refunded=refunded,
+        advice=exc.advice,
+        retryable=exc.retryable,
+        retry_after_s=cast(int | None, facts["retry_after_s"]),
+        credits_refunded=exc.refunded,
+        credits_charged=exc.credits_charged,
         credits_remaining=remaining,
-        job_id=job_id,
-        hint=_HINTS.get(exc.code, "Try again later."),
+        job_id=exc.job_id,
+        hint=HINTS[exc.advice],
     )
-    parts = [f"{out.code}: {out.message.rstrip('.')}."]
-    if refunded:
-        parts.append(f"Job {job_id} was not charged: its credits were refunded.")
-    else:
-        parts.append("Nothing was charged.")
+    parts = [f"{out.code}: {out.message.rstrip('.')}.", _cost(exc)]
     if remaining is not None:
         parts.append(f"{remaining} credit(s) left.")
-    if out.retry_after_s is not None:
-        parts.append(f"Retry in about {out.retry_after_s} s.")
+    if exc.retryable:
+        wait = f" in about {out.retry_after_s} s" if out.retry_after_s is not None else ""
+        parts.append(f"You can retry this call{wait}.")
+    elif out.retry_after_s is not None:
+        parts.append(f"The limit lifts in about {out.retry_after_s} s.")
     parts.append(out.hint)
-    text = " ".join(parts)
     return CallToolResult(
-        content=[TextContent(type="text", text=text)],
+        content=[TextContent(type="text", text=" ".join(parts))],
         structured_content={"error": out.model_dump(mode="json")},
         is_error=True,
     )
 
 
-def _retryable(exc: ImageGateError) -> bool:
-    if exc.code in ("rate_limited", "timeout", "interrupted", "job_failed"):
-        return True
-    return bool(getattr(exc, "retryable", False))
-
-
-def _retry_after(exc: ImageGateError) -> int | None:
-    if isinstance(exc, QuotaError) and exc.retry_at is not None:
-        return max(1, math.ceil((exc.retry_at - datetime.now(UTC)).total_seconds()))
-    seconds = getattr(exc, "retry_after", None)
-    if isinstance(seconds, int | float) and seconds > 0:
-        return math.ceil(seconds)
-    if exc.code == "provider_unavailable" and _retryable(exc):
-        return 30
-    if exc.code == "timeout":
-        return 60
-    return None
+def _cost(exc: ImageGateError) -> str:
+    if exc.credits_charged:
+        charged = exc.credits_charged
+        return f"Job {exc.job_id} was charged {charged} credit(s) for what it delivered."
+    if exc.refunded:
+        return f"Job {exc.job_id} was not charged: its credits were refunded."
+    return "Nothing was charged."

@@ -35,6 +35,7 @@ from core import (
     ImageRequest,
     ImageResult,
     ImageService,
+    JobCancelledError,
     ModelInfo,
     NotFoundError,
     QuotaStatus,
@@ -47,7 +48,6 @@ from .auth import ClientTokenVerifier, auth_settings
 from .inputs import IMAGE_URI_PREFIX, UrlFetcher, resolve_image
 from .jobs import JobTracker, Progress, TrackedJob
 from .render import (
-    JobFailure,
     JobOut,
     ReturnImage,
     error_result,
@@ -455,8 +455,12 @@ async def _outcome(
         status = await app.service.quota(caller)
         return running_result(job.job_id or "", None, job.elapsed, status.remaining)
     if job.task.cancelled():
-        failure = JobFailure("cancelled", "the job was cancelled before it finished")
-        return error_result(failure, job_id=job.job_id, refunded=job.job_id is not None)
+        # The owner's call was cancelled: the service recorded what the job cost, if it began.
+        if job.job_id is None:
+            return error_result(JobCancelledError("the job was cancelled before it began"))
+        record = await app.service.job(caller, job.job_id)
+        left = (await app.service.quota(caller)).remaining
+        return await record_result(app.service, record, left, _mode(app, return_image))
     exc = job.task.exception()
     if exc is None:
         return await image_result(
@@ -468,9 +472,7 @@ async def _outcome(
         remaining: int | None = (await app.service.quota(caller)).remaining
     except ImageGateError:
         remaining = None
-    return error_result(
-        exc, job_id=job.job_id, refunded=job.job_id is not None, remaining=remaining
-    )
+    return error_result(exc, remaining=remaining)
 
 
 class _Reporter:
