@@ -21,6 +21,7 @@ from .errors import (
     UnknownModelError,
 )
 from .images import preview, sniff_mime
+from .moderation import NSFW_TERMS, filter_form, find_in_texts, find_term, normalise_prompt
 from .service import ImageService, ProviderInfo, default_cli_user
 from .settings import Settings, load_settings, parse_settings
 from .types import (
@@ -66,6 +67,7 @@ __all__ = [
     "MAX_IMAGES_PER_JOB",
     "MAX_PROMPT_CHARS",
     "ModelInfo",
+    "NSFW_TERMS",
     "NotFoundError",
     "OPERATIONS",
     "Operation",
@@ -80,7 +82,11 @@ __all__ = [
     "StoredImage",
     "UnknownModelError",
     "default_cli_user",
+    "filter_form",
+    "find_in_texts",
+    "find_term",
     "load_settings",
+    "normalise_prompt",
     "parse_settings",
     "parse_size",
     "preview",

@@ -37,6 +37,7 @@ from .errors import (
     RateLimitedError,
 )
 from .http import make_http_client
+from .moderation import find_in_texts
 from .orchestrator import Delivered, Orchestrator
 from .providers import ImageModel, Plan
 from .quota import Hold, Policy, QuotaStore
@@ -227,6 +228,7 @@ class ImageService:
         idempotency_key: str | None,
         progress: Progress | None,
     ) -> ImageResult:
+        self._screen(request)
         chain = self._plan_chain(request)
         prices = {
             model.ref: self.registry.price(model.ref, request.operation) for model, _ in chain
@@ -265,6 +267,17 @@ class ImageService:
             if isinstance(exc, ImageGateError):
                 exc.ended_job(job_id, charged=charged, refunded=charged == 0)
             raise
+
+    def _screen(self, request: ImageRequest) -> None:
+        """Refuse a request whose text (as the provider would receive it) holds one of the
+        operator's ``[moderation] banned_words``; front ends add their own lists before this.
+
+        Raises:
+            InvalidRequestError: naming the word; nothing was spent.
+        """
+        word = find_in_texts(request.provider_texts(), self.settings.moderation.banned_words)
+        if word:
+            raise InvalidRequestError(f"this service does not allow “{word}” in prompts")
 
     def _plan_chain(self, request: ImageRequest) -> list[tuple[ImageModel, Plan]]:
         """Plans for the requested model and each fallback that can serve the request."""

@@ -139,6 +139,12 @@ class DiscordSettings(_Section):
     admin_guild_ids: list[int] = Field(default_factory=list)
 
 
+class ModerationSettings(_Section):
+    # Refused in every prompt and negative prompt, from every front end (Discord DMs included);
+    # same syntax as a Discord server's list (core.moderation).
+    banned_words: list[str] = Field(default_factory=list, max_length=1000)
+
+
 class CallbackSettings(_Section):
     public_url: str | None = None
     host: str = "127.0.0.1"
@@ -159,6 +165,7 @@ class Settings(_Section):
     mcp: MCPSettings = Field(default_factory=MCPSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     source: str = Field("built-in defaults", exclude=True)
 
     @model_validator(mode="after")

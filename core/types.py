@@ -22,6 +22,7 @@ from .errors import (
     JobFailedError,
     JobInterruptedError,
 )
+from .moderation import normalise_prompt
 
 Operation = Literal["generate", "variation", "sketch", "inpaint", "background", "avatar", "upscale"]
 EditMode = Literal["variation", "sketch", "inpaint", "background", "avatar"]
@@ -116,11 +117,9 @@ class ImageRequest(BaseModel):
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
-    def _no_control_chars(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        cleaned = "".join(ch for ch in value if ch in "\n\t" or ch.isprintable())
-        return cleaned.strip()
+    def _as_providers_see_it(cls, value: str | None) -> str | None:
+        # The one normalisation (core.moderation): what is stored, filtered and sent.
+        return None if value is None else normalise_prompt(value)
 
     @field_validator("size")
     @classmethod
@@ -172,6 +171,11 @@ class ImageRequest(BaseModel):
             where = ".".join(str(p) for p in error["loc"])
             message = error["msg"].removeprefix("Value error, ")
             raise InvalidRequestError(f"{where}: {message}" if where else message) from None
+
+    def provider_texts(self) -> tuple[str, ...]:
+        """Every text of this request that reaches a provider, as it reaches it: what the
+        word filters must check."""
+        return tuple(text for text in (self.prompt, self.negative_prompt) if text)
 
     def ratio(self) -> float | None:
         """The requested width/height ratio, from the size or the aspect ratio."""

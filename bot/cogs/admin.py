@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from core import Caller
+from core import Caller, filter_form
 
 from .. import errors, render, trust
 from ..guilds import DELIVERY_MODES, MAX_BANNED_WORDS, MAX_CHANNELS, NSFW_POLICIES, GuildConfig
@@ -321,7 +321,8 @@ class AdminCog(
         current = list(self._current(interaction).banned_words)
         if action == "clear":
             return await self._update(interaction, "Banned word list cleared.", banned_words=())
-        given = [w.strip().casefold() for w in (words or "").split(",") if w.strip()]
+        # Stored as matched (core.filter_form), so "ＮＵＤＥ" and "nude" are one entry.
+        given = [w for w in map(filter_form, (words or "").split(",")) if w]
         if not given:
             raise errors.Refusal(f"List the words to {action}, separated by commas.")
         if any(len(w) > 50 for w in given):

@@ -101,8 +101,9 @@ class GenerateCog(commands.Cog, name="Generate"):
         settings = self.bot.settings
         return min(settings.discord.max_attachment_bytes, settings.images.max_input_bytes)
 
-    def precheck(self, interaction: discord.Interaction, prompt: str = "") -> None:
-        """Channel allowed here, prompt within the server's rules.
+    def precheck(self, interaction: discord.Interaction, *texts: str | None) -> None:
+        """Channel allowed here; the prompt, negative prompt (every text that will reach the
+        provider) within the server's rules.
 
         Raises:
             Refusal: with the reason, before anything is spent.
@@ -112,17 +113,24 @@ class GenerateCog(commands.Cog, name="Generate"):
         if not config.allows_channel(interaction.channel_id, parent):
             places = ", ".join(f"<#{c}>" for c in config.channels[:10])
             raise errors.Refusal(f"Image commands are not enabled in this channel. Try {places}.")
-        self.moderate(interaction, prompt)
+        self.moderate(interaction, *texts)
 
-    def moderate(self, interaction: discord.Interaction, prompt: str) -> None:
+    def moderate(self, interaction: discord.Interaction, *texts: str | None) -> None:
+        """The server's banned words and NSFW policy (in DMs: no server's list, and NSFW
+        terms are refused; the operator's list applies everywhere, in the core).
+
+        Raises:
+            Refusal: with the reason, before anything is spent.
+        """
         config = self.bot.guild_settings.get(interaction.guild_id)
         reason = moderation.check_prompt(
-            prompt,
+            *texts,
             banned=config.banned_words,
             nsfw_policy=config.nsfw,
             age_restricted=_age_restricted(interaction),
         )
         if reason:
+            prompt = next((t for t in texts if t), "")
             self.bot.schedule(
                 self.bot.jobs.audit(interaction, None, None, refused=reason, prompt=prompt)
             )
@@ -188,7 +196,7 @@ class GenerateCog(commands.Cog, name="Generate"):
             raise errors.Refusal(f"The seed must be between 0 and {MAX_SEED}.")
         if aspect is not None and aspect not in ASPECTS:
             raise errors.Refusal(f"The aspect must be one of {', '.join(ASPECTS)}.")
-        self.precheck(interaction, prompt)
+        self.precheck(interaction, prompt, negative)
         request = make_request(
             operation="generate",
             prompt=prompt,
@@ -463,7 +471,7 @@ class ButtonActions:
         async def work(tracker: Tracker) -> Delivery:
             job = await self.read_job(caller, job_id)
             prompt = str(job.request.get("prompt") or "")
-            self.cog.moderate(interaction, prompt)
+            self.cog.moderate(interaction, prompt, job.request.get("negative_prompt"))
             if action == "reroll":
                 return Delivery(await self.reroll(interaction, caller, job, tracker), prompt)
             image = await self.input_image(caller, job, k or 1)

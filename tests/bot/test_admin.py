@@ -200,3 +200,50 @@ async def test_allowed_channels_default_model_and_private_delivery(env: Running)
     config = env.bot.guild_settings.get(fake.guild.id)
     assert config.private and config.channels == (int(art["id"]),)
     assert config.default_model == "placeholder:default"
+
+
+async def private_reply(env: Running, handle) -> str:
+    """The refusal of an image command: an immediate private reply (the bot's own checks), or
+    the deferred message once the job is refused (the core's); both say what it cost."""
+
+    def refusal() -> str:
+        if handle.callback is not None and handle.callback.type == 4:
+            return handle.callback.data.get("content") or ""
+        return (handle.original_message or {}).get("content") or ""
+
+    await env.fake.wait_until(lambda: "Nothing was charged" in refusal(), 5, "refusal")
+    return refusal()
+
+
+async def test_filters_check_every_text_as_the_provider_receives_it(
+    fake_discord: FakeDiscord, settings_for
+):
+    fake = fake_discord
+    settings = settings_for(moderation={"banned_words": ["spider*"]})
+    async with running(fake, settings) as env:
+        strict = await fake.slash("imagegate settings nsfw", {"policy": "strict"}, user=fake.admin)
+        await reply_text(env, strict)
+        banned = await fake.slash(
+            "imagegate settings banned", {"action": "add", "words": "clown"}, user=fake.admin
+        )
+        await reply_text(env, banned)
+        # A left-to-right mark inside the word: the provider would receive "nude".
+        hidden = await fake.slash(
+            "imagine", {"prompt": "a n\u200eude statue"}, channel=fake.guild.nsfw_channel
+        )
+        assert "not allowed on this server" in await private_reply(env, hidden)
+        # The negative prompt reaches the provider too.
+        negative = await fake.slash("imagine", {"prompt": "a circus", "negative": "c l\u00adown"})
+        assert "does not allow “c lown”" in await private_reply(env, negative)
+        # The operator's list applies in every server ...
+        spiders = await fake.slash("imagine", {"prompt": "giant spi\u200bders"})
+        assert "service does not allow “spiders”" in await private_reply(env, spiders)
+        # ... and in DMs, where no server's list applies but NSFW terms are refused.
+        dm_spiders = await fake.slash("imagine", {"prompt": "spiders"}, dm=True)
+        assert "does not allow “spiders”" in await private_reply(env, dm_spiders)
+        dm_nude = await fake.slash("imagine", {"prompt": "a nude statue"}, dm=True)
+        assert "age-restricted" in await private_reply(env, dm_nude)
+        assert await env.remaining(fake.user) == 50
+        dm_clown = await fake.slash("imagine", {"prompt": "a clown"}, dm=True)
+        await result_of(fake, dm_clown)
+        assert await env.remaining(fake.user) == 49

@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from bot.guilds import GuildConfig
-from bot.moderation import check_prompt, find_term
+from bot.moderation import check_prompt
 from bot.queue import SlotQueue
+from core import find_term
 
 
 @pytest.mark.parametrize(
