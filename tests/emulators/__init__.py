@@ -8,23 +8,26 @@
     emu.inject(Fault(status=503, retry_after=1))
 
 Each emulator is a Starlette app (`emu.app`, also usable with httpx.ASGITransport). The module
-docstrings of deepmode, deepimage, hive, nebulablock and openai describe each API as emulated
-and mark what is the emulator's choice where the real API is undocumented.
+docstrings of deepmode, deepimage, hive, nebulablock, openai, sdwebui, comfyui and horde describe
+each API as emulated and mark what is the emulator's choice where the real API is undocumented.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, overload
 
-from .base import ApiError, Emulator, Fault, Recorded, Upload, render_image
+from .base import ApiError, Emulator, Fault, Recorded, Upload, render_image, wait_until
+from .comfyui import ComfyUIEmulator
 from .deepimage import DeepImageEmulator
 from .deepmode import DeepmodeEmulator
 from .hive import HiveEmulator
+from .horde import HordeEmulator
 from .nebulablock import ModelSpec, NebulaBlockEmulator
 from .openai import OpenAIEmulator
+from .sdwebui import SDWebUIEmulator
 from .server import running
 
-KINDS = ("deepmode", "deepimage", "hive", "nebulablock", "openai")
+KINDS = ("deepmode", "deepimage", "hive", "nebulablock", "openai", "sdwebui", "comfyui", "horde")
 
 _CLASSES: dict[str, type[Emulator]] = {
     "deepmode": DeepmodeEmulator,
@@ -32,6 +35,9 @@ _CLASSES: dict[str, type[Emulator]] = {
     "hive": HiveEmulator,
     "nebulablock": NebulaBlockEmulator,
     "openai": OpenAIEmulator,
+    "sdwebui": SDWebUIEmulator,
+    "comfyui": ComfyUIEmulator,
+    "horde": HordeEmulator,
 }
 
 
@@ -45,6 +51,12 @@ def create_emulator(kind: Literal["hive"], **options: Any) -> HiveEmulator: ...
 def create_emulator(kind: Literal["nebulablock"], **options: Any) -> NebulaBlockEmulator: ...
 @overload
 def create_emulator(kind: Literal["openai"], **options: Any) -> OpenAIEmulator: ...
+@overload
+def create_emulator(kind: Literal["sdwebui"], **options: Any) -> SDWebUIEmulator: ...
+@overload
+def create_emulator(kind: Literal["comfyui"], **options: Any) -> ComfyUIEmulator: ...
+@overload
+def create_emulator(kind: Literal["horde"], **options: Any) -> HordeEmulator: ...
 @overload
 def create_emulator(kind: str, **options: Any) -> Emulator: ...
 
@@ -68,17 +80,21 @@ def create_emulator(kind: str, **options: Any) -> Emulator:
 __all__ = [
     "KINDS",
     "ApiError",
+    "ComfyUIEmulator",
     "DeepImageEmulator",
     "DeepmodeEmulator",
     "Emulator",
     "Fault",
     "HiveEmulator",
+    "HordeEmulator",
     "ModelSpec",
     "NebulaBlockEmulator",
     "OpenAIEmulator",
     "Recorded",
+    "SDWebUIEmulator",
     "Upload",
     "create_emulator",
     "render_image",
     "running",
+    "wait_until",
 ]

@@ -439,6 +439,16 @@ def bearer_token(request: Request, scheme: str = "Bearer") -> str | None:
     return token.strip() if prefix.lower() == scheme.lower() and token.strip() else None
 
 
+async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Return once `predicate()` is true (checked every 5 ms); TimeoutError after `timeout` s.
+
+    For tests that must act while an emulated job is in a given state (e.g. cancel it while it
+    runs): the state lives in the emulator, so there is no event to wait on."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -103,9 +103,12 @@ async def receiver():
 
 def test_factory_kinds_keys_and_base_paths():
     paths = {"deepmode": "", "deepimage": "", "hive": "", "nebulablock": "/api/v1", "openai": "/v1"}
+    paths |= {"sdwebui": "", "comfyui": "", "horde": ""}
+    basic = {"sdwebui", "comfyui"}  # self-hosted: basic auth "user:password"
     for kind in KINDS:
         emu = create_emulator(kind)
-        assert (emu.kind, emu.api_key, emu.base_path) == (kind, f"test-{kind}-key", paths[kind])
+        key = f"imagegate:test-{kind}-key" if kind in basic else f"test-{kind}-key"
+        assert (emu.kind, emu.api_key, emu.base_path) == (kind, key, paths[kind])
     assert create_emulator("hive").v3_api_key == "test-hive-v3-key"
     assert create_emulator("openai", api_key="k").api_key == "k"
     with pytest.raises(ValueError):
