@@ -37,7 +37,10 @@ class Registry:
             )
             self.contexts[name] = ctx
             for model_name in provider.models or ["default"]:
-                model = BUILTIN[provider.kind](ctx, model_name)
+                try:
+                    model = BUILTIN[provider.kind](ctx, model_name)
+                except ConfigError as exc:  # an adapter checking its own settings
+                    raise ConfigError(f"{settings.source}: {exc.message}") from None
                 self.models[model.ref] = model
         self.aliases = {
             alias: [target] if isinstance(target, str) else list(target)

@@ -39,6 +39,7 @@ from .errors import (
 from .http import make_http_client
 from .moderation import find_in_texts
 from .orchestrator import Delivered, Orchestrator
+from .progress import forward_to, reporting_to
 from .providers import ImageModel, Plan
 from .quota import Hold, Policy, QuotaStore
 from .registry import Registry
@@ -301,7 +302,9 @@ class ImageService:
         if progress:
             await progress("generating", {"job_id": job_id, "n": request.n})
         deadline = time.monotonic() + self.settings.defaults.job_deadline_s
-        outcome = await self.orchestrator.run(chain, deadline, self._check_image)
+        receiver = forward_to(progress, {"job_id": job_id}) if progress else None
+        with reporting_to(receiver):
+            outcome = await self.orchestrator.run(chain, deadline, self._check_image)
         stored = await self.store.save_images(
             job_id, [(d.model.ref, d.image, d.checked) for d in outcome.delivered]
         )

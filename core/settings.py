@@ -17,7 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError
 
 ProviderKind = Literal[
-    "deepmode", "deepimage", "hive", "hive_v3", "nebulablock", "openai", "placeholder"
+    "deepmode",
+    "deepimage",
+    "hive",
+    "hive_v3",
+    "nebulablock",
+    "openai",
+    "placeholder",
+    "sdwebui",
+    "comfyui",
+    "horde",
 ]
 
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -28,6 +37,9 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "nebulablock": "https://api.nebulablock.com/api/v1",
     "openai": "https://api.openai.com/v1",
     "placeholder": "",
+    "sdwebui": "http://127.0.0.1:7860",
+    "comfyui": "http://127.0.0.1:8188",
+    "horde": "https://aihorde.net",
 }
 
 
@@ -58,6 +70,8 @@ class ProviderSettings(_Section):
     timeout_s: float = Field(120.0, gt=0)
     max_concurrency: int = Field(4, ge=1)
     poll_interval_s: float = Field(1.5, gt=0)
+    # comfyui: the API-format workflow file per operation it serves, e.g. {generate = "t2i.json"}
+    workflows: dict[str, Path] = Field(default_factory=dict)
 
     def resolved_base_url(self) -> str:
         """``base_url`` or the API root the provider documents."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from .base import Capabilities, ImageModel, Plan, ProviderContext, ProviderOptions
+from .comfyui import ComfyUIImageModel
 from .deepimage import DeepImageImageModel
 from .deepmode import DeepmodeImageModel
 from .hive import HiveImageModel
 from .hive_v3 import HiveV3ImageModel
+from .horde import HordeImageModel
 from .nebulablock import NebulaBlockImageModel
 from .openai import OpenAIImageModel
 from .placeholder import PlaceholderImageModel
+from .sdwebui import SDWebUIImageModel
 
 BUILTIN: dict[str, type[ImageModel]] = {
     "deepmode": DeepmodeImageModel,
@@ -19,6 +22,9 @@ BUILTIN: dict[str, type[ImageModel]] = {
     "nebulablock": NebulaBlockImageModel,
     "openai": OpenAIImageModel,
     "placeholder": PlaceholderImageModel,
+    "sdwebui": SDWebUIImageModel,
+    "comfyui": ComfyUIImageModel,
+    "horde": HordeImageModel,
 }
 
 __all__ = ["BUILTIN", "Capabilities", "ImageModel", "Plan", "ProviderContext", "ProviderOptions"]

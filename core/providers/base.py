@@ -9,13 +9,16 @@ retries: batching, retries, the deadline and fallback live in ``core.orchestrato
 
 from __future__ import annotations
 
+import asyncio
 import binascii
+import contextlib
 import email.utils
 import functools
+import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -42,6 +45,10 @@ from ..types import GeneratedImage, ImageRequest, Operation
 
 if TYPE_CHECKING:
     from ..callbacks import CallbackHub
+
+log = logging.getLogger("imagegate")
+
+CANCEL_TIMEOUT_S = 10.0  # how long a cancelled job may spend telling its provider to stop
 
 ResponseModel = TypeVar("ResponseModel", bound=BaseModel)
 OptionsModel = TypeVar("OptionsModel", bound="ProviderOptions")
@@ -129,6 +136,29 @@ class ImageModel(ABC):
         """The provider account's balance where the API has one, as text."""
         return None
 
+    async def available_models(self) -> list[str] | None:
+        """The model names the provider serves now, where its API lists them."""
+        return None
+
+    async def cancel(self, ticket: str) -> None:  # noqa: B027 - optional for adapters
+        """Ask the provider to stop work on ``ticket`` (its id for a job this adapter started).
+
+        Called by ``remote_job`` when the wait for that job ends without its result: the job
+        was cancelled, hit its deadline or failed. Best effort; the default does nothing.
+        """
+
+    @contextlib.asynccontextmanager
+    async def remote_job(self, ticket: str) -> AsyncIterator[None]:
+        """Wrap the wait for a job the provider runs on its side: if the block ends without
+        finishing (cancellation included), ``cancel(ticket)`` runs, shielded from the
+        cancellation and bounded by ``CANCEL_TIMEOUT_S``, so a scarce GPU or an account's
+        credit stops being spent on images nobody will get."""
+        try:
+            yield
+        except BaseException:
+            await _cancel_quietly(self, ticket)
+            raise
+
     def require_operation(self, request: ImageRequest) -> None:
         """Raise a clear error when this model does not serve ``request.operation``."""
         if request.operation not in self.capabilities.operations:
@@ -136,6 +166,16 @@ class ImageModel(ABC):
             raise InvalidRequestError(
                 f"{self.ref} does not do {request.operation}; it serves: {served}"
             )
+
+
+async def _cancel_quietly(model: ImageModel, ticket: str) -> None:
+    task = asyncio.ensure_future(asyncio.wait_for(model.cancel(ticket), CANCEL_TIMEOUT_S))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:  # cancelled again while waiting: the task still runs
+        pass
+    except Exception as exc:  # noqa: BLE001 - the original failure is what the caller sees
+        log.info("%s: cancelling %s failed: %s", model.ref, ticket, type(exc).__name__)
 
 
 # --- HTTP helpers -------------------------------------------------------------------------
@@ -389,6 +429,24 @@ def bearer(ctx: ProviderContext) -> dict[str, str]:
     return {"Authorization": f"Bearer {require_key(ctx)}"}
 
 
+def basic_auth(ctx: ProviderContext) -> httpx.BasicAuth | None:
+    """HTTP basic auth from a ``user:password`` key, for self-hosted servers (a WebUI with
+    ``--api-auth``, a ComfyUI behind a proxy); None when no ``api_key_env`` is configured.
+
+    Raises:
+        ProviderAuthError: ``api_key_env`` names a variable that is unset or has no ``:``.
+    """
+    if not ctx.settings.api_key_env:
+        return None
+    user, sep, password = require_key(ctx).partition(":")
+    if not sep:
+        raise ProviderAuthError(
+            f"{ctx.name}: the variable {ctx.settings.api_key_env} must hold user:password",
+            provider=ctx.name,
+        )
+    return httpx.BasicAuth(user, password)
+
+
 def require_key(ctx: ProviderContext) -> str:
     if not ctx.api_key:
         env = ctx.settings.api_key_env or "api_key_env"
@@ -512,6 +570,11 @@ def parse_data(ctx: ProviderContext, data: Any, model: type[ResponseModel]) -> R
         return model.model_validate(data)
     except ValidationError as exc:
         raise _unreadable(ctx, exc, "a result") from None
+
+
+def no_image(ctx: ProviderContext) -> ProviderResponseError:
+    """The error for a reply that finished without any image."""
+    return ProviderResponseError(f"{ctx.name} returned no image", provider=ctx.name)
 
 
 def _unreadable(ctx: ProviderContext, exc: ValidationError, what: str) -> ProviderResponseError:

@@ -134,6 +134,7 @@ class WaitingPrompt:
     duration_s: float
     possible: bool = True
     slow: bool = False
+    truncated: bool = False  # a truncated_b64 fault on the request: its images come cut
     cancelled_at: float | None = None
     charged: int = 0  # images whose kudos were taken
     images: list[dict[str, Any]] = field(default_factory=list)
@@ -166,10 +167,8 @@ class HordeEmulator(Emulator):
         **options: Any,
     ):
         super().__init__(**options)
-        self.users = {
-            self.api_key: User("imagegate#4242", 4242, kudos, 30),
-            ANONYMOUS: User("Anonymous#0", 0, 0.0, 2),
-        }
+        self.user = User("imagegate#4242", 4242, kudos, 30)  # the owner of `api_key`
+        self.anonymous = User("Anonymous#0", 0, 0.0, 2)
         self.queue_s = queue_s
         self.queue_ahead = queue_ahead
         self.job_duration_s = job_duration_s
@@ -219,7 +218,7 @@ class HordeEmulator(Emulator):
                     "Missing required parameter in the HTTP headers"
                 }
             )
-        user = self.users.get(apikey)
+        user = self._user(apikey)
         if user is None:
             raise ApiError(
                 401,
@@ -275,6 +274,7 @@ class HordeEmulator(Emulator):
             self.job_duration_s,
             possible=possible,
             slow=call.flag("slow_job"),
+            truncated=call.flag("truncated_b64"),
         )
         self.prompts[wp.id] = wp
         answer: dict[str, Any] = {"id": wp.id, "kudos": each * n}
@@ -329,7 +329,7 @@ class HordeEmulator(Emulator):
         apikey = call.request.headers.get("apikey")
         if not apikey:
             raise self.user_of("")  # type: ignore[misc]  # raises InvalidAPIKey
-        user = self.users.get(apikey)
+        user = self._user(apikey)
         if user is None:
             raise ApiError(404, f"User with api_key '{apikey[:4]}…' not found.", "UserNotFound")
         return {
@@ -342,6 +342,9 @@ class HordeEmulator(Emulator):
         }
 
     # ----- state -------------------------------------------------------------------------------
+
+    def _user(self, apikey: str) -> User | None:
+        return {self.api_key: self.user, ANONYMOUS: self.anonymous}.get(apikey)
 
     def _find(self, call: Call, what: str) -> WaitingPrompt:
         wp_id = call.request.path_params["id"]
@@ -399,6 +402,8 @@ class HordeEmulator(Emulator):
         key = f"{wp.body['prompt']}|{params.get('negative_prompt')}|{seed}|{wp.body.get('models')}"
         key += wp.body.get("source_image", "")[:64]
         data = _black(size) if censored else render_image(key, size, "webp")
+        if wp.truncated:
+            data = data[: len(data) // 2]
         if wp.body.get("r2", True):
             img = self.publish(call, data, "webp")
         else:

@@ -13,6 +13,7 @@ import io
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,9 +41,18 @@ class Kind:
     size: tuple[int, int] | None = None  # a size it serves (None: sizes are refused)
     bad_size: tuple[int, int] | None = None  # a size beyond its limits
     image_size: tuple[int, int] = (64, 64)
+    provider: dict[str, Any] = field(default_factory=dict)  # more [providers.*] settings
+    moderation: bool = True  # the API has a moderation refusal to emulate
 
 
 DM_MODEL = "668f1a2bdb4c27d16052c82b"
+WORKFLOWS = Path(__file__).resolve().parents[3] / "docs" / "comfyui"
+COMFY_WORKFLOWS = {  # the example workflows the docs ship
+    "generate": str(WORKFLOWS / "txt2img.json"),
+    "variation": str(WORKFLOWS / "img2img.json"),
+    "inpaint": str(WORKFLOWS / "inpaint.json"),
+    "upscale": str(WORKFLOWS / "upscale.json"),
+}
 KINDS: dict[str, Kind] = {
     "deepmode": Kind(
         "deepmode", "deepmode", DM_MODEL, "/api/images/generate", bad_size=(512, 512)
@@ -67,6 +77,19 @@ KINDS: dict[str, Kind] = {
     "openai": Kind(
         "openai", "openai", "dall-e-2", "/v1/images/generations",
         size=(256, 256), bad_size=(300, 300),
+    ),
+    "sdwebui": Kind(
+        "sdwebui", "sdwebui", "default", "/sdapi/v1/txt2img",
+        size=(128, 192), bad_size=(100, 100), moderation=False,
+    ),
+    "comfyui": Kind(
+        "comfyui", "comfyui", "default", "/prompt",
+        size=(128, 192), bad_size=(100, 100), moderation=False,
+        provider={"workflows": COMFY_WORKFLOWS},
+    ),
+    "horde": Kind(
+        "horde", "horde", "stable_diffusion", "/api/v2/generate/async",
+        emulator_options={"job_duration_s": 0.005}, size=(128, 192), bad_size=(100, 100),
     ),
 }  # fmt: skip
 
@@ -161,6 +184,7 @@ async def harness(tmp_path, monkeypatch) -> AsyncIterator[Any]:
                     "models": [model],
                     "timeout_s": 5,
                     "poll_interval_s": 0.02,
+                    **spec.provider,
                     **(provider or {}),
                 }
             },
@@ -242,6 +266,12 @@ def adapter(
     kind: str, model: str | None = None, *, name: str | None = None, api_key: str = "sk-secret-1"
 ) -> ImageModel:
     """An adapter with no HTTP client at all: enough for ``plan()``, which must be pure."""
-    settings = ProviderSettings(kind=kind, api_key_env="IG_UNUSED", models=[model or "m"])  # type: ignore[arg-type]
+    extra = KINDS[kind].provider if kind in KINDS else {}
+    settings = ProviderSettings(
+        kind=kind,  # type: ignore[arg-type]
+        api_key_env="IG_UNUSED",
+        models=[model or "m"],
+        **extra,
+    )
     ctx = ProviderContext(name=name or kind, settings=settings, http=None, api_key=api_key)  # type: ignore[arg-type]
     return BUILTIN[kind](ctx, model or KINDS[kind].model)

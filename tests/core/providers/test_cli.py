@@ -22,6 +22,9 @@ EXTRA_ARGS = {
     "hive_v3": ["--size", "256x256", "--seed", "9"],
     "nebulablock": ["--size", "64x64", "--steps", "4"],
     "openai": ["--size", "256x256"],
+    "sdwebui": ["--size", "64x64", "-n", "2", "--seed", "5"],
+    "comfyui": ["--size", "64x64", "--negative", "rain"],
+    "horde": ["--size", "64x64", "--steps", "8"],
 }
 
 
@@ -36,10 +39,16 @@ def _config(tmp_path: Path, providers: dict[str, dict]) -> Path:
     ]
     for name, provider in providers.items():
         lines.append(f"[providers.{name}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in provider.items()]
+        lines += [f"{key} = {_toml(value)}" for key, value in provider.items()]
     path = tmp_path / "imagegate.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _toml(value) -> str:
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
 
 
 def _imagegate(config: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -62,6 +71,7 @@ def _provider(kind: str, url: str, emu) -> dict:
         "models": [spec.model],
         "timeout_s": 10,
         "poll_interval_s": 0.05,
+        **spec.provider,
     }
 
 

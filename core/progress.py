@@ -1,0 +1,111 @@
+"""Progress that a provider reports while it works: its queue position, wait time or steps.
+
+An adapter calls ``await report(ProviderProgress(...))`` from ``do_generate`` whenever its
+backend tells it something (a WebUI's ``/progress``, a ComfyUI ``progress`` message, a Horde
+``check``). ``ImageService`` installs the receiver for the job with ``reporting_to`` and passes
+each report on to the front end's progress callback as the stage ``"provider"`` with the
+fields of ``ProviderProgress.info()``; both front ends show ``info["detail"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("imagegate")
+
+
+@dataclass(frozen=True)
+class ProviderProgress:
+    """One report; every field is optional (a backend tells what it knows)."""
+
+    provider: str
+    queue_position: int | None = None  # 0 or None: not waiting in a queue
+    wait_s: float | None = None  # the backend's estimate of the time left
+    step: int | None = None
+    steps: int | None = None
+    fraction: float | None = None  # 0..1, where the backend gives only that
+
+    def detail(self) -> str:
+        """One line for a person: "queued at ComfyUI, position 3, about 40 s left"."""
+        parts: list[str] = []
+        if self.queue_position:
+            parts.append(f"queued at {self.provider}, position {self.queue_position}")
+        elif self.step is not None and self.steps:
+            parts.append(f"{self.provider}: step {self.step} of {self.steps}")
+        elif self.fraction is not None:
+            parts.append(f"{self.provider}: {round(100 * min(1.0, self.fraction))}% done")
+        else:
+            parts.append(f"{self.provider} is working on it")
+        if self.wait_s is not None and self.wait_s >= 1:
+            parts.append(f"about {_duration(self.wait_s)} left")
+        return ", ".join(parts)
+
+    def info(self) -> dict[str, Any]:
+        """The fields, without the unset ones, plus ``detail``."""
+        fields = {k: v for k, v in self.__dict__.items() if v is not None}
+        return {**fields, "detail": self.detail()}
+
+
+Receiver = Callable[[ProviderProgress], Awaitable[None]]
+
+_receiver: ContextVar[Receiver | None] = ContextVar("imagegate_provider_progress", default=None)
+
+
+@contextlib.contextmanager
+def reporting_to(receiver: Receiver | None) -> Iterator[None]:
+    """Send the reports of the provider calls made inside this block (and in the tasks they
+    start) to ``receiver``."""
+    token = _receiver.set(receiver)
+    try:
+        yield
+    finally:
+        _receiver.reset(token)
+
+
+async def report(progress: ProviderProgress) -> None:
+    """Pass a report on; never raises, since a front end's trouble must not fail a job."""
+    receiver = _receiver.get()
+    if receiver is None:
+        return
+    try:
+        await receiver(progress)
+    except Exception as exc:  # noqa: BLE001 - progress is advisory
+        log.info("progress report failed: %s", type(exc).__name__)
+
+
+def forward_to(
+    progress: Callable[[str, dict[str, Any]], Awaitable[None]],
+    job: dict[str, Any],
+    *,
+    min_interval_s: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> Receiver:
+    """A receiver that passes reports on as ``progress("provider", {**job, **info})``: a
+    report that says nothing new is dropped, and so is one within ``min_interval_s`` of the
+    last unless it moves between queued and running (a GPU reports every step; a Discord
+    message or an MCP notification per step would be noise)."""
+    last: dict[str, Any] = {"detail": None, "queued": None, "at": float("-inf")}
+
+    async def receive(report_: ProviderProgress) -> None:
+        info = report_.info()
+        queued = bool(report_.queue_position)
+        now = clock()
+        if info["detail"] == last["detail"]:
+            return
+        if queued == last["queued"] and now - last["at"] < min_interval_s:
+            return
+        last.update(detail=info["detail"], queued=queued, at=now)
+        await progress("provider", {**job, **info})
+
+    return receive
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 90 else f"{round(seconds / 60)} min"
