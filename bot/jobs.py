@@ -143,6 +143,7 @@ class Tracker:
         self.provider: str | None = None
         self.ticket: Any = None
         self.job_id: str | None = None
+        self.detail: str | None = None  # the provider's latest progress, in words
         loop = asyncio.get_running_loop()
         self.started = loop.time()
         self._last_edit = float("-inf")
@@ -166,6 +167,10 @@ class Tracker:
 
         async def progress(stage: str, info: dict[str, Any]) -> None:
             self.job_id = info.get("job_id", self.job_id)
+            if stage == "provider":  # what the backend reports: queue place, steps, wait
+                self.detail = info.get("detail")
+                self._changed.set()
+                return
             if stage == "generating" and self.ticket is None:
                 self.provider = provider
                 self.ticket = self.runner.queues[provider].enter()
@@ -189,7 +194,8 @@ class Tracker:
             )
         if self.stage in ("generating", "queued"):
             model = f" with `{self.model}`" if self.model else ""
-            return f"🎨 {self.what}{model}… ({elapsed})"
+            detail = f": {self.detail}" if self.detail else "…"
+            return f"🎨 {self.what}{model}{detail} ({elapsed})"
         return f"🎨 {self.what}: {self.stage.replace('_', ' ')}… ({elapsed})"
 
     async def start(self) -> None:

@@ -32,6 +32,7 @@ class TrackedJob:
     task: asyncio.Task[ImageResult] = field(init=False, repr=False)
     job_id: str | None = None
     phase: str = "starting"
+    detail: str | None = None  # the provider's latest progress, in words
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -71,6 +72,10 @@ class JobTracker:
         job = TrackedJob(user=user, n=n)
 
         async def progress(phase: str, info: dict[str, Any]) -> None:
+            if phase == "provider":  # what the backend reports: queue place, steps, wait
+                job.detail = info.get("detail")
+                job.changed.set()
+                return
             job.phase = phase
             if info.get("job_id") and job.job_id is None:
                 job.job_id = str(info["job_id"])

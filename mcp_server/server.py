@@ -496,7 +496,8 @@ def _phase(job: TrackedJob) -> str:
     if job.job_id is None:
         return "checking the request and reserving credits"
     images = f"{job.n} image{'' if job.n == 1 else 's'}"
-    return f"generating {images} (job {job.job_id}), {job.elapsed:.0f} s"
+    detail = f" {job.detail}," if job.detail else ""
+    return f"generating {images} (job {job.job_id}),{detail} {job.elapsed:.0f} s"
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -96,6 +96,14 @@ class ProviderContext:
         return self.settings.resolved_base_url()
 
 
+@dataclass
+class RemoteJob:
+    """The provider's id for a job it runs (see ``ImageModel.remote_job``); None once it is
+    known that the provider is not running it."""
+
+    ticket: str | None
+
+
 class ImageModel(ABC):
     """One provider model. Subclasses set ``kind`` and implement ``plan`` and ``do_generate``."""
 
@@ -148,15 +156,18 @@ class ImageModel(ABC):
         """
 
     @contextlib.asynccontextmanager
-    async def remote_job(self, ticket: str) -> AsyncIterator[None]:
+    async def remote_job(self, ticket: str) -> AsyncIterator[RemoteJob]:
         """Wrap the wait for a job the provider runs on its side: if the block ends without
-        finishing (cancellation included), ``cancel(ticket)`` runs, shielded from the
+        finishing (cancellation included), ``cancel(job.ticket)`` runs, shielded from the
         cancellation and bounded by ``CANCEL_TIMEOUT_S``, so a scarce GPU or an account's
-        credit stops being spent on images nobody will get."""
+        credit stops being spent on images nobody will get. The block may change
+        ``job.ticket`` (to the id the provider answered with)."""
+        job = RemoteJob(ticket)
         try:
-            yield
+            yield job
         except BaseException:
-            await _cancel_quietly(self, ticket)
+            if job.ticket is not None:
+                await _cancel_quietly(self, job.ticket)
             raise
 
     def require_operation(self, request: ImageRequest) -> None:

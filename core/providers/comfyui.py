@@ -30,6 +30,7 @@ import json
 import random
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from ..errors import (
     ConfigError,
     ImageGateError,
     InvalidRequestError,
+    ProviderError,
     ProviderRejectedError,
     ProviderResponseError,
     ProviderUnavailableError,
@@ -55,6 +57,7 @@ from .base import (
     Plan,
     ProviderContext,
     ProviderOptions,
+    RemoteJob,
     basic_auth,
     call_api,
     keep_input_size,
@@ -238,8 +241,9 @@ class ComfyUIImageModel(ImageModel):
         for name, data in plan.body["uploads"].items():
             values[name] = await self._upload(data, deadline)
         graph = Workflow(plan.body["workflow"], self.ref).fill(values)
-        prompt_id = await self._queue(graph, deadline)
-        async with self.remote_job(prompt_id):
+        # Our own prompt id, so a job cancelled while /prompt is in flight is still found.
+        async with self.remote_job(str(uuid.uuid4())) as job:
+            job.ticket = prompt_id = await self._queue(graph, job, deadline)
             entry = await self._wait(prompt_id, deadline)
         images = [await self._view(ref, deadline) for ref in _output_images(entry)][:count]
         if not images:
@@ -263,9 +267,15 @@ class ComfyUIImageModel(ImageModel):
                 f"{self.ctx.name} sent an upload reply we could not read", provider=self.ctx.name
             ) from None
 
-    async def _queue(self, graph: dict[str, Any], deadline: float) -> str:
-        body = {"prompt": graph}
-        response = await self._call("POST", "/prompt", deadline, json=body)
+    async def _queue(self, graph: dict[str, Any], job: RemoteJob, deadline: float) -> str:
+        """Queue the prompt; the id ComfyUI runs it under (older versions choose their own)."""
+        body = {"prompt": graph, "prompt_id": job.ticket}
+        try:
+            response = await self._call("POST", "/prompt", deadline, json=body)
+        except ProviderError as exc:
+            if exc.status is not None:  # ComfyUI answered with an error: nothing was queued
+                job.ticket = None
+            raise
         try:
             return str(response.json()["prompt_id"])
         except (ValueError, KeyError, TypeError):

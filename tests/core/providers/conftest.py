@@ -43,6 +43,7 @@ class Kind:
     image_size: tuple[int, int] = (64, 64)
     provider: dict[str, Any] = field(default_factory=dict)  # more [providers.*] settings
     moderation: bool = True  # the API has a moderation refusal to emulate
+    cancel_paths: tuple[str, ...] = ()  # POSTs that stop a remote job (not generation calls)
 
 
 DM_MODEL = "668f1a2bdb4c27d16052c82b"
@@ -85,7 +86,7 @@ KINDS: dict[str, Kind] = {
     "comfyui": Kind(
         "comfyui", "comfyui", "default", "/prompt",
         size=(128, 192), bad_size=(100, 100), moderation=False,
-        provider={"workflows": COMFY_WORKFLOWS},
+        provider={"workflows": COMFY_WORKFLOWS}, cancel_paths=("/queue", "/interrupt"),
     ),
     "horde": Kind(
         "horde", "horde", "stable_diffusion", "/api/v2/generate/async",

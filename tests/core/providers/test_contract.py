@@ -315,7 +315,8 @@ async def _live_request(h, op: str, **fields) -> ImageRequest:
 
 
 def _posts(h) -> list:
-    return [r for r in h.calls() if r.method == "POST"]
+    """The POSTs that ask for images (not those that stop a job the adapter gave up on)."""
+    return [r for r in h.calls() if r.method == "POST" and r.path not in h.spec.cancel_paths]
 
 
 def _sent(h, *, random_seed: bool = False) -> list:
@@ -327,6 +328,8 @@ def _sent(h, *, random_seed: bool = False) -> list:
     for r in _posts(h):
         files = {u.name: u.data for u in r.uploads}
         body = _without_seeds(r.json) if random_seed else r.json
+        if isinstance(body, dict) and "prompt_id" in body:  # ComfyUI: a fresh id per run
+            body = {**body, "prompt_id": "<id>"}
         out.append((r.path, body, r.form, files))
     return out
 
