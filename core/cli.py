@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
     providers = sub.add_parser("providers", help="list configured providers")
     _json_flag(providers)
-    providers.add_argument("--balance", action="store_true", help="ask each provider")
+    providers.add_argument("--balance", action="store_true", help="ask each one: balance, models")
     providers.set_defaults(handler=_async(_providers))
 
     _quota_parsers(sub)
@@ -345,12 +345,16 @@ async def _providers(service: ImageService, args: argparse.Namespace) -> None:
         print(json.dumps([p.__dict__ for p in providers]))
         return
     for p in providers:
-        key = "not needed" if p.kind == "placeholder" else ("set" if p.key_set else "NOT SET")
+        optional = p.kind == "placeholder" or (p.key_optional and not p.api_key_env)
+        key = "not needed" if optional else ("set" if p.key_set else "NOT SET")
         line = (
             f"{p.name}  [{p.kind}]  {p.base_url or '(offline)'}  key {p.api_key_env or '-'}: {key}"
         )
         if p.balance is not None:
             line += f"  balance: {p.balance}"
+        if p.available is not None:
+            shown = ", ".join(p.available[:12]) + (", ..." if len(p.available) > 12 else "")
+            line += f"  serves: {shown or 'nothing now'}"
         print(line)
 
 

@@ -77,6 +77,8 @@ class ProviderInfo:
     key_set: bool
     models: list[str]
     balance: str | None = None
+    available: list[str] | None = None  # the models the provider serves now, if it lists them
+    key_optional: bool = False  # works without a key (self-hosted, or the Horde's anonymous)
 
 
 class ImageService:
@@ -481,16 +483,19 @@ class ImageService:
         )
 
     async def providers(self, *, balance: bool = False) -> list[ProviderInfo]:
-        """Configured providers; with ``balance``, the account balance where the API has one."""
+        """Configured providers; with ``balance``, the account balance and the models served
+        now, where the API has them."""
         out = []
         for name, ctx in self.registry.contexts.items():
             models = [m for m in self.registry.models.values() if m.ctx is ctx]
-            shown = None
+            shown, available = None, None
             if balance and models:
                 try:
                     shown = await models[0].balance()
                 except ImageGateError as exc:
                     shown = f"unavailable ({exc.message})"
+                with contextlib.suppress(ImageGateError):
+                    available = await models[0].available_models()
             out.append(
                 ProviderInfo(
                     name=name,
@@ -500,6 +505,8 @@ class ImageService:
                     key_set=bool(ctx.api_key),
                     models=[m.model for m in models],
                     balance=shown,
+                    available=available,
+                    key_optional=bool(models) and models[0].key_optional,
                 )
             )
         return out

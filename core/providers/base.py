@@ -108,6 +108,7 @@ class ImageModel(ABC):
     """One provider model. Subclasses set ``kind`` and implement ``plan`` and ``do_generate``."""
 
     kind: ClassVar[str]
+    key_optional: ClassVar[bool] = False  # True: works without ``api_key_env``
 
     def __init__(self, ctx: ProviderContext, model: str) -> None:
         self.ctx = ctx

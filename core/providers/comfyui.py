@@ -153,6 +153,7 @@ def _substitute(text: str, values: dict[str, Any]) -> Any:
 
 class ComfyUIImageModel(ImageModel):
     kind = "comfyui"
+    key_optional = True
 
     class Options(ProviderOptions):
         """Settings reach ComfyUI through the workflows' placeholders, not through options."""

@@ -101,6 +101,7 @@ class _Model(BaseModel):
 
 class HordeImageModel(ImageModel):
     kind = "horde"
+    key_optional = True
 
     class Options(ProviderOptions):
         sampler: str | None = Field(None, description=f"one of {', '.join(SAMPLERS)}")

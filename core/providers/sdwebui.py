@@ -80,6 +80,7 @@ class _Checkpoint(BaseModel):
 
 class SDWebUIImageModel(ImageModel):
     kind = "sdwebui"
+    key_optional = True
 
     class Options(ProviderOptions):
         sampler: str | None = Field(

@@ -144,3 +144,19 @@ def test_providers_with_balances(tmp_path):
         "deepimage": "100 credits",
         "nebulablock": "$100.00000",
     }
+
+
+def test_providers_balance_shows_kudos_and_served_models(tmp_path):
+    horde, webui = create_emulator("horde"), create_emulator("sdwebui", api_key=None)
+    with running(horde) as horde_url, running(webui) as webui_url:
+        providers = {
+            "h": {"kind": "horde", "base_url": horde_url, "api_key_env": "IG_CLI_H_KEY"},
+            "w": {"kind": "sdwebui", "base_url": webui_url},
+        }
+        config = _config(tmp_path, providers)
+        env = {"IG_CLI_H_KEY": horde.api_key}
+        done = _imagegate(config, "providers", "--balance", env=env)
+    assert done.returncode == 0, done.stderr
+    h_line, w_line = done.stdout.splitlines()
+    assert "balance: 1000 kudos" in h_line and "serves: stable_diffusion" in h_line
+    assert "key -: not needed" in w_line and "v1-5-pruned-emaonly.safetensors [" in w_line
