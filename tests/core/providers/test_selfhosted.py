@@ -43,6 +43,7 @@ async def test_cancelling_a_comfyui_job_interrupts_only_that_prompt(harness):
     h = await harness("comfyui")
     h.emu.inject(Fault(slow_job=True))
     await _cancel_when(h, lambda: h.emu.running is not None)
+    await wait_until(lambda: h.emu.history)  # the emulator's worker notices the interrupt
     (prompt,) = h.emu.history  # interrupted, so it ended in the history without images
     assert h.emu.interrupts == [prompt]  # never a global interrupt (None)
     assert h.emu.history[prompt]["status"]["status_str"] == "error"
