@@ -24,6 +24,7 @@ from .images import preview, sniff_mime
 from .moderation import NSFW_TERMS, filter_form, find_in_texts, find_term, normalise_prompt
 from .service import ImageService, ProviderInfo, default_cli_user
 from .settings import Settings, load_settings, parse_settings
+from .tokens import TokenInfo
 from .types import (
     EDIT_MODES,
     MAX_IMAGES_PER_JOB,
@@ -80,6 +81,7 @@ __all__ = [
     "RateLimitedError",
     "Settings",
     "StoredImage",
+    "TokenInfo",
     "UnknownModelError",
     "default_cli_user",
     "filter_form",

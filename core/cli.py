@@ -126,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     token = mcp_sub.add_parser("token", help="mint a bearer token for USER")
     token.add_argument("user")
     token.set_defaults(handler=_mcp_token)
+    _admin_parsers(sub)
     bot = sub.add_parser("bot", help="run the Discord bot")
     bot.set_defaults(handler=_frontend("bot"))
     return parser
@@ -155,6 +156,24 @@ def _quota_parsers(sub: Any) -> None:
     history.add_argument("--limit", type=int, default=50)
     _json_flag(history)
     history.set_defaults(handler=_async(_quota_history))
+
+
+def _admin_parsers(sub: Any) -> None:
+    admin = sub.add_parser("admin", help="dashboard sign-in tokens").add_subparsers(
+        dest="admin_cmd", required=True
+    )
+    token = admin.add_parser(
+        "token", help="mint a dashboard token (printed once, alone on its first line)"
+    )
+    token.add_argument("user", nargs="?", help="who it is for (default: cli:<login>)")
+    token.add_argument("--label", default="", help="a note shown in the token list")
+    token.add_argument("--revoke", metavar="PREFIX", help="revoke the token with this prefix")
+    _json_flag(token)
+    token.set_defaults(handler=_async(_admin_token))
+    tokens = admin.add_parser("tokens", help="list dashboard tokens (never the tokens themselves)")
+    tokens.add_argument("--all", action="store_true", help="include revoked tokens")
+    _json_flag(tokens)
+    tokens.set_defaults(handler=_async(_admin_tokens))
 
 
 def _job_parser(sub: Any, name: str, help_text: str, handler: Callable) -> argparse.ArgumentParser:
@@ -421,6 +440,56 @@ def _int(text: str, what: str) -> int:
     if not re.fullmatch(r"\d{1,9}", text):
         raise InvalidRequestError(f"{what} must be a whole number of credits or 'default'")
     return int(text)
+
+
+async def _admin_token(service: ImageService, args: argparse.Namespace) -> None:
+    if args.revoke:
+        info = await service.revoke_token(_admin(), "admin", args.revoke)
+        if args.json:
+            print(json.dumps(_token_json(info)))
+        else:
+            print(f"revoked {info.shown} ({info.user})")
+        return
+    user = args.user or default_cli_user()
+    token, info = await service.mint_token(_admin(), "admin", user, label=args.label)
+    if args.json:
+        print(json.dumps({"token": token, **_token_json(info)}))
+        return
+    print(token)
+    print(f"# dashboard token {info.shown} for {info.user}: shown only once, stored as a hash.")
+    print(
+        "# Sign in at /admin on the HTTP server; revoke with: imagegate admin token --revoke "
+        f"{info.prefix}"
+    )
+
+
+async def _admin_tokens(service: ImageService, args: argparse.Namespace) -> None:
+    infos = await service.list_tokens(_admin(), "admin", include_revoked=args.all)
+    if args.json:
+        print(json.dumps([_token_json(i) for i in infos]))
+        return
+    for i in infos:
+        used = f"{i.last_used_at:%Y-%m-%d %H:%M}" if i.last_used_at else "never"
+        state = "" if i.active else f"  revoked {i.revoked_at:%Y-%m-%d %H:%M}"
+        print(
+            f"{i.shown}  {i.user}  created {i.created_at:%Y-%m-%d %H:%M}  used {used}"
+            f"{state}  {i.label}"
+        )
+
+
+def _token_json(info: Any) -> dict[str, Any]:
+    def stamp(value: Any) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "prefix": info.prefix,
+        "kind": info.kind,
+        "user": info.user,
+        "label": info.label,
+        "created_at": stamp(info.created_at),
+        "last_used_at": stamp(info.last_used_at),
+        "revoked_at": stamp(info.revoked_at),
+    }
 
 
 def _mcp_token(settings: Settings, args: argparse.Namespace) -> None:

@@ -145,6 +145,24 @@ migration(
 )
 
 
+migration(
+    "m004_api_tokens",
+    """
+    CREATE TABLE api_token (
+      prefix        TEXT PRIMARY KEY,
+      kind          TEXT NOT NULL,
+      user_id       TEXT NOT NULL,
+      sha256        TEXT NOT NULL,
+      label         TEXT NOT NULL DEFAULT '',
+      created_at    INTEGER NOT NULL,
+      last_used_at  INTEGER,
+      revoked_at    INTEGER
+    );
+    CREATE INDEX api_token_kind ON api_token(kind, user_id);
+    """,
+)
+
+
 class Database:
     """One SQLite file: a writer thread that commits in groups, and a read connection.
 

@@ -46,6 +46,7 @@ from .registry import Registry
 from .scopes import ScopeSettingsStore
 from .settings import Settings
 from .store import ImageStore, StoredFile, new_id
+from .tokens import TokenInfo, TokenStore
 from .types import (
     Caller,
     GeneratedImage,
@@ -102,6 +103,7 @@ class ImageService:
         self.quotas = QuotaStore(db)
         self.store = ImageStore(db, settings.images.dir)
         self.scopes = ScopeSettingsStore(db)
+        self.tokens = TokenStore(db)
         self.orchestrator = Orchestrator(max_retries=settings.defaults.max_retries)
         self.owner = _process_owner()
         self._owns_http = owns_http
@@ -590,6 +592,45 @@ class ImageService:
         log.info("settings of %s changed by %s", scope, admin.key)
         return stored
 
+    # --- tokens (dashboard sign-in: kind "admin"; MCP clients: kind "mcp") ---------------
+
+    async def mint_token(
+        self, admin: Caller, kind: str, user: str, *, label: str = ""
+    ) -> tuple[str, TokenInfo]:
+        """A new token of ``kind`` for ``user``: (plaintext, shown once and never stored; info).
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            InvalidRequestError: a bad kind, user or label.
+        """
+        _require_token_admin(admin)
+        token, info = await self.tokens.mint(kind, user, label=label)
+        log.info("%s token %s minted for %s by %s", kind, info.shown, user, admin.key)
+        return token, info
+
+    async def verify_token(self, kind: str, token: str) -> TokenInfo | None:
+        """The active token of ``kind`` that ``token`` is, or None; never raises for bad input."""
+        return await self.tokens.verify(kind, token)
+
+    async def list_tokens(
+        self, admin: Caller, kind: str | None = None, *, include_revoked: bool = False
+    ) -> list[TokenInfo]:
+        """Tokens (never their plaintext), oldest first. Admin only."""
+        _require_token_admin(admin)
+        return await self.tokens.list(kind, include_revoked=include_revoked)
+
+    async def revoke_token(self, admin: Caller, kind: str, prefix: str) -> TokenInfo:
+        """Revoke a token by its listed prefix. Admin only.
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            NotFoundError: no token of that kind has that prefix.
+        """
+        _require_token_admin(admin)
+        info = await self.tokens.revoke(kind, prefix)
+        log.info("%s token %s revoked by %s", kind, info.shown, admin.key)
+        return info
+
     # --- housekeeping -----------------------------------------------------------------------
 
     async def recover(self) -> int:
@@ -623,6 +664,11 @@ def _expect(request: ImageRequest, operations: tuple[str, ...]) -> None:
 def _require_admin(caller: Caller) -> None:
     if not caller.is_admin:
         raise PermissionDeniedError("only an admin can change quotas")
+
+
+def _require_token_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise PermissionDeniedError("only an admin can manage tokens")
 
 
 def _hash(user: str, model: str, record: dict[str, Any]) -> str:

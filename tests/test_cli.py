@@ -165,6 +165,21 @@ def test_quota_admin_commands(tmp_path):
     assert history[0]["kind"] == "grant" and history[0]["reason"] == "event prize"
 
 
+def test_admin_token_printed_once_listed_and_revoked(tmp_path):
+    minted = run(tmp_path, "admin", "token", "cli:ops", "--label", "laptop").stdout.splitlines()
+    token = minted[0]
+    assert token.startswith("ig_admin_") and " " not in token
+    listed = run(tmp_path, "admin", "tokens").stdout
+    assert "cli:ops" in listed and "laptop" in listed and token not in listed
+    (entry,) = json.loads(run(tmp_path, "admin", "tokens", "--json").stdout)
+    assert token.startswith(f"ig_admin_{entry['prefix']}_") and entry["revoked_at"] is None
+    assert token not in (tmp_path / "db.sqlite").read_bytes().decode("latin-1")
+    run(tmp_path, "admin", "token", "--revoke", entry["prefix"])
+    assert json.loads(run(tmp_path, "admin", "tokens", "--json").stdout) == []
+    gone = run(tmp_path, "admin", "token", "--revoke", "NOPENOPE", check=False)
+    assert gone.returncode != 0 and "NOPENOPE" in gone.stderr
+
+
 def test_30_concurrent_processes_with_allowance_5(tmp_path):
     config = _config(tmp_path, "[quota]\nallowance = 5\n")
     run(tmp_path, "models", config=config)  # create the database once
