@@ -6,8 +6,11 @@ over streamable HTTP, the provider-callback receiver when ``[callbacks] public_u
 and the Discord bot when its token variable is set and the bot package offers
 ``bot.app.start_bot(service, settings)``. Where each listens is printed on stderr.
 
-HTTP refuses to start on a non-loopback address unless ``[[mcp.clients]]`` holds tokens; with
-clients configured every request needs a valid bearer token, loopback included.
+Without ``[[mcp.clients]]`` HTTP serves only local clients, as ``stdio_user``: it refuses to start
+when it could be reached from elsewhere (a non-loopback ``[mcp] host``, ``[mcp] allowed_hosts``
+naming the host a proxy forwards, or ``[callbacks] public_url``), and refuses requests that carry
+a proxy's forwarding headers. With clients configured every request needs a valid bearer token,
+loopback included.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import anyio
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core import ConfigError, ImageService, Settings
 
@@ -40,6 +45,10 @@ log = logging.getLogger("imagegate.mcp")
 
 _LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 _MIN_BODY_BYTES = 4 * 1024 * 1024
+# Headers a reverse proxy or tunnel adds (RFC 7239 and the de-facto ones), lower-case as in ASGI.
+_PROXY_HEADERS = frozenset(
+    {b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-real-ip", b"via"}
+)
 
 
 def run_mcp(settings: Settings, args: argparse.Namespace) -> int:
@@ -69,30 +78,71 @@ def require_token(settings: Settings) -> bool:
     """Whether HTTP requests need a bearer token (they do once any client is configured).
 
     Raises:
-        ConfigError: a non-loopback ``[mcp] host`` with no ``[[mcp.clients]]``.
+        ConfigError: no ``[[mcp.clients]]`` while the server can be reached from elsewhere: a
+            non-loopback ``[mcp] host``, or a proxy in front (``[mcp] allowed_hosts`` or
+            ``[callbacks] public_url`` set; a proxy connects from loopback, so the bind
+            address alone cannot tell).
     """
     if settings.mcp.clients:
         return True
-    if not is_loopback(settings.mcp.host):
+    reachable = _reachable_from_elsewhere(settings)
+    if reachable:
         raise ConfigError(
-            f"{settings.source}: [mcp] host: {settings.mcp.host} is not a loopback address and"
-            " [[mcp.clients]] is empty, so anyone could spend credits; add a client token"
-            " (imagegate mcp token USER) or listen on 127.0.0.1"
+            f"{settings.source}: {reachable} and [[mcp.clients]] is empty, so anyone could spend"
+            f' "{settings.mcp.stdio_user}"\'s credits; add a client token (imagegate mcp token'
+            " USER)"
         )
     return False
 
 
+def _reachable_from_elsewhere(settings: Settings) -> str | None:
+    """Why the HTTP server could be reached by others than local clients, or None."""
+    if not is_loopback(settings.mcp.host):
+        return f"[mcp] host: {settings.mcp.host} is not a loopback address"
+    if settings.mcp.allowed_hosts:
+        return "[mcp] allowed_hosts: set, so clients come through a proxy"
+    if settings.callbacks.public_url:
+        return "[callbacks] public_url: set, so this deployment is reachable from outside"
+    return None
+
+
 def http_app(server: ImageGateServer, settings: Settings) -> Starlette:
     """The streamable HTTP ASGI app with DNS-rebinding protection and a body cap that fits an
-    image plus a mask as base64."""
+    image plus a mask as base64. Without client tokens, requests a proxy forwarded are refused
+    (``LocalOnly``)."""
     max_input = min(settings.mcp.max_input_bytes, settings.images.max_input_bytes)
     body_cap = max(_MIN_BODY_BYTES, 2 * 4 * math.ceil(max_input / 3) + 64 * 1024)
-    return server.streamable_http_app(
+    app = server.streamable_http_app(
         streamable_http_path=settings.mcp.path,
         transport_security=transport_security(settings),
         host=settings.mcp.host,
         max_request_body_size=body_cap,
     )
+    if not settings.mcp.clients:
+        app.add_middleware(LocalOnly)
+    return app
+
+
+class LocalOnly:
+    """ASGI middleware for tokenless HTTP: a request carrying a proxy's forwarding header is
+    refused (403), because tokenless HTTP spends ``stdio_user``'s credits and must serve only
+    clients on this machine. nginx adds none by default, which is why ``require_token`` also
+    refuses to start behind a configured proxy; most other proxies and tunnels add one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(k in _PROXY_HEADERS for k, _ in scope["headers"]):
+            refusal = PlainTextResponse(
+                "This request came through a proxy, and this imagegate has no client tokens:"
+                " it serves only local clients. The operator can add [[mcp.clients]]"
+                " (imagegate mcp token USER).",
+                status_code=403,
+            )
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:

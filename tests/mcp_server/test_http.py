@@ -138,6 +138,59 @@ def test_no_public_listening_without_clients(tmp_path):
     assert not require_token(make_settings(tmp_path, mcp={"host": "::1"}))
 
 
+def test_behind_a_proxy_without_clients_it_refuses_to_start(tmp_path):
+    # A proxy connects from loopback (nginx even sends the upstream address as Host), so a
+    # loopback bind proves nothing once a proxy is configured.
+    for sections, key in (
+        ({"mcp": {"allowed_hosts": ["images.example.org"]}}, "[mcp] allowed_hosts"),
+        ({"callbacks": {"public_url": "https://images.example.org"}}, "[callbacks] public_url"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            require_token(make_settings(tmp_path, **sections))
+        message = refused.value.message
+        assert key in message and "[[mcp.clients]] is empty" in message and "\n" not in message
+        mcp = {**sections.get("mcp", {}), "clients": clients()}
+        assert require_token(make_settings(tmp_path, **{**sections, "mcp": mcp}))
+
+
+async def test_behind_a_proxy_every_request_needs_a_token(tmp_path):
+    settings = make_settings(
+        tmp_path, mcp={"allowed_hosts": ["images.example.org"], "clients": clients()}
+    )
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_quota"}}
+    accept = {"Accept": "application/json, text/event-stream"}
+    async with running(settings) as url:
+        port = url.split(":")[2].split("/")[0]
+        async with httpx.AsyncClient() as http:
+            # What nginx sends by default (Host = the upstream) and what a Host-passing proxy sends.
+            for host in (f"127.0.0.1:{port}", "images.example.org"):
+                response = await http.post(url, json=body, headers={**accept, "Host": host})
+                assert response.status_code == 401, host
+        headers = {"Authorization": f"Bearer {TOKENS['ann']}", "Host": "images.example.org"}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http2:
+            async with Client(streamable_http_client(url, http_client=http2)) as client:
+                made = await client.call_tool("generate_image", {"prompt": "a"})
+        assert made.structured_content["credits_remaining"] == 9
+
+
+async def test_tokenless_http_refuses_what_a_proxy_forwarded(tmp_path):
+    async with running(make_settings(tmp_path)) as url:
+        for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP", "Via"):
+            with pytest.raises(Exception):  # noqa: B017 - the client surfaces the 403 its own way
+                async with httpx2.AsyncClient(headers={header: "203.0.113.9"}, timeout=30) as h:
+                    async with Client(streamable_http_client(url, http_client=h)) as client:
+                        await client.call_tool("generate_image", {"prompt": "free?"})
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                url,
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers={"X-Forwarded-For": "203.0.113.9", "Accept": "application/json"},
+            )
+        assert response.status_code == 403 and "[[mcp.clients]]" in response.text
+        quota = await call(url, None, "get_quota", {})
+        assert quota.structured_content["remaining"] == 10
+
+
 async def test_a_replayed_request_id_in_a_session_is_not_charged_twice(tmp_path):
     headers = {"Accept": "application/json, text/event-stream"}
 

@@ -92,3 +92,34 @@ async def test_imagegate_serve_prints_its_url_and_answers(tmp_path):
         with anyio.fail_after(15):
             code = await process.wait()
     assert code == 0
+
+
+async def test_http_behind_a_proxy_without_clients_refuses_to_start(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DISCORD_TOKEN": ""}
+    cases = (
+        (
+            'allowed_hosts = ["images.example.org"]\n',
+            ["mcp", "--transport", "http"],
+            "allowed_hosts",
+        ),
+        ('[callbacks]\npublic_url = "https://images.example.org"\n', ["serve"], "public_url"),
+    )
+    for extra, command, key in cases:
+        config = write_config(tmp_path, extra)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "core.cli",
+            "--config",
+            str(config),
+            *command,
+            cwd=str(ROOT),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        with anyio.fail_after(20):
+            out, err = await process.communicate()
+        lines = err.decode().splitlines()
+        assert process.returncode == 1 and out == b"", (command, lines)
+        assert len(lines) == 1 and key in lines[0] and "mcp token USER" in lines[0], lines
