@@ -419,9 +419,10 @@ async def _quota_history(service: ImageService, args: argparse.Namespace) -> Non
         print(json.dumps([json.loads(e.model_dump_json()) for e in entries]))
         return
     for e in entries:
+        by = f"  (by {e.actor})" if e.actor else ""
         print(
-            f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.kind:8}  allowance_used {e.d_allowance_used:+d}"
-            f"  granted {e.d_granted:+d}  held {e.d_held:+d}  {e.reason or ''}"
+            f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.kind:9}  allowance_used {e.d_allowance_used:+d}"
+            f"  granted {e.d_granted:+d}  held {e.d_held:+d}  {e.reason or ''}{by}"
         )
 
 

@@ -163,6 +163,38 @@ migration(
 )
 
 
+# The ledger becomes the whole audit trail: allowance changes are entries of their own (no
+# credits move), and ``actor`` says who made an operator's change. SQLite cannot alter a CHECK,
+# so the table is rebuilt (entry ids, and with them AUTOINCREMENT's counter, are kept).
+migration(
+    "m005_ledger_audit",
+    """
+    CREATE TABLE ledger_new (
+      entry_id        INTEGER PRIMARY KEY AUTOINCREMENT,
+      user_id         TEXT NOT NULL,
+      hold_id         TEXT,
+      kind            TEXT NOT NULL CHECK (kind IN
+                        ('grant','reset','hold','capture','release','expire','adjust',
+                         'allowance')),
+      d_allowance_used INTEGER NOT NULL DEFAULT 0,
+      d_granted       INTEGER NOT NULL DEFAULT 0,
+      d_held          INTEGER NOT NULL DEFAULT 0,
+      reason          TEXT,
+      created_at      INTEGER NOT NULL,
+      actor           TEXT,
+      UNIQUE (hold_id, kind)
+    );
+    INSERT INTO ledger_new (entry_id, user_id, hold_id, kind, d_allowance_used, d_granted,
+      d_held, reason, created_at)
+      SELECT entry_id, user_id, hold_id, kind, d_allowance_used, d_granted, d_held, reason,
+      created_at FROM ledger;
+    DROP TABLE ledger;
+    ALTER TABLE ledger_new RENAME TO ledger;
+    CREATE INDEX ledger_user ON ledger(user_id, entry_id);
+    """,
+)
+
+
 class Database:
     """One SQLite file: a writer thread that commits in groups, and a read connection.
 

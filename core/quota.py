@@ -154,19 +154,25 @@ class QuotaStore:
                 released += await self._finish(hold_id, 0, "expire") is not None
         return released
 
-    async def grant(self, user: str, credits: int, *, reason: str, policy: Policy) -> None:
-        """Add (or, with a negative number, remove) granted credits that never expire.
+    async def grant(
+        self, user: str, credits: int, *, reason: str, policy: Policy, actor: str | None = None
+    ) -> None:
+        """Add (or, with a negative number, remove) granted credits that never expire;
+        ``actor`` (who did it) goes into the ledger entry.
 
         Raises:
             QuotaExceededError: removing more than the user has.
         """
         now_ms, now = self._now()
-        await self.db.transact(_grant, user, credits, reason, policy, now_ms, now)
+        await self.db.transact(_grant, user, credits, reason, policy, actor, now_ms, now)
 
-    async def set_allowance(self, user: str, allowance: int | None, *, policy: Policy) -> None:
-        """Override the user's per-period allowance; None goes back to the policy's."""
+    async def set_allowance(
+        self, user: str, allowance: int | None, *, policy: Policy, actor: str | None = None
+    ) -> None:
+        """Override the user's per-period allowance (None: back to the policy's), recorded in
+        the ledger as an ``allowance`` entry (old and new value, ``actor``; no credits move)."""
         now_ms, now = self._now()
-        await self.db.transact(_set_allowance, user, allowance, policy, now_ms, now)
+        await self.db.transact(_set_allowance, user, allowance, policy, actor, now_ms, now)
 
     async def status(self, user: str, policy: Policy) -> QuotaStatus:
         """The user's credits now (read-only: an unseen user gets the policy's defaults)."""
@@ -178,7 +184,8 @@ class QuotaStore:
         """The user's most recent ledger entries, newest first."""
         rows = await self.db.fetchall(
             "SELECT entry_id, user_id, kind, d_allowance_used, d_granted, d_held, hold_id,"
-            " reason, created_at FROM ledger WHERE user_id = ? ORDER BY entry_id DESC LIMIT ?",
+            " reason, created_at, actor FROM ledger WHERE user_id = ?"
+            " ORDER BY entry_id DESC LIMIT ?",
             (user, limit),
         )
         return [
@@ -192,6 +199,7 @@ class QuotaStore:
                 hold_id=r[6],
                 reason=r[7],
                 created_at=datetime.fromtimestamp(r[8] / 1000, UTC),
+                actor=r[9],
             )
             for r in rows
         ]
@@ -369,6 +377,7 @@ def _grant(
     credits: int,
     reason: str,
     policy: Policy,
+    actor: str | None,
     now_ms: int,
     now: datetime,
 ) -> None:
@@ -382,7 +391,7 @@ def _grant(
         (credits, now_ms, user),
     )
     kind = "grant" if credits >= 0 else "adjust"
-    _ledger(conn, user, kind, now_ms, None, granted=credits, reason=reason)
+    _ledger(conn, user, kind, now_ms, None, granted=credits, reason=reason, actor=actor)
 
 
 def _set_allowance(
@@ -390,14 +399,18 @@ def _set_allowance(
     user: str,
     allowance: int | None,
     policy: Policy,
+    actor: str | None,
     now_ms: int,
     now: datetime,
 ) -> None:
-    _account(conn, user, policy, now_ms, now)
+    _, _, before = _account(conn, user, policy, now_ms, now)
     conn.execute(
         "UPDATE account SET allowance_override = ?, updated_at = ? WHERE user_id = ?",
         (allowance, now_ms, user),
     )
+    after = f"{allowance}" if allowance is not None else f"the default ({policy.allowance})"
+    reason = f"allowance {before} -> {after} per {policy.period}"
+    _ledger(conn, user, "allowance", now_ms, None, reason=reason, actor=actor)
 
 
 def _state_for(kind: str) -> str:
@@ -504,9 +517,10 @@ def _ledger(
     granted: int = 0,
     held: int = 0,
     reason: str | None = None,
+    actor: str | None = None,
 ) -> None:
     conn.execute(
         "INSERT INTO ledger (user_id, hold_id, kind, d_allowance_used, d_granted, d_held, reason,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (user, hold_id, kind, used, granted, held, reason, now_ms),
+        " created_at, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (user, hold_id, kind, used, granted, held, reason, now_ms, actor),
     )

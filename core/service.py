@@ -543,7 +543,11 @@ class ImageService:
         """Add granted credits (negative to take back). Needs an admin caller."""
         _require_admin(admin)
         await self.quotas.grant(
-            user.key, credits, reason=reason or f"granted by {admin.key}", policy=self.policy(user)
+            user.key,
+            credits,
+            reason=reason or f"granted by {admin.key}",
+            policy=self.policy(user),
+            actor=admin.key,
         )
         return await self.quota(user)
 
@@ -554,7 +558,9 @@ class ImageService:
         _require_admin(admin)
         if allowance is not None and allowance < 0:
             raise InvalidRequestError("an allowance cannot be negative")
-        await self.quotas.set_allowance(user.key, allowance, policy=self.policy(user))
+        await self.quotas.set_allowance(
+            user.key, allowance, policy=self.policy(user), actor=admin.key
+        )
         return await self.quota(user)
 
     async def history(self, caller: Caller, user: Caller, *, limit: int = 100) -> list[LedgerEntry]:

@@ -308,6 +308,8 @@ class LedgerEntry(BaseModel):
     hold_id: str | None
     reason: str | None
     created_at: datetime
+    # Who made an operator's change (grant, adjust, allowance): a user key such as ``cli:ops``.
+    actor: str | None = None
 
 
 class ModelInfo(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import io
 import json
 import os
@@ -162,7 +163,14 @@ def test_quota_admin_commands(tmp_path):
     }
     assert (shown["remaining"], shown["granted"], shown["allowance"]) == (10, 7, 3)
     history = json.loads(run(tmp_path, "quota", "history", "discord:42", "--json").stdout)
-    assert history[0]["kind"] == "grant" and history[0]["reason"] == "event prize"
+    me = f"cli:{getpass.getuser()}"
+    assert [(e["kind"], e["reason"], e["actor"]) for e in history] == [
+        ("allowance", "allowance 50 -> 3 per day", me),
+        ("grant", "event prize", me),
+    ]
+    run(tmp_path, "quota", "allowance", "discord:42", "default")
+    lines = run(tmp_path, "quota", "history", "discord:42").stdout.splitlines()
+    assert lines[0].endswith(f"allowance 3 -> the default (50) per day  (by {me})")
 
 
 def test_admin_token_printed_once_listed_and_revoked(tmp_path):

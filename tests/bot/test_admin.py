@@ -8,6 +8,7 @@ from typing import Any
 import discord
 import pytest
 
+from core import Caller
 from tests.bot.conftest import FOLLOWUP, Running, running
 from tests.bot.test_buttons import result_of
 from tests.discord_fake import MISSING_ACCESS, FakeDiscord, FakeUser, InvalidInteraction
@@ -63,6 +64,14 @@ async def test_grant_and_allowance(env: Running):
     )
     assert "set to 10 per day" in await reply_text(env, allowance)
     assert await env.remaining(fake.user) == 35
+    # Both changes are in the audit trail, with who made them.
+    user, owner = (Caller(frontend="discord", user_id=str(u.id)) for u in (fake.user, fake.owner))
+    trail = await env.service.history(user, user)
+    assert [(e.kind, e.actor) for e in trail[:2]] == [
+        ("allowance", owner.key),
+        ("grant", owner.key),
+    ]
+    assert trail[0].reason == "allowance 50 -> 10 per day"
 
     quota = await fake.slash("quota")
     await fake.wait_until(lambda: bool((quota.original_message or {}).get("content")), 5, "quota")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from core import db as db_module
 from core.db import Database
 
 
@@ -87,3 +88,37 @@ async def test_a_closed_database_refuses_writes(tmp_path: Path):
     await db.close()
     with pytest.raises(sqlite3.ProgrammingError):
         await db.transact(_put, "a:1")
+
+
+async def test_the_audit_migration_keeps_every_ledger_entry(tmp_path: Path, monkeypatch):
+    """A database from before m005 keeps its entries and ids, and takes the new kind."""
+    path = tmp_path / "old.sqlite"
+    names = [name for name, _ in db_module.MIGRATIONS]
+    before = db_module.MIGRATIONS[: names.index("m005_ledger_audit")]
+    monkeypatch.setattr(db_module, "MIGRATIONS", before)
+    old = await Database.open(path)
+    await old.transact(_old_grant, 41)
+    await old.close()
+    monkeypatch.undo()
+
+    database = await Database.open(path)
+    try:
+        await database.transact(_old_grant, 7)
+        rows = await database.fetchall("SELECT entry_id, d_granted, actor FROM ledger")
+        assert [tuple(r) for r in rows] == [(1, 41, None), (2, 7, None)]
+        await database.transact(_allowance_entry)
+    finally:
+        await database.close()
+
+
+def _old_grant(conn: sqlite3.Connection, credits: int) -> None:
+    conn.execute(
+        "INSERT INTO ledger (user_id, kind, d_granted, created_at) VALUES ('u', 'grant', ?, 0)",
+        (credits,),
+    )
+
+
+def _allowance_entry(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT INTO ledger (user_id, kind, created_at, actor) VALUES ('u', 'allowance', 0, 'a')"
+    )

@@ -234,6 +234,12 @@ async def test_allowance_override(tmp_path):
     assert (await store.status("u", policy)).remaining == 20
     await store.set_allowance("u", None, policy=policy)
     assert (await store.status("u", policy)).remaining == 5
+    entries = await store.history("u")
+    assert [(e.kind, e.reason) for e in entries] == [
+        ("allowance", "allowance 20 -> the default (5) per day"),
+        ("allowance", "allowance 5 -> 20 per day"),
+    ]
+    assert await store.check_ledger() == []  # no credits moved
 
 
 def test_period_keys_and_ends():
