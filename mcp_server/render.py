@@ -1,9 +1,11 @@
 """Tool results for agents: a short text, structured content, a resource link per image, and
 image content only as previews within a byte budget.
 
-Every image result carries ``structuredContent`` matching ``JobOut`` (the tools' output
-schema). Errors are ``isError`` results whose text says what was wrong and what to do, with a
-structured ``error`` (``code``, whether credits were refunded, when to retry).
+Every result of an image tool carries ``structuredContent`` matching ``JobOut`` (the tools'
+output schema), errors included: clients built on the TypeScript SDK validate it even on
+``isError`` results and throw on a mismatch. An error is ``JobOut`` with ``status`` "failed" (or
+"cancelled"/"interrupted") and ``error`` set (``code``, whether credits were refunded, when to
+retry); its text says the same in words, for clients that show only text.
 """
 
 from __future__ import annotations
@@ -40,8 +42,22 @@ class ImageOut(BaseModel):
     seed: int | None = None
 
 
+class ErrorOut(BaseModel):
+    """What an agent needs to react to a failure (the job's id, charge and the credits left
+    are the result's own fields)."""
+
+    code: str
+    message: str
+    advice: str
+    retryable: bool
+    retry_after_s: int | None = None
+    credits_refunded: bool = False
+    hint: str
+
+
 class JobOut(BaseModel):
-    """The structured result of generate_image, edit_image, upscale_image and get_job."""
+    """The structured result of generate_image, edit_image, upscale_image and get_job;
+    ``error`` is set exactly when the result is an error."""
 
     status: JobStatus
     job_id: str | None
@@ -50,21 +66,7 @@ class JobOut(BaseModel):
     credits_charged: int = 0
     credits_remaining: int | None = None
     warnings: list[str] = Field(default_factory=list)
-
-
-class ErrorOut(BaseModel):
-    """What an agent needs to react to a failure."""
-
-    code: str
-    message: str
-    advice: str
-    retryable: bool
-    retry_after_s: int | None = None
-    credits_refunded: bool = False
-    credits_charged: int = 0
-    credits_remaining: int | None = None
-    job_id: str | None = None
-    hint: str
+    error: ErrorOut | None = None
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -252,8 +254,11 @@ HINTS: dict[str, str] = {
 }
 
 
+_ERROR_STATUS: dict[str, JobStatus] = {"cancelled": "cancelled", "interrupted": "interrupted"}
+
+
 def error_result(exc: ImageGateError, *, remaining: int | None = None) -> CallToolResult:
-    """An ``isError`` result: readable text plus ``{"error": ErrorOut}``, worded from the facts
+    """An ``isError`` result: readable text plus a ``JobOut`` whose ``error`` holds the facts
     the error carries (retryable, when, what it cost, whether it was refunded)."""
     facts = exc.as_dict()
     out = ErrorOut(
@@ -263,9 +268,6 @@ def error_result(exc: ImageGateError, *, remaining: int | None = None) -> CallTo
         retryable=exc.retryable,
         retry_after_s=cast(int | None, facts["retry_after_s"]),
         credits_refunded=exc.refunded,
-        credits_charged=exc.credits_charged,
-        credits_remaining=remaining,
-        job_id=exc.job_id,
         hint=HINTS[exc.advice],
     )
     parts = [f"{out.code}: {out.message.rstrip('.')}.", _cost(exc)]
@@ -277,9 +279,16 @@ def error_result(exc: ImageGateError, *, remaining: int | None = None) -> CallTo
     elif out.retry_after_s is not None:
         parts.append(f"The limit lifts in about {out.retry_after_s} s.")
     parts.append(out.hint)
+    job = JobOut(
+        status=_ERROR_STATUS.get(exc.code, "failed"),
+        job_id=exc.job_id,
+        credits_charged=exc.credits_charged,
+        credits_remaining=remaining,
+        error=out,
+    )
     return CallToolResult(
         content=[TextContent(type="text", text=" ".join(parts))],
-        structured_content={"error": out.model_dump(mode="json")},
+        structured_content=job.model_dump(mode="json"),
         is_error=True,
     )
 

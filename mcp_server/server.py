@@ -22,7 +22,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
+from mcp.types import CallToolResult, InputRequiredResult, Tool, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from core import (
@@ -90,9 +90,26 @@ class AppState:
 
 
 class ImageGateServer(MCPServer[AppState]):
-    """``MCPServer`` that reports each stored image's real MIME type when it is read."""
+    """``MCPServer`` that lists its tools with compact schemas and reports each stored image's
+    real MIME type when it is read."""
 
     jobs: JobTracker
+    _listed: list[Tool] | None = None
+
+    async def list_tools(self) -> list[Tool]:
+        """The tools, their schemas without pydantic's generated titles: every agent pays for
+        the tools/list text in its context, and a title that repeats the name tells it nothing."""
+        if self._listed is None:
+            self._listed = [
+                tool.model_copy(
+                    update={
+                        "input_schema": compact_schema(tool.input_schema),
+                        "output_schema": tool.output_schema and compact_schema(tool.output_schema),
+                    }
+                )
+                for tool in await super().list_tools()
+            ]
+        return self._listed
 
     async def read_resource(
         self, uri: Any, context: Context[AppState, Any] | None = None
@@ -109,6 +126,30 @@ class ImageGateServer(MCPServer[AppState]):
             )
             for c in contents
         ]
+
+
+def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` without ``title`` keywords, and with ``anyOf: [{"type": T, ...}, {"type":
+    "null"}]`` written as ``"type": [T, "null"]`` (the same JSON Schema, in fewer characters)."""
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "title":
+            continue
+        if key in ("properties", "$defs"):
+            out[key] = {name: compact_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = compact_schema(value)
+        elif key in ("anyOf", "oneOf", "allOf"):
+            out[key] = [compact_schema(sub) for sub in value]
+        else:
+            out[key] = value
+    options = out.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and options[1] == {"type": "null"}:
+        first = options[0]
+        if isinstance(first.get("type"), str) and "enum" not in first:
+            del out["anyOf"]
+            out.update({**first, "type": [first["type"], "null"]})
+    return out
 
 
 def build_server(

@@ -44,7 +44,8 @@ def test_both_front_ends_agree_on_retry_fix_and_refund(cls, outcome):
     said = user_message(error)
     result = error_result(error, remaining=5)
     text = result.content[0].text
-    facts = result.structured_content["error"]
+    job = result.structured_content
+    facts = job["error"]
 
     assert result.is_error and facts["code"] == error.code and facts["advice"] == error.advice
     # Retry: both say it iff the error is retryable.
@@ -56,8 +57,8 @@ def test_both_front_ends_agree_on_retry_fix_and_refund(cls, outcome):
     assert (ADVICE_TEXT["fix_request"] in said) is (error.advice == "fix_request")
     assert (HINTS["fix_request"] in text) is (error.advice == "fix_request")
     # What it cost: nothing, refunded, or charged; the same in both.
-    assert facts["credits_refunded"] is refunded and facts["credits_charged"] == charged
-    assert facts["job_id"] == job_id
+    assert facts["credits_refunded"] is refunded and job["credits_charged"] == charged
+    assert job["job_id"] == job_id and job["credits_remaining"] == 5 and job["status"] != "running"
     nothing = job_id is None
     assert ("Nothing was charged" in said) is nothing and ("Nothing was charged" in text) is nothing
     assert ("credits were returned" in said) is refunded and ("refunded" in text) is refunded

@@ -4,14 +4,23 @@ holds the placeholder provider so jobs can be slow or fail on demand."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx2
 import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from core import ImageService, Settings
 from core.providers.placeholder import PlaceholderImageModel
+from mcp_server.serve import http_app, mcp_url, require_token
+from mcp_server.server import build_server
 from tests.conftest import make_settings as base_settings
 from tests.conftest import png_bytes as png  # noqa: F401  (imported by the tests)
 
@@ -62,3 +71,33 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Gate:
 
     monkeypatch.setattr(PlaceholderImageModel, "do_generate", held)
     return gate
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[str]:
+    """Serve the MCP app on 127.0.0.1 with an OS-chosen port; yields the MCP URL."""
+    service = await ImageService.open(settings, sweeper=False)
+    server = build_server(service, require_token=require_token(settings))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    web = uvicorn.Server(
+        uvicorn.Config(http_app(server, settings), log_level="error", lifespan="on")
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(web.serve, [sock])
+            with anyio.fail_after(10):
+                while not web.started:
+                    await anyio.sleep(0.02)
+            yield mcp_url(settings, sock.getsockname()[1])
+            web.should_exit = True
+    finally:
+        await server.jobs.aclose()
+        await service.aclose()
+
+
+async def call(url: str, token: str | None, tool: str, args: dict[str, Any]) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            return await client.call_tool(tool, args)

@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import httpx
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from core import ConfigError, ImageService, Settings
-from mcp_server.serve import http_app, mcp_url, require_token
-from mcp_server.server import build_server
+from core import ConfigError
+from mcp_server.serve import require_token
 
-from .conftest import Gate, make_settings
+from .conftest import Gate, call, make_settings, running
 
 TOKENS = {"ann": "token-for-ann-0123456789", "bob": "token-for-bob-9876543210"}
 
@@ -32,36 +27,6 @@ def clients() -> list[dict[str, Any]]:
         {"user": user, "token_sha256": hashlib.sha256(token.encode()).hexdigest()}
         for user, token in TOKENS.items()
     ]
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[str]:
-    """Serve the MCP app on 127.0.0.1 with an OS-chosen port; yields the MCP URL."""
-    service = await ImageService.open(settings, sweeper=False)
-    server = build_server(service, require_token=require_token(settings))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    web = uvicorn.Server(
-        uvicorn.Config(http_app(server, settings), log_level="error", lifespan="on")
-    )
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(web.serve, [sock])
-            with anyio.fail_after(10):
-                while not web.started:
-                    await anyio.sleep(0.02)
-            yield mcp_url(settings, sock.getsockname()[1])
-            web.should_exit = True
-    finally:
-        await server.jobs.aclose()
-        await service.aclose()
-
-
-async def call(url: str, token: str | None, tool: str, args: dict[str, Any]) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
-        async with Client(streamable_http_client(url, http_client=http)) as client:
-            return await client.call_tool(tool, args)
 
 
 async def test_each_token_is_its_own_user_with_its_own_quota(tmp_path):
