@@ -33,7 +33,8 @@ async def run(quick: bool) -> Result:
     in_flight, measured = (5, 10) if quick else (IN_FLIGHT, 200)
     gate = asyncio.Event()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = bench_settings(Path(tmp), discord={"provider_concurrency": IN_FLIGHT})
+        held = {"placeholder": {"kind": "placeholder", "max_concurrency": IN_FLIGHT}}
+        settings = bench_settings(Path(tmp), providers=held)
         service = await ImageService.open(settings, sweeper=False)
         try:
             _hold_provider(service, gate)

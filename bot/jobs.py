@@ -6,8 +6,8 @@ buttons. The order matters:
 1. the interaction is acknowledged (a private "thinking" defer) before any I/O;
 2. the private deferred message shows progress, edited at most once per
    ``[discord] progress_interval_s`` (starting, queued with position, generating, elapsed);
-3. the work (download and check attachments, call one ``ImageService`` method) runs; a job
-   whose credits are reserved waits for a provider slot, visibly;
+3. the work (download and check attachments, call one ``ImageService`` method) runs; the
+   core queues a job for its provider after reserving its credits and reports its place;
 4. the result goes out as a follow-up with files, an embed and buttons; when the interaction
    token has expired (15 minutes) or Discord refuses it, it is posted to the channel (or, for
    private delivery, sent as a DM) instead;
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import aiohttp
 import discord
 
-from core import Caller, ImageRequest, ImageResult
+from core import Caller, ImageRequest, ImageResult, Progress, check_upload
 
 from . import errors, render, views
 
@@ -40,8 +40,6 @@ log = logging.getLogger("imagegate.bot")
 
 # Deliver through the channel when less than this is left of the token's 15 minutes.
 TOKEN_MARGIN = timedelta(seconds=20)
-ACCEPTED_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
-ACCEPTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 
 
 class Delivery(NamedTuple):
@@ -52,7 +50,6 @@ class Delivery(NamedTuple):
 
 
 Work = Callable[["Tracker"], Awaitable[Delivery]]
-Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 def caller_of(interaction: discord.Interaction, *, admin: bool = False) -> Caller:
@@ -87,42 +84,24 @@ def check_attachment(attachment: discord.Attachment, what: str, max_bytes: int) 
     """Refuse an attachment by its declared type and size, before downloading it.
 
     Raises:
-        Refusal: not a PNG/JPEG/WebP/GIF, or larger than ``max_bytes``.
+        InvalidRequestError: not an accepted image format, or larger than ``max_bytes``.
     """
-    ctype = (attachment.content_type or "").split(";")[0].strip().lower()
-    by_name = attachment.filename.lower().endswith(ACCEPTED_EXTENSIONS)
-    if (ctype and ctype not in ACCEPTED_TYPES) or (not ctype and not by_name):
-        shown = f" ({ctype})" if ctype else ""
-        raise errors.Refusal(
-            f"The {what} must be a PNG, JPEG, WebP or GIF image; “{attachment.filename}”{shown}"
-            " is not. Nothing was charged."
-        )
-    if attachment.size > max_bytes:
-        raise errors.Refusal(
-            f"The {what} is {attachment.size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB."
-            " Nothing was charged."
-        )
+    check_upload(attachment.content_type, attachment.filename, attachment.size, max_bytes, what)
 
 
-async def download(attachment: discord.Attachment, what: str, max_bytes: int) -> bytes:
-    """The attachment's bytes from Discord's CDN (size re-checked: the declared size may lie).
+async def download(attachment: discord.Attachment, what: str) -> bytes:
+    """The attachment's bytes from Discord's CDN (the core checks their size and content).
 
     Raises:
-        Refusal: the download failed or was larger than ``max_bytes``.
+        Refusal: the download failed.
     """
     try:
-        data = await attachment.read()
+        return await attachment.read()
     except (discord.HTTPException, discord.DiscordException) as exc:
         log.warning("attachment download failed: %s", type(exc).__name__)
         raise errors.Refusal(
             f"I could not download the {what} from Discord; please try again. Nothing was charged."
         ) from None
-    if len(data) > max_bytes:
-        raise errors.Refusal(
-            f"The {what} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB."
-            " Nothing was charged."
-        )
-    return data
 
 
 def _elapsed(seconds: float) -> str:
@@ -141,7 +120,7 @@ class Tracker:
         self.stage = "starting"
         self.model: str | None = None
         self.provider: str | None = None
-        self.ticket: Any = None
+        self.position = 0  # in the provider's queue; 0 once running
         self.job_id: str | None = None
         self.detail: str | None = None  # the provider's latest progress, in words
         loop = asyncio.get_running_loop()
@@ -155,30 +134,19 @@ class Tracker:
         self._edit_lock = asyncio.Lock()
         self.dead = False
 
-    def callback(self, model_ref: str | None) -> Progress:
-        """The ``progress`` argument for an ``ImageService`` call running ``model_ref``.
-
-        At the first "generating" report (credits are reserved by then) the job takes its
-        place in the provider's queue and waits there, showing its position.
-        """
-        catalog = self.runner.bot.catalog
-        self.model = model_ref or catalog.default_ref
-        provider = catalog.provider_of(model_ref)
+    def callback(self) -> Progress:
+        """The ``progress`` argument for the job's ``ImageService`` call (stages and their
+        order: ``core.progress``)."""
 
         async def progress(stage: str, info: dict[str, Any]) -> None:
             self.job_id = info.get("job_id", self.job_id)
             if stage == "provider":  # what the backend reports: queue place, steps, wait
                 self.detail = info.get("detail")
-                self._changed.set()
-                return
-            if stage == "generating" and self.ticket is None:
-                self.provider = provider
-                self.ticket = self.runner.queues[provider].enter()
-                if self.ticket.position:
-                    self.stage = "queued"
-                    self._changed.set()
-                    await self.ticket.wait()
-            self.stage = stage
+            else:
+                self.stage = stage
+                self.model = info.get("model", self.model)
+                self.provider = info.get("provider", self.provider)
+                self.position = info.get("position", 0) if stage == "queued" else 0
             self._changed.set()
 
         return progress
@@ -187,10 +155,9 @@ class Tracker:
         elapsed = _elapsed(asyncio.get_running_loop().time() - self.started)
         if self.stage == "starting":
             return f"⏳ {self.what}…"
-        if self.stage == "queued" and self.ticket is not None and self.ticket.position:
+        if self.stage == "queued" and self.position:
             return (
-                f"🕒 {self.what}: queued for {self.provider}, position {self.ticket.position}"
-                f" ({elapsed})"
+                f"🕒 {self.what}: queued for {self.provider}, position {self.position} ({elapsed})"
             )
         if self.stage in ("generating", "queued"):
             model = f" with `{self.model}`" if self.model else ""
@@ -239,15 +206,13 @@ class Tracker:
         return True
 
     async def stop(self) -> None:
-        """Stop editing and give the provider slot back (safe to call twice)."""
+        """Stop editing (safe to call twice)."""
         if self._task is not None:
             async with self._edit_lock:  # let an edit in flight finish first
                 self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
-        if self.ticket is not None:
-            self.ticket.leave()
 
     async def finish(self, text: str) -> None:
         if not _expiring(self.interaction):
@@ -259,13 +224,10 @@ def _expiring(interaction: discord.Interaction) -> bool:
 
 
 class JobRunner:
-    """Runs jobs for one bot: the provider queues live here."""
+    """Runs jobs for one bot."""
 
     def __init__(self, bot: ImageBot) -> None:
-        from .queue import ProviderQueues
-
         self.bot = bot
-        self.queues = ProviderQueues(bot.settings.discord.provider_concurrency)
 
     async def run(
         self, interaction: discord.Interaction, caller: Caller, work: Work, *, what: str

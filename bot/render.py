@@ -11,10 +11,9 @@ from datetime import datetime
 
 import discord
 
-from core import ImageResult, ModelInfo, QuotaStatus, preview
+from core import EXTENSIONS, ImageResult, ModelInfo, QuotaStatus, preview
 
 COLOUR = discord.Colour.blurple()
-EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 TITLES = {
     "generate": "Imagine",
     "variation": "Variations",

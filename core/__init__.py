@@ -20,8 +20,9 @@ from .errors import (
     RateLimitedError,
     UnknownModelError,
 )
-from .images import preview, sniff_mime
+from .images import EXTENSIONS, FORMAT_NAMES, check_upload, is_accepted_upload, preview, sniff_mime
 from .moderation import NSFW_TERMS, filter_form, find_in_texts, find_term, normalise_prompt
+from .progress import Progress
 from .service import ImageService, ProviderInfo, default_cli_user
 from .settings import Settings, load_settings, parse_settings
 from .tokens import TokenInfo
@@ -51,6 +52,8 @@ __all__ = [
     "ConfigError",
     "ContentRejectedError",
     "EDIT_MODES",
+    "EXTENSIONS",
+    "FORMAT_NAMES",
     "EditMode",
     "IdempotencyConflictError",
     "ImageGateError",
@@ -73,6 +76,7 @@ __all__ = [
     "OPERATIONS",
     "Operation",
     "PermissionDeniedError",
+    "Progress",
     "ProviderError",
     "ProviderInfo",
     "QuotaError",
@@ -83,10 +87,12 @@ __all__ = [
     "StoredImage",
     "TokenInfo",
     "UnknownModelError",
+    "check_upload",
     "default_cli_user",
     "filter_form",
     "find_in_texts",
     "find_term",
+    "is_accepted_upload",
     "load_settings",
     "normalise_prompt",
     "parse_settings",

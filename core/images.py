@@ -29,7 +29,43 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 _PIL_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+# The image formats imagegate accepts as input and stores: MIME type -> file extension.
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+FORMAT_NAMES = "PNG, JPEG, WebP or GIF"
+_FILE_ENDINGS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+
+
+def is_accepted_upload(content_type: str | None, filename: str) -> bool:
+    """Whether an upload is announced as an accepted format: by its declared content type, or
+    by its file name when it declares none. (The bytes are checked later, by ``inspect``.)"""
+    declared = (content_type or "").split(";")[0].strip().lower()
+    if declared:
+        return declared in EXTENSIONS
+    return filename.lower().endswith(_FILE_ENDINGS)
+
+
+def check_upload(
+    content_type: str | None, filename: str, size: int, max_bytes: int, what: str
+) -> None:
+    """Refuse an upload by its declared type and size, before reading it.
+
+    Raises:
+        InvalidRequestError: not announced as an accepted format, or over ``max_bytes``.
+    """
+    if not is_accepted_upload(content_type, filename):
+        shown = f" ({content_type})" if content_type else ""
+        raise InvalidRequestError(
+            f"the {what} must be a {FORMAT_NAMES} image; “{filename}”{shown} is not"
+        )
+    check_size(size, max_bytes, what)
+
+
+def check_size(size: int, max_bytes: int, what: str) -> None:
+    """Raises InvalidRequestError when an input of ``size`` bytes is over ``max_bytes``."""
+    if size > max_bytes:
+        raise InvalidRequestError(
+            f"the {what} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB"
+        )
 
 
 @dataclass(frozen=True)
@@ -57,7 +93,7 @@ def inspect(data: bytes, *, max_pixels: int, what: str = "image") -> ImageInfo:
     """
     mime = sniff_mime(data)
     if mime is None:
-        raise InvalidRequestError(f"the {what} is not a PNG, JPEG, WebP or GIF file")
+        raise InvalidRequestError(f"the {what} is not a {FORMAT_NAMES} file")
     with _open(data, max_pixels, what) as img:
         if img.width * img.height > max_pixels:
             raise InvalidRequestError(
@@ -81,10 +117,7 @@ def load_input(
     """
     if not data:
         raise InvalidRequestError(f"the {what} is empty")
-    if len(data) > max_bytes:
-        raise InvalidRequestError(
-            f"the {what} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB"
-        )
+    check_size(len(data), max_bytes, what)
     info = inspect(data, max_pixels=max_pixels, what=what)
     return InputImage(data=data, mime=info.mime, width=info.width, height=info.height)
 

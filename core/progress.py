@@ -1,5 +1,22 @@
-"""Progress that a provider reports while it works: its queue position, wait time or steps.
+"""Progress of a job, as the service reports it to a front end's ``progress`` callback.
 
+``progress(stage, info)`` is awaited by the job itself (keep it quick; an exception from it is
+logged and ignored). Every ``info`` names the ``job_id``. The stages come in this order:
+
+1. ``"queued"`` (zero or more times): the job's credits are reserved and it waits for a slot
+   at its provider (``[providers.<name>] max_concurrency`` jobs run at once). ``info``:
+   ``provider``, ``model`` (the reference that runs first), ``position`` (1 = next),
+   ``limit`` (jobs that run at once there). Sent when the job enters the queue and each
+   time its position changes. A job that finds a free slot skips this stage.
+2. ``"generating"`` (exactly once, unless the job is cancelled while queued): the job has
+   its slot; its deadline (``[defaults] job_deadline_s``) starts now. ``info``:
+   ``provider``, ``model``, ``n``.
+3. ``"provider"`` (zero or more times): what the backend reports, below.
+
+Then the service call returns or raises. A request refused before its credits are reserved
+(bad input, quota) and a replayed request send no progress at all.
+
+Progress that a provider reports while it works: its queue position, wait time or steps.
 An adapter calls ``await report(ProviderProgress(...))`` from ``do_generate`` whenever its
 backend tells it something (a WebUI's ``/progress``, a ComfyUI ``progress`` message, a Horde
 ``check``). ``ImageService`` installs the receiver for the job with ``reporting_to`` and passes
@@ -53,6 +70,8 @@ class ProviderProgress:
 
 
 Receiver = Callable[[ProviderProgress], Awaitable[None]]
+Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
+"""A front end's progress callback: ``await progress(stage, info)``, stages as above."""
 
 _receiver: ContextVar[Receiver | None] = ContextVar("imagegate_provider_progress", default=None)
 
@@ -80,7 +99,7 @@ async def report(progress: ProviderProgress) -> None:
 
 
 def forward_to(
-    progress: Callable[[str, dict[str, Any]], Awaitable[None]],
+    progress: Progress,
     job: dict[str, Any],
     *,
     min_interval_s: float = 1.0,

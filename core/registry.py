@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from .callbacks import CallbackHub
-from .errors import ConfigError, UnknownModelError
+from .errors import ConfigError, InvalidRequestError, UnknownModelError
 from .providers import BUILTIN, ImageModel, ProviderContext
 from .settings import Settings
 from .types import OPERATIONS, ModelInfo, Operation
@@ -75,6 +75,42 @@ class Registry:
             return [self.models[target] for target in self.aliases[ref]]
         known = ", ".join([*self.models, *self.aliases])
         raise UnknownModelError(f"unknown model {ref!r}; choose one of: {known}")
+
+    def serves(self, ref: str | None, operation: str) -> bool:
+        """True when the reference (default: the default model) names a model that can do
+        ``operation``; False for an unknown reference."""
+        try:
+            return any(operation in m.capabilities.operations for m in self.resolve(ref))
+        except UnknownModelError:
+            return False
+
+    def model_for(self, operation: Operation, *preferred: str | None) -> str:
+        """The model to use for ``operation``: the first preferred reference that serves it,
+        else the default model if it does, else the first configured model that does.
+
+        Raises:
+            InvalidRequestError: no configured model can do ``operation``.
+        """
+        for ref in (*preferred, self.default_ref):
+            if ref and self.serves(ref, operation):
+                return ref
+        for ref, model in self.models.items():
+            if operation in model.capabilities.operations:
+                return ref
+        raise InvalidRequestError(f"no configured model can do {operation}")
+
+    def check_model(self, ref: str, operation: Operation) -> None:
+        """Refuse a model the user named that is unknown or cannot do ``operation``.
+
+        Raises:
+            UnknownModelError: not a configured model or alias.
+            InvalidRequestError: it cannot do ``operation``.
+        """
+        self.resolve(ref)
+        if not self.serves(ref, operation):
+            raise InvalidRequestError(
+                f"{ref} cannot do {operation}; list the models to find one that can"
+            )
 
     def price(self, ref: str, operation: Operation) -> int:
         """Credits per delivered image.

@@ -19,9 +19,8 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -38,9 +37,10 @@ from .errors import (
 )
 from .http import make_http_client
 from .moderation import find_in_texts
-from .orchestrator import Delivered, Orchestrator
-from .progress import forward_to, reporting_to
+from .orchestrator import Delivered, Orchestrator, Outcome
+from .progress import Progress, forward_to, reporting_to
 from .providers import ImageModel, Plan
+from .queue import ProviderQueues, Ticket
 from .quota import Hold, Policy, QuotaStore
 from .registry import Registry
 from .scopes import ScopeSettingsStore
@@ -56,15 +56,15 @@ from .types import (
     JobRecord,
     LedgerEntry,
     ModelInfo,
+    Operation,
     QuotaStatus,
     StoredImage,
 )
 
 log = logging.getLogger("imagegate")
 
-Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
-
 _SMALL_IMAGE_BYTES = 1024 * 1024  # decoding one takes a few ms and little memory
+_QUEUE_REPORT_INTERVAL_S = 1.0  # a queued job's position is reported at most this often
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,7 @@ class ImageService:
         self.scopes = ScopeSettingsStore(db)
         self.tokens = TokenStore(db)
         self.orchestrator = Orchestrator(max_retries=settings.defaults.max_retries)
+        self.queues = ProviderQueues()
         self.owner = _process_owner()
         self._owns_http = owns_http
         self._sweeper: asyncio.Task[None] | None = None
@@ -215,16 +216,72 @@ class ImageService:
         job_id: str,
         *,
         new_seed: bool = True,
+        shared: bool = False,
         idempotency_key: str | None = None,
         progress: Progress | None = None,
     ) -> ImageResult:
-        """Run a stored job again with the same settings (and a new seed): a reroll."""
-        job = await self.job(caller, job_id)
+        """Run a stored job again with the same settings (and a new seed): a reroll.
+
+        ``shared``: the job may be someone else's that a front end showed this caller (a
+        public Discord result); the caller pays. Only a generate job can be rerun by another
+        user, since an edit's input image is its owner's upload.
+
+        Raises:
+            NotFoundError: no such job (or not the caller's, without ``shared``).
+            InvalidRequestError: someone else's edit; then as ``generate``.
+        """
+        job = await self.job(caller, job_id, shared=shared)
+        if job.user != caller.key and job.operation != "generate":
+            raise InvalidRequestError(
+                "only the person who made this edit can run it again (it uses their image);"
+                " make variations of the result instead"
+            )
         fields = await self.store.request_from_record(job.request)
         if new_seed:
             fields["seed"] = None
         request = ImageRequest.model_validate(fields)
         return await self._run(caller, request, idempotency_key, progress)
+
+    async def from_result(
+        self,
+        caller: Caller,
+        job_id: str,
+        index: int,
+        operation: Literal["variation", "upscale"],
+        *,
+        shared: bool = False,
+        prefer: str | None = None,
+        n: int | None = None,
+        idempotency_key: str | None = None,
+        progress: Progress | None = None,
+    ) -> ImageResult:
+        """Variations (with the job's prompt, ``n`` images, by default as many as the job
+        made) or an upscale of image ``index`` (from 1) of a stored job. The model is the
+        job's if it can do ``operation``, else ``prefer``, else as ``model_for`` chooses.
+        ``shared`` as in ``rerun``.
+
+        Raises:
+            NotFoundError: no such job (or not the caller's, without ``shared``).
+            InvalidRequestError: the job has no image ``index``; then as ``generate``.
+        """
+        job = await self.job(caller, job_id, shared=shared)
+        if not 1 <= index <= len(job.images):
+            raise InvalidRequestError(f"this result has no image {index}")
+        image = await self.input_from_image(caller, job.images[index - 1].id, shared=shared)
+        model = self.model_for(operation, job.request.get("model"), prefer)
+        if operation == "upscale":
+            request = ImageRequest.checked(operation="upscale", image=image, model=model)
+            return await self.upscale(
+                caller, request, idempotency_key=idempotency_key, progress=progress
+            )
+        request = ImageRequest.checked(
+            operation="variation",
+            prompt=str(job.request.get("prompt") or ""),
+            image=image,
+            n=n or int(job.request.get("n") or 1),
+            model=model,
+        )
+        return await self.edit(caller, request, idempotency_key=idempotency_key, progress=progress)
 
     async def _run(
         self,
@@ -303,12 +360,7 @@ class ImageService:
         job_id: str,
         progress: Progress | None,
     ) -> ImageResult:
-        if progress:
-            await progress("generating", {"job_id": job_id, "n": request.n})
-        deadline = time.monotonic() + self.settings.defaults.job_deadline_s
-        receiver = forward_to(progress, {"job_id": job_id}) if progress else None
-        with reporting_to(receiver):
-            outcome = await self.orchestrator.run(chain, deadline, self._check_image)
+        outcome = await self._produce(request, chain, job_id, progress)
         stored = await self.store.save_images(
             job_id, [(d.model.ref, d.image, d.checked) for d in outcome.delivered]
         )
@@ -360,6 +412,29 @@ class ImageService:
             credits_remaining=quota.remaining,
             warnings=warnings,
         )
+
+    async def _produce(
+        self,
+        request: ImageRequest,
+        chain: list[tuple[ImageModel, Plan]],
+        job_id: str,
+        progress: Progress | None,
+    ) -> Outcome:
+        """Wait for a slot at the first model's provider (reporting the queue position), then
+        run the job within its deadline; the slot is given back however it ends. The order of
+        progress events is documented in ``core.progress``."""
+        first = chain[0][0]
+        job = {"job_id": job_id, "provider": first.ctx.name, "model": first.ref}
+        ticket = self.queues.get(first.ctx.name, first.ctx.settings.max_concurrency).enter()
+        try:
+            await _queue_wait(ticket, job, progress)
+            await _tell(progress, "generating", {**job, "n": request.n})
+            deadline = time.monotonic() + self.settings.defaults.job_deadline_s
+            receiver = forward_to(progress, {"job_id": job_id}) if progress else None
+            with reporting_to(receiver):
+                return await self.orchestrator.run(chain, deadline, self._check_image)
+        finally:
+            ticket.leave()
 
     async def _check_image(self, model: ImageModel, image: GeneratedImage) -> StoredFile:
         """Decode the image to check it, then write it to the store, in one trip to a worker
@@ -425,14 +500,57 @@ class ImageService:
         """Every configured model with its operations and price."""
         return self.registry.info()
 
-    async def job(self, caller: Caller, job_id: str) -> JobRecord:
-        """A job of the caller's (admins may read any).
+    @property
+    def default_model(self) -> str:
+        """The model used when a request names none (``[defaults] model``, else the first)."""
+        return self.registry.default_ref
+
+    def model_for(self, operation: Operation, *preferred: str | None) -> str:
+        """The model to use for ``operation`` when the user named none: the first
+        ``preferred`` reference that can do it (a server's default, the model of the job
+        being built on), else the default model if it can, else the first configured model
+        that can. In memory: safe to call before acknowledging an interaction.
+
+        Raises:
+            InvalidRequestError: no configured model can do ``operation``.
+        """
+        return self.registry.model_for(operation, *preferred)
+
+    def check_model(self, ref: str, operation: Operation) -> None:
+        """Refuse, before anything is spent, a model the user named that is unknown or cannot
+        do ``operation`` (in memory, like ``model_for``).
+
+        Raises:
+            UnknownModelError: not a configured model or alias.
+            InvalidRequestError: it cannot do ``operation``.
+        """
+        self.registry.check_model(ref, operation)
+
+    def serves(self, ref: str | None, operation: str) -> bool:
+        """True when the reference (None: the default model) can do ``operation``."""
+        return self.registry.serves(ref, operation)
+
+    def max_input_bytes(self, frontend: str) -> int:
+        """The largest input image ``frontend`` may pass: ``[images] max_input_bytes``, lowered
+        by the front end's own cap (``[mcp] max_input_bytes``, ``[discord]
+        max_attachment_bytes``)."""
+        own = {
+            "mcp": self.settings.mcp.max_input_bytes,
+            "discord": self.settings.discord.max_attachment_bytes,
+        }
+        limit = self.settings.images.max_input_bytes
+        return min(limit, own.get(frontend, limit))
+
+    async def job(self, caller: Caller, job_id: str, *, shared: bool = False) -> JobRecord:
+        """A job of the caller's; admins may read any, and so may anyone with ``shared``
+        (for a front end that showed this job's result to the caller, e.g. a public Discord
+        message). Reading never lets the caller spend or delete as the job's owner.
 
         Raises:
             NotFoundError: no such job, or not the caller's.
         """
         job = await self.store.job(job_id)
-        if job is None or (job.user != caller.key and not caller.is_admin):
+        if job is None or (job.user != caller.key and not (caller.is_admin or shared)):
             raise NotFoundError(f"no job {job_id!r} of yours")
         return job
 
@@ -469,8 +587,11 @@ class ImageService:
             provider_image_id=stored.provider_image_id,
         )
 
-    async def load_input(self, data: bytes, *, what: str = "input image") -> InputImage:
-        """Check uploaded bytes by decoding them (off the event loop).
+    async def load_input(
+        self, data: bytes, *, what: str = "input image", max_bytes: int | None = None
+    ) -> InputImage:
+        """Check uploaded bytes by decoding them (off the event loop). ``max_bytes``: a front
+        end's ``max_input_bytes(frontend)``; by default ``[images] max_input_bytes``.
 
         Raises:
             InvalidRequestError: too large, not an image, damaged or too many pixels.
@@ -479,7 +600,7 @@ class ImageService:
         return await asyncio.to_thread(
             images.load_input,
             data,
-            max_bytes=limits.max_input_bytes,
+            max_bytes=min(max_bytes or limits.max_input_bytes, limits.max_input_bytes),
             max_pixels=limits.max_pixels,
             what=what,
         )
@@ -665,6 +786,31 @@ def _expect(request: ImageRequest, operations: tuple[str, ...]) -> None:
         raise InvalidRequestError(
             f"operation {request.operation!r} is not one of: {', '.join(operations)}"
         )
+
+
+async def _queue_wait(ticket: Ticket, job: dict[str, Any], progress: Progress | None) -> None:
+    """Until ``ticket`` may run; with ``progress``, report each new queue position (moves
+    within ``_QUEUE_REPORT_INTERVAL_S`` of a report are folded into the next one)."""
+    shown = 0
+    while not ticket.ready:
+        position = ticket.position
+        if progress is None or position == shown:
+            await ticket.wait(follow=progress is not None)
+            continue
+        shown = position
+        info = {**job, "position": position, "limit": ticket.queue.limit}
+        await _tell(progress, "queued", info)
+        await ticket.wait(timeout=_QUEUE_REPORT_INTERVAL_S)
+
+
+async def _tell(progress: Progress | None, stage: str, info: dict[str, Any]) -> None:
+    """Call a front end's progress callback; its failure must not fail the job."""
+    if progress is None:
+        return
+    try:
+        await progress(stage, info)
+    except Exception as exc:  # noqa: BLE001 - progress is advisory
+        log.info("progress callback failed at %s: %s", stage, type(exc).__name__)
 
 
 def _require_admin(caller: Caller) -> None:

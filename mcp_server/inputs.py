@@ -232,7 +232,7 @@ async def resolve_image(
         NotFoundError: an imagegate URI that is not one of the caller's images.
     """
     value = value.strip()
-    max_bytes = min(service.settings.mcp.max_input_bytes, service.settings.images.max_input_bytes)
+    max_bytes = service.max_input_bytes("mcp")
     if value.startswith(IMAGE_URI_PREFIX):
         image_id = value.removeprefix(IMAGE_URI_PREFIX)
         if not _IMAGE_ID.fullmatch(image_id):
@@ -250,7 +250,7 @@ async def resolve_image(
             f"the {what} must be an imagegate://images/ URI, an https URL or base64 data,"
             f" not a {scheme[1].lower()}: URL"
         )
-    return await service.load_input(data, what=what)
+    return await service.load_input(data, what=what, max_bytes=max_bytes)
 
 
 def decode_data_uri(value: str, *, max_bytes: int, what: str = "image") -> bytes:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
-from core import ImageResult
+from core import ImageResult, Progress
 
-Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
 ServiceCall = Callable[[Progress], Coroutine[Any, Any, ImageResult]]
 
 
@@ -33,6 +32,8 @@ class TrackedJob:
     job_id: str | None = None
     phase: str = "starting"
     detail: str | None = None  # the provider's latest progress, in words
+    provider: str | None = None
+    position: int = 0  # in the provider's queue (see core.progress); 0 once running
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -74,9 +75,10 @@ class JobTracker:
         async def progress(phase: str, info: dict[str, Any]) -> None:
             if phase == "provider":  # what the backend reports: queue place, steps, wait
                 job.detail = info.get("detail")
-                job.changed.set()
-                return
-            job.phase = phase
+            else:
+                job.phase = phase
+                job.position = info.get("position", 0) if phase == "queued" else 0
+                job.provider = info.get("provider", job.provider)
             if info.get("job_id") and job.job_id is None:
                 job.job_id = str(info["job_id"])
                 self._jobs[job.job_id] = job

@@ -19,6 +19,7 @@ from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, 
 from pydantic import BaseModel, Field
 
 from core import (
+    EXTENSIONS,
     ImageGateError,
     ImageResult,
     ImageService,
@@ -29,7 +30,6 @@ from core import (
 
 ReturnImage = Literal["none", "preview", "full"]
 JobStatus = Literal["succeeded", "partial", "running", "failed", "interrupted", "cancelled"]
-_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
 
 class ImageOut(BaseModel):
@@ -108,7 +108,7 @@ async def job_result(
         ResourceLink(
             type="resource_link",
             uri=i.uri,
-            name=f"{i.id}.{_EXT.get(i.mime, 'img')}",
+            name=f"{i.id}.{EXTENSIONS.get(i.mime, 'img')}",
             title=f"Image {n} of job {job_id}",
             mime_type=i.mime,
             description=f"full-size {i.width}x{i.height} image",
@@ -184,7 +184,7 @@ def _summary(out: JobOut) -> str:
         f"{'' if count == 1 else 's'} with {out.model} (job {out.job_id}):"
     ]
     for image in out.images:
-        kind = _EXT.get(image.mime, image.mime).upper()
+        kind = EXTENSIONS.get(image.mime, image.mime).upper()
         lines.append(f"- {image.uri} ({image.width}x{image.height} {kind}, seed {image.seed})")
     remaining = "" if out.credits_remaining is None else f", {out.credits_remaining} left"
     lines.append(f"Charged {out.credits_charged} credit(s){remaining}.")

@@ -26,6 +26,7 @@ from mcp.types import CallToolResult, InputRequiredResult, Tool, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from core import (
+    FORMAT_NAMES,
     MAX_IMAGES_PER_JOB,
     MAX_PROMPT_CHARS,
     Caller,
@@ -38,6 +39,7 @@ from core import (
     JobCancelledError,
     ModelInfo,
     NotFoundError,
+    Progress,
     QuotaStatus,
     Settings,
     parse_size,
@@ -46,7 +48,7 @@ from core import (
 
 from .auth import ClientTokenVerifier, auth_settings
 from .inputs import IMAGE_URI_PREFIX, UrlFetcher, resolve_image
-from .jobs import JobTracker, Progress, TrackedJob
+from .jobs import JobTracker, TrackedJob
 from .render import (
     JobOut,
     ReturnImage,
@@ -247,7 +249,7 @@ ImageInput = Annotated[
     Field(
         min_length=1,
         description="An imagegate://images/{id} URI of yours, a public https URL, or base64"
-        " (bare or data:image/...;base64,...). PNG, JPEG, WebP or GIF, size-capped.",
+        f" (bare or data:image/...;base64,...). {FORMAT_NAMES}, size-capped.",
     ),
 ]
 Result = Annotated[CallToolResult, JobOut]
@@ -410,7 +412,7 @@ async def list_models(ctx: Context) -> ModelsOut:
     """Models you can use: ref, operations (generate, variation, sketch, inpaint, background,
     avatar, upscale), max images per job and price in credits per image. Free."""
     app, _ = _app(ctx)
-    return ModelsOut(default_model=app.service.registry.default_ref, models=app.service.models())
+    return ModelsOut(default_model=app.service.default_model, models=app.service.models())
 
 
 async def get_quota(ctx: Context) -> QuotaStatus:
@@ -536,6 +538,11 @@ def _phase(job: TrackedJob) -> str:
         return "failed" if failed else "finished"
     if job.job_id is None:
         return "checking the request and reserving credits"
+    if job.phase == "queued" and job.position:
+        return (
+            f"queued for {job.provider}, position {job.position} (job {job.job_id}),"
+            f" {job.elapsed:.0f} s"
+        )
     images = f"{job.n} image{'' if job.n == 1 else 's'}"
     detail = f" {job.detail}," if job.detail else ""
     return f"generating {images} (job {job.job_id}),{detail} {job.elapsed:.0f} s"

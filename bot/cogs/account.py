@@ -35,5 +35,5 @@ class AccountCog(commands.Cog, name="Account"):
     async def models(self, interaction: discord.Interaction) -> None:
         catalog = self.bot.catalog
         default = self.bot.guild_settings.get(interaction.guild_id).default_model
-        embed = render.models_embed(catalog.models, default if default else catalog.default_ref)
+        embed = render.models_embed(catalog.models, default or self.bot.service.default_model)
         await interaction.response.send_message(embed=embed, ephemeral=True)

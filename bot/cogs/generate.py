@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -17,12 +17,17 @@ from discord.ext import commands
 
 from core import (
     EDIT_MODES,
+    FORMAT_NAMES,
     MAX_PROMPT_CHARS,
     Caller,
-    ImageResult,
+    EditMode,
     InputImage,
+    InvalidRequestError,
     JobRecord,
     NotFoundError,
+    Operation,
+    UnknownModelError,
+    is_accepted_upload,
 )
 
 from .. import errors, moderation, views
@@ -98,8 +103,7 @@ class GenerateCog(commands.Cog, name="Generate"):
 
     @property
     def max_attachment(self) -> int:
-        settings = self.bot.settings
-        return min(settings.discord.max_attachment_bytes, settings.images.max_input_bytes)
+        return self.bot.service.max_input_bytes("discord")
 
     def precheck(self, interaction: discord.Interaction, *texts: str | None) -> None:
         """Channel allowed here; the prompt, negative prompt (every text that will reach the
@@ -137,29 +141,33 @@ class GenerateCog(commands.Cog, name="Generate"):
             raise errors.Refusal(reason)
 
     def model_for(
-        self, interaction: discord.Interaction, model: str | None, operation: str
-    ) -> str | None:
-        """The user's model if it serves ``operation``, else the server's or the default.
+        self, interaction: discord.Interaction, model: str | None, operation: Operation
+    ) -> str:
+        """The user's model if it can do ``operation``; else the core's choice, preferring
+        the server's default model.
 
         Raises:
             Refusal: the user named a model that is unknown or cannot do ``operation``.
         """
-        catalog = self.bot.catalog
+        service = self.bot.service
         if model:
             model = model.strip()
-            if not catalog.known(model):
-                raise errors.Refusal(f"There is no model called “{model[:100]}”. See /models.")
-            if not catalog.serves(model, operation):
+            try:
+                service.check_model(model, operation)
+            except UnknownModelError:
+                raise errors.Refusal(
+                    f"There is no model called “{model[:100]}”. See /models."
+                ) from None
+            except InvalidRequestError:
                 raise errors.Refusal(
                     f"`{model}` cannot do {operation}. See /models for one that can."
-                )
+                ) from None
             return model
-        default = self.bot.guild_settings.get(interaction.guild_id).default_model
-        if default and not catalog.known(default):
-            default = None
-        if operation == "generate":
-            return default
-        return catalog.pick(operation, default)
+        return service.model_for(operation, self.server_model(interaction))
+
+    def server_model(self, interaction: discord.Interaction) -> str | None:
+        """The server's default model (``/imagegate settings model``), if any."""
+        return self.bot.guild_settings.get(interaction.guild_id).default_model
 
     # --- /imagine ---------------------------------------------------------------------------
 
@@ -213,7 +221,7 @@ class GenerateCog(commands.Cog, name="Generate"):
                 caller,
                 request,
                 idempotency_key=idempotency_key(interaction),
-                progress=tracker.callback(request.model),
+                progress=tracker.callback(),
             )
             return Delivery(result, request.prompt)
 
@@ -233,7 +241,7 @@ class GenerateCog(commands.Cog, name="Generate"):
         name="edit", description="Change an image: variation, sketch, inpaint, background or avatar"
     )
     @app_commands.describe(
-        image="The image to edit (PNG, JPEG, WebP or GIF)",
+        image=f"The image to edit ({FORMAT_NAMES})",
         mode="What kind of edit",
         prompt="What the result should show",
         mask="For inpaint: same size as the image; white = repaint, black = keep",
@@ -276,7 +284,7 @@ class GenerateCog(commands.Cog, name="Generate"):
         self,
         interaction: discord.Interaction,
         image: discord.Attachment,
-        mode: str,
+        mode: EditMode,
         prompt: str,
         mask: discord.Attachment | None = None,
         strength: float | None = None,
@@ -285,22 +293,16 @@ class GenerateCog(commands.Cog, name="Generate"):
         prompt = prompt.strip()
         if len(prompt) > PROMPT_MAX:
             raise errors.Refusal(f"The prompt can be at most {PROMPT_MAX} characters.")
-        limit = self.max_attachment
-        check_attachment(image, "image", limit)
+        check_attachment(image, "image", self.max_attachment)
         if mask is not None:
-            check_attachment(mask, "mask", limit)
+            check_attachment(mask, "mask", self.max_attachment)
         self.precheck(interaction, prompt)
         model = self.model_for(interaction, model, mode)
         caller = caller_of(interaction)
 
         async def work(tracker: Tracker) -> Delivery:
-            service = self.bot.service
-            source = await service.load_input(await download(image, "image", limit), what="image")
-            mask_input = None
-            if mask is not None:
-                mask_input = await service.load_input(
-                    await download(mask, "mask", limit), what="mask"
-                )
+            source = await self.load(image, "image")
+            mask_input = await self.load(mask, "mask") if mask is not None else None
             request = make_request(
                 operation=mode,
                 prompt=prompt,
@@ -309,11 +311,11 @@ class GenerateCog(commands.Cog, name="Generate"):
                 strength=strength,
                 model=model,
             )
-            result = await service.edit(
+            result = await self.bot.service.edit(
                 caller,
                 request,
                 idempotency_key=idempotency_key(interaction),
-                progress=tracker.callback(model),
+                progress=tracker.callback(),
             )
             return Delivery(result, prompt)
 
@@ -323,7 +325,7 @@ class GenerateCog(commands.Cog, name="Generate"):
 
     @app_commands.command(name="upscale", description="Make an image larger and sharper")
     @app_commands.describe(
-        image="The image to upscale (PNG, JPEG, WebP or GIF)",
+        image=f"The image to upscale ({FORMAT_NAMES})",
         scale="How much larger",
         model="Which model (see /models)",
     )
@@ -354,25 +356,28 @@ class GenerateCog(commands.Cog, name="Generate"):
         scale: int | None = None,
         model: str | None = None,
     ) -> None:
-        limit = self.max_attachment
-        check_attachment(image, "image", limit)
+        check_attachment(image, "image", self.max_attachment)
         self.precheck(interaction)
         model = self.model_for(interaction, model, "upscale")
         caller = caller_of(interaction)
 
         async def work(tracker: Tracker) -> Delivery:
-            service = self.bot.service
-            source = await service.load_input(await download(image, "image", limit), what="image")
+            source = await self.load(image, "image")
             request = make_request(operation="upscale", image=source, scale=scale, model=model)
-            result = await service.upscale(
+            result = await self.bot.service.upscale(
                 caller,
                 request,
                 idempotency_key=idempotency_key(interaction),
-                progress=tracker.callback(model),
+                progress=tracker.callback(),
             )
             return Delivery(result, "")
 
         await self.bot.jobs.run(interaction, caller, work, what="Upscaling")
+
+    async def load(self, attachment: discord.Attachment, what: str) -> InputImage:
+        """Download an attachment and have the core check it (size, format, pixels)."""
+        data = await download(attachment, what)
+        return await self.bot.service.load_input(data, what=what, max_bytes=self.max_attachment)
 
     # --- message context menus --------------------------------------------------------------
 
@@ -396,10 +401,7 @@ def _image_of(message: discord.Message) -> discord.Attachment:
         Refusal: it has none.
     """
     for attachment in message.attachments:
-        ctype = (attachment.content_type or "").lower()
-        if ctype.startswith("image/") or attachment.filename.lower().endswith(
-            (".png", ".jpg", ".jpeg", ".webp", ".gif")
-        ):
+        if is_accepted_upload(attachment.content_type, attachment.filename):
             return attachment
     raise errors.Refusal("That message has no image attached.")
 
@@ -472,12 +474,26 @@ class ButtonActions:
             job = await self.read_job(caller, job_id)
             prompt = str(job.request.get("prompt") or "")
             self.cog.moderate(interaction, prompt, job.request.get("negative_prompt"))
+            service = self.bot.service
+            # Whoever sees a result's buttons was shown it, so they may build on it (and pay).
+            common: dict[str, Any] = {
+                "shared": True,
+                "idempotency_key": idempotency_key(interaction),
+                "progress": tracker.callback(),
+            }
             if action == "reroll":
-                return Delivery(await self.reroll(interaction, caller, job, tracker), prompt)
-            image = await self.input_image(caller, job, k or 1)
-            return Delivery(
-                await self.from_image(interaction, caller, job, image, action, tracker), prompt
-            )
+                result = await service.rerun(caller, job_id, **common)
+            else:
+                result = await service.from_result(
+                    caller,
+                    job_id,
+                    k or 1,
+                    "upscale" if action == "upscale" else "variation",
+                    prefer=self.cog.server_model(interaction),
+                    n=min(MAX_COUNT, int(job.request.get("n") or 1)),
+                    **common,
+                )
+            return Delivery(result, prompt)
 
         await self.bot.jobs.run(interaction, caller, work, what=labels[action])
 
@@ -487,76 +503,10 @@ class ButtonActions:
         Raises:
             NotFoundError: the job is gone (e.g. another database).
         """
-        reader = caller.model_copy(update={"is_admin": True})
         try:
-            return await self.bot.service.job(reader, job_id)
+            return await self.bot.service.job(caller, job_id, shared=True)
         except NotFoundError:
             raise NotFoundError("This result is no longer available (its job is gone).") from None
-
-    async def reroll(
-        self, interaction: discord.Interaction, caller: Caller, job: JobRecord, tracker: Tracker
-    ) -> ImageResult:
-        service = self.bot.service
-        key = idempotency_key(interaction)
-        model = job.request.get("model")
-        if job.user == caller.key:
-            return await service.rerun(
-                caller,
-                job.job_id,
-                new_seed=True,
-                idempotency_key=key,
-                progress=tracker.callback(model),
-            )
-        if job.operation != "generate":
-            raise errors.Refusal(
-                "Only the person who made this edit can reroll it (it uses their uploaded image)."
-                " Try Variations instead."
-            )
-        fields = {k: v for k, v in job.request.items() if k not in ("image", "mask")}
-        request = make_request(**{**fields, "seed": None})
-        return await service.generate(
-            caller, request, idempotency_key=key, progress=tracker.callback(model)
-        )
-
-    async def input_image(self, caller: Caller, job: JobRecord, k: int) -> InputImage:
-        """Image ``k`` (from 1) of a job as an input, keeping the provider's image id."""
-        if not 1 <= k <= len(job.images):
-            raise errors.Refusal(f"This result has no image {k}.")
-        stored = job.images[k - 1]
-        # Whoever sees a result's buttons was shown the image, so they may build on it.
-        return await self.bot.service.input_from_image(caller, stored.id, shared=True)
-
-    async def from_image(
-        self,
-        interaction: discord.Interaction,
-        caller: Caller,
-        job: JobRecord,
-        image: InputImage,
-        action: str,
-        tracker: Tracker,
-    ) -> ImageResult:
-        service = self.bot.service
-        config = self.bot.guild_settings.get(interaction.guild_id)
-        key = idempotency_key(interaction)
-        wanted = job.request.get("model")
-        if action == "upscale":
-            model = self.bot.catalog.pick("upscale", wanted, config.default_model)
-            request = make_request(operation="upscale", image=image, model=model)
-            return await service.upscale(
-                caller, request, idempotency_key=key, progress=tracker.callback(model)
-            )
-        model = self.bot.catalog.pick("variation", wanted, config.default_model)
-        count = max(1, min(MAX_COUNT, int(job.request.get("n") or 1)))
-        request = make_request(
-            operation="variation",
-            prompt=str(job.request.get("prompt") or ""),
-            image=image,
-            n=count,
-            model=model,
-        )
-        return await service.edit(
-            caller, request, idempotency_key=key, progress=tracker.callback(model)
-        )
 
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         """Delete a result message: its requester, or anyone with Manage Messages."""

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from core import ContentRejectedError
+from core import Caller, ContentRejectedError
 from core.errors import ProviderAuthError
 from tests.bot.conftest import FOLLOWUP, ProviderGate, Running, labels, running
 from tests.discord_fake import FakeDiscord
@@ -78,7 +78,8 @@ async def test_queued_job_shows_its_position(
     fake_discord: FakeDiscord, settings_for, monkeypatch: pytest.MonkeyPatch
 ):
     fake = fake_discord
-    async with running(fake, settings_for(discord={"provider_concurrency": 1})) as env:
+    one_at_a_time = {"placeholder": {"kind": "placeholder", "max_concurrency": 1}}
+    async with running(fake, settings_for(providers=one_at_a_time)) as env:
         gate = ProviderGate(env.service, monkeypatch)
         first = await fake.slash("imagine", {"prompt": "first"})
         await fake.wait_until(lambda: gate.started == 1, 5, "first job running")
@@ -89,7 +90,9 @@ async def test_queued_job_shows_its_position(
             "queue position",
         )
         assert "queued for placeholder" in second.original_message["content"]
-        assert gate.started == 1  # the second job waits in the bot's queue
+        assert gate.started == 1  # the second job waits in the provider's queue
+        status = await env.service.quota(Caller(frontend="discord", user_id=str(fake.admin.id)))
+        assert (status.held, status.in_flight) == (1, 1)  # queued: held and in flight
         gate.open()
         for handle in (first, second):
             await fake.wait_for_call(

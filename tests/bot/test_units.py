@@ -1,14 +1,11 @@
-"""The bot's pure parts: prompt moderation, the provider queue, server settings parsing."""
+"""The bot's pure parts: prompt moderation, server settings parsing."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 
 from bot.guilds import GuildConfig
 from bot.moderation import check_prompt
-from bot.queue import SlotQueue
 from core import find_term
 
 
@@ -44,27 +41,6 @@ def test_policies():
     assert find_term("a (weird) word", ("(weird)",)) == "(weird)"  # regex characters escaped
     assert find_term("weird", ("(weird)",)) is None
     assert find_term("x", ("", "  ")) is None
-
-
-async def test_slot_queue_is_fifo_with_positions_and_cancel_safe():
-    queue = SlotQueue(1)
-    first = queue.enter()
-    await first.wait()
-    second, third = queue.enter(), queue.enter()
-    assert (first.position, second.position, third.position) == (0, 1, 2)
-
-    waiter = asyncio.create_task(second.wait())
-    await asyncio.sleep(0)
-    waiter.cancel()  # the second job gives up its place ...
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    assert third.position == 1
-    first.leave()  # ... so the third runs next
-    await asyncio.wait_for(third.wait(), 1)
-    assert queue.running == 1 and queue.waiting == 0
-    third.leave()
-    third.leave()  # twice is harmless
-    assert queue.running == 0
 
 
 def test_guild_config_round_trip_and_tolerance():

@@ -209,3 +209,48 @@ async def test_restart_releases_holds_of_a_dead_process(tmp_path):
     async with await ImageService.open(settings, sweeper=False) as svc:
         # owners on other hosts are left to the TTL
         assert (await svc.quota(ALICE)).held == 3
+
+
+async def test_a_shown_result_can_be_built_on_by_someone_else_who_pays(service):
+    made = await service.generate(ALICE, ImageRequest(prompt="a fox", n=2, seed=3))
+    with pytest.raises(NotFoundError):
+        await service.rerun(BOB, made.job_id)  # not shown to bob: not his to read
+    again = await service.rerun(BOB, made.job_id, shared=True)
+    assert len(again.images) == 2 and again.credits_charged == 2
+    assert [i.seed for i in again.images] != [3, 4]  # a reroll: a new seed
+    varied = await service.from_result(BOB, made.job_id, 2, "variation", shared=True, n=1)
+    assert len(varied.images) == 1
+    upscaled = await service.from_result(BOB, made.job_id, 1, "upscale", shared=True)
+    assert upscaled.images[0].width > made.images[0].width
+    assert (await service.quota(ALICE)).remaining == 48  # alice paid only for her own job
+    assert (await service.quota(BOB)).remaining == 50 - 2 - 1 - 1
+    with pytest.raises(InvalidRequestError, match="no image 3"):
+        await service.from_result(BOB, made.job_id, 3, "upscale", shared=True)
+
+    source = await service.load_input(png_bytes())
+    edit = await service.edit(ALICE, ImageRequest(operation="variation", prompt="p", image=source))
+    with pytest.raises(InvalidRequestError, match="only the person who made this edit"):
+        await service.rerun(BOB, edit.job_id, shared=True)  # it would reuse alice's upload
+    assert (await service.quota(BOB)).remaining == 46
+
+
+async def test_the_model_for_an_operation_is_chosen_in_core(tmp_path):
+    settings = make_settings(
+        tmp_path,
+        providers={
+            "oa": {"kind": "openai", "models": ["gpt-image-1"]},
+            "placeholder": {"kind": "placeholder"},
+        },
+        defaults={"model": "oa:gpt-image-1"},
+    )
+    async with await ImageService.open(settings, sweeper=False) as svc:
+        assert svc.default_model == "oa:gpt-image-1"
+        assert svc.model_for("generate") == "oa:gpt-image-1"
+        assert svc.model_for("upscale") == "placeholder:default"  # the default cannot upscale
+        assert svc.model_for("upscale", None, "oa:gpt-image-1") == "placeholder:default"
+        assert svc.model_for("generate", "placeholder:default") == "placeholder:default"
+        with pytest.raises(UnknownModelError):
+            svc.check_model("nope:x", "generate")
+        with pytest.raises(InvalidRequestError, match="cannot do upscale"):
+            svc.check_model("oa:gpt-image-1", "upscale")
+        svc.check_model("placeholder:default", "upscale")
