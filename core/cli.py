@@ -388,7 +388,10 @@ async def _job_show(service: ImageService, args: argparse.Namespace) -> None:
         f" {job.credits_charged} credit(s)"
     )
     for image in job.images:
-        print(f"  {image.path}  {image.width}x{image.height} seed {image.seed} ({image.uri})")
+        if image.lost:
+            print(f"  image {image.index + 1} LOST: {image.lost}; it is not served ({image.uri})")
+        else:
+            print(f"  {image.path}  {image.width}x{image.height} seed {image.seed} ({image.uri})")
     if job.error:
         print(f"  error: {job.error}")
 

@@ -195,6 +195,16 @@ migration(
 )
 
 
+migration(
+    "m006_image_bytes_lost",
+    """
+    ALTER TABLE image ADD COLUMN bytes INTEGER;
+    ALTER TABLE image ADD COLUMN lost TEXT;
+    CREATE INDEX image_created ON image(created_at);
+    """,
+)
+
+
 class Database:
     """One SQLite file: a writer thread that commits in groups, and a read connection.
 

@@ -101,7 +101,9 @@ class ImageService:
         self.registry = registry
         self.callbacks = callbacks
         self.quotas = QuotaStore(db)
-        self.store = ImageStore(db, settings.images.dir)
+        self.store = ImageStore(
+            db, settings.images.dir, durable=settings.database.synchronous == "FULL"
+        )
         self.scopes = ScopeSettingsStore(db)
         self.tokens = TokenStore(db)
         self.orchestrator = Orchestrator(max_retries=settings.defaults.max_retries)
@@ -120,7 +122,8 @@ class ImageService:
         sweeper: bool = True,
         receive_callbacks: bool = False,
     ) -> ImageService:
-        """Open the database, build the models, release holds left by crashed processes.
+        """Open the database, build the models, release holds left by crashed processes, and
+        check the files of the images recorded last (``ImageStore.check_recent``).
 
         ``receive_callbacks``: this process serves ``service.callbacks.app`` (``imagegate
         serve`` does), so providers may answer asynchronously when ``[callbacks] public_url``
@@ -146,6 +149,7 @@ class ImageService:
             raise
         service = cls(settings, db, client, registry, callbacks, owns_http=http is None)
         await service.recover()
+        await service.store.check_recent()
         if sweeper:
             service._sweeper = asyncio.create_task(service._sweep_forever())
         return service
@@ -561,15 +565,22 @@ class ImageService:
         front end that showed the image to this caller, e.g. a public Discord result).
 
         Raises:
-            NotFoundError: no such image, or not the caller's.
+            NotFoundError: no such image, not the caller's, or lost (its file is missing or
+                damaged).
         """
         found = await self.store.image(image_id)
         if found is None or (found[1] != caller.key and not shared):
             raise NotFoundError(f"no image {image_id!r} of yours")
-        try:
-            return found[0], await self.store.read(found[0])
-        except OSError:
-            raise NotFoundError(f"image {image_id!r} is no longer stored") from None
+        return found[0], await self.store.read(found[0])
+
+    async def image_data(self, image: StoredImage) -> bytes:
+        """The bytes of an image from a result or job record the caller was given, checked
+        against its hash.
+
+        Raises:
+            NotFoundError: the image is lost (its file is missing or damaged).
+        """
+        return await self.store.read(image)
 
     async def input_from_image(
         self, caller: Caller, image_id: str, *, shared: bool = False

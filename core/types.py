@@ -227,6 +227,8 @@ class StoredImage(BaseModel):
     model: str
     provider_image_id: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+    size_bytes: int | None = None  # None for images stored before sizes were recorded
+    lost: str | None = None  # why its file is gone or damaged; a lost image is never served
 
     @property
     def uri(self) -> str:

@@ -24,6 +24,7 @@ from core import (
     ImageResult,
     ImageService,
     JobRecord,
+    NotFoundError,
     StoredImage,
     preview,
 )
@@ -89,9 +90,8 @@ async def job_result(
     warnings = list(warnings)
     if replayed:
         warnings.append("this request was already served: same images, not charged again")
-    blocks, budget_warning = await _inline_images(service, images, return_image)
-    if budget_warning:
-        warnings.append(budget_warning)
+    blocks, notes = await _inline_images(service, images, return_image)
+    warnings.extend(notes)
     out = JobOut(
         status=status,
         job_id=job_id,
@@ -197,13 +197,30 @@ def _summary(out: JobOut) -> str:
 
 async def _inline_images(
     service: ImageService, images: list[StoredImage], mode: ReturnImage
-) -> tuple[list[ContentBlock], str | None]:
-    """Image blocks whose base64 text stays within ``[mcp] result_max_bytes`` all together."""
+) -> tuple[list[ContentBlock], list[str]]:
+    """Image blocks whose base64 text stays within ``[mcp] result_max_bytes`` all together,
+    and notes on what was left out (over the budget, or lost: never sent broken)."""
     if mode == "none" or not images:
+        return [], []
+    lost: list[str] = []
+    readable, datas = [], []
+    for image in images:
+        try:
+            datas.append(await service.image_data(image))
+            readable.append(image)
+        except NotFoundError as exc:
+            lost.append(exc.message)
+    blocks, note = await _fit(service, readable, datas, mode)
+    return blocks, lost + ([note] if note else [])
+
+
+async def _fit(
+    service: ImageService, images: list[StoredImage], datas: list[bytes], mode: ReturnImage
+) -> tuple[list[ContentBlock], str | None]:
+    if not images:
         return [], None
     mcp = service.settings.mcp
     budget = mcp.result_max_bytes
-    datas = [await asyncio.to_thread(_read, image) for image in images]
     if mode == "full" and sum(_b64_len(len(d)) for d in datas) <= budget:
         return [_image_block(d, i.mime) for d, i in zip(datas, images, strict=True)], None
     per_image = min(mcp.preview_max_bytes, budget // len(images)) * 3 // 4 - 64
@@ -223,10 +240,6 @@ async def _inline_images(
     if len(blocks) < len(images):
         note = f"only {len(blocks)} of {len(images)} previews fit the inline size budget"
     return blocks, note
-
-
-def _read(image: StoredImage) -> bytes:
-    return image.path.read_bytes()
 
 
 def _image_block(data: bytes, mime: str) -> ImageContent:

@@ -254,3 +254,17 @@ def test_kill_9_during_a_job_loses_and_duplicates_nothing(tmp_path):
         run(tmp_path, "quota", "history", "cli:victim", "--json", config=config).stdout
     )
     assert sorted(e["kind"] for e in history) == ["expire"] * 3 + ["hold"] * 3
+
+
+def test_job_show_says_an_image_was_lost_and_never_points_at_it(tmp_path):
+    made = json.loads(run(tmp_path, "generate", "a red fox", "-n", "2", "--json").stdout)
+    cut, kept = (Path(i["path"]) for i in made["images"])
+    cut.write_bytes(cut.read_bytes()[:64])  # as a power cut can leave it
+
+    shown = run(tmp_path, "-v", "job", "show", made["job_id"])
+    assert "marked lost" in shown.stderr  # the start-up check reports what it did
+    [lost] = [line for line in shown.stdout.splitlines() if "LOST" in line]
+    assert lost.strip().startswith("image 1 LOST: truncated (64 of ") and "not served" in lost
+    assert str(cut) not in shown.stdout and str(kept) in shown.stdout
+    record = json.loads(run(tmp_path, "job", "show", made["job_id"], "--json").stdout)
+    assert [bool(i["lost"]) for i in record["images"]] == [True, False]
