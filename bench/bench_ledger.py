@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import Result, main, percentile
-from core.db import Database
+from core.db import SqliteDatabase
 from core.quota import Policy, QuotaStore, period_key
 
 CALLERS = 50
@@ -22,7 +22,7 @@ POLICY = Policy(allowance=10**9)
 
 async def _ours(path: Path, pairs: int) -> tuple[float, list[float]]:
     """Transactions per second and each transaction's latency (ms, queueing included)."""
-    db = await Database.open(path)
+    db = await SqliteDatabase.open(path)
     store = QuotaStore(db)
     latencies: list[float] = []
     per_caller = pairs // CALLERS
@@ -112,7 +112,7 @@ def _raw(path: Path, pairs: int) -> float:
 async def run(quick: bool) -> Result:
     pairs = 200 if quick else 10_000
     with tempfile.TemporaryDirectory() as tmp:
-        await (await Database.open(Path(tmp) / "raw.db")).close()  # the schema only
+        await (await SqliteDatabase.open(Path(tmp) / "raw.db")).close()  # the schema only
         raw = _raw(Path(tmp) / "raw.db", pairs)
         ours, latencies = await _ours(Path(tmp) / "ours.db", pairs)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)

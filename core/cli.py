@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .db import Database, open_database
 from .errors import ImageGateError, InvalidRequestError
 from .service import ImageService, default_cli_user
 from .settings import Settings, load_settings
@@ -115,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     _json_flag(show)
     show.set_defaults(handler=_async(_job_show))
 
+    _db_parsers(sub)
+
     serve = sub.add_parser(
         "serve", help="run everything configured (MCP over HTTP, bot, callbacks)"
     )
@@ -176,6 +179,18 @@ def _admin_parsers(sub: Any) -> None:
     tokens.set_defaults(handler=_async(_admin_tokens))
 
 
+def _db_parsers(sub: Any) -> None:
+    db = sub.add_parser("db", help="the database: schema migrations").add_subparsers(
+        dest="db_cmd", required=True
+    )
+    status = db.add_parser("status", help="which backend, and each migration: applied or pending")
+    _json_flag(status)
+    status.set_defaults(handler=_with_database(_db_status))
+    upgrade = db.add_parser("upgrade", help="apply the pending migrations")
+    _json_flag(upgrade)
+    upgrade.set_defaults(handler=_with_database(_db_upgrade))
+
+
 def _job_parser(sub: Any, name: str, help_text: str, handler: Callable) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text)
     parser.add_argument("--model", help="provider:model or an alias")
@@ -199,6 +214,27 @@ def _async(handler: Handler) -> Callable[[Settings, argparse.Namespace], int | N
             service = await ImageService.open(settings, sweeper=False)
             async with service:
                 return await handler(service, args)
+
+        return asyncio.run(go())
+
+    return run
+
+
+DatabaseHandler = Callable[[Database, Settings, argparse.Namespace], Awaitable[int | None]]
+
+
+def _with_database(
+    handler: DatabaseHandler,
+) -> Callable[[Settings, argparse.Namespace], int | None]:
+    """Run ``handler`` on the configured database, opened as it is (no migrations)."""
+
+    def run(settings: Settings, args: argparse.Namespace) -> int | None:
+        async def go() -> int | None:
+            db = await open_database(settings.database, migrate=False)
+            try:
+                return await handler(db, settings, args)
+            finally:
+                await db.close()
 
         return asyncio.run(go())
 
@@ -494,6 +530,47 @@ def _token_json(info: Any) -> dict[str, Any]:
         "last_used_at": stamp(info.last_used_at),
         "revoked_at": stamp(info.revoked_at),
     }
+
+
+# --- database -------------------------------------------------------------------------------
+
+
+def _where(db: Database, settings: Settings) -> str:
+    """Which database, in words (the URL itself may hold a password: only its variable)."""
+    if db.dialect == "postgresql":
+        return f"PostgreSQL (${settings.database.url_env})"
+    return f"SQLite ({settings.database.path})"
+
+
+async def _db_status(db: Database, settings: Settings, args: argparse.Namespace) -> None:
+    states = await db.migration_status()
+    pending = [m.name for m in states if m.applied_at is None]
+    if args.json:
+        migrations = [{"name": m.name, "applied_at": m.applied_at} for m in states]
+        print(
+            json.dumps(
+                {
+                    "backend": db.dialect,
+                    "database": _where(db, settings),
+                    "migrations": migrations,
+                    "pending": pending,
+                }
+            )
+        )
+        return
+    print(f"database: {_where(db, settings)}")
+    for m in states:
+        print(f"  {m.name:32} {'applied ' + m.applied_at if m.applied_at else 'PENDING'}")
+    print(f"{len(pending)} pending" + (": run `imagegate db upgrade`" if pending else ""))
+
+
+async def _db_upgrade(db: Database, settings: Settings, args: argparse.Namespace) -> None:
+    applied = await db.upgrade()
+    if args.json:
+        print(json.dumps({"backend": db.dialect, "applied": applied}))
+        return
+    where = _where(db, settings)
+    print(f"{where}: applied {', '.join(applied)}" if applied else f"{where}: up to date")
 
 
 def _mcp_token(settings: Settings, args: argparse.Namespace) -> None:

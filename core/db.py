@@ -1,33 +1,50 @@
-"""The SQLite database: connection settings, ordered migrations, and one write path.
+"""The database: the backend-neutral interface, the choice of backend, and SQLite.
 
-Facts that shape this module (see reference/core-and-quotas.md, B3 and B4):
+Two backends share one interface (``Database``) and one set of transaction bodies:
+- SQLite (this module), the embedded default: one file, every process on one host.
+- PostgreSQL (``core.pg``), chosen when ``[database] url_env`` names a set variable: one
+  ledger shared by processes on many hosts (MCP replicas, Discord shards).
+
+A transaction body is ``async def body(tx, *args)`` that awaits only ``tx``'s methods
+(``fetchone``, ``fetchall``, ``execute``, ``executemany``), with ``?`` placeholders and SQL
+that both engines accept; each backend keeps its own schema (migrations) and engine-specific
+SQL in its module. Such a body never waits on anything else, so SQLite runs it to completion
+in its writer thread with no event loop (``run_body``), and PostgreSQL awaits it on a pooled
+connection.
+
+SQLite facts that shape the SQLite backend (see reference/core-and-quotas.md, B3 and B4):
 - WAL lets readers and the single writer work at once; all processes must be on one host.
 - A deferred transaction that reads then writes fails at once with SQLITE_BUSY under
   contention, whatever the busy timeout; every write here starts with ``BEGIN IMMEDIATE``.
 - Thread hand-offs cost far more than SQLite itself (B4: about five awaits per transaction
-  through aiosqlite). So a write is a plain function of a ``sqlite3.Connection`` that one
-  writer thread runs whole, in one hand-off; and the writer commits whatever has queued up
-  while it was busy as one group: each function in its own SAVEPOINT (so a failing one undoes
-  only itself), one COMMIT and one fsync for the group, and no caller hears back before that
-  COMMIT. Under load that is what keeps 1,000 concurrent jobs from queueing behind 5,000
-  fsyncs (``make bench``: ledger, fan-out). Reads go through aiosqlite on a second connection.
+  through aiosqlite). So a write is a body that one writer thread runs whole, in one
+  hand-off; and the writer commits whatever has queued up while it was busy as one group:
+  each body in its own SAVEPOINT (so a failing one undoes only itself), one COMMIT and one
+  fsync for the group, and no caller hears back before that COMMIT. Under load that is what
+  keeps 1,000 concurrent jobs from queueing behind 5,000 fsyncs (``make bench``: ledger,
+  fan-out). Reads go through aiosqlite on a second connection.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import queue
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import aiosqlite
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .settings import DatabaseSettings
 
 T = TypeVar("T")
 
@@ -205,13 +222,181 @@ migration(
 )
 
 
-class Database:
-    """One SQLite file: a writer thread that commits in groups, and a read connection.
+Params = Sequence[Any]
 
-    Every write is ``await db.transact(fn, *args)``: ``fn(conn, *args)`` runs in the writer
-    thread inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` and its return value (or exception) comes
-    back once committed. ``fn`` must be quick and synchronous: no network I/O, no awaits.
+
+class Tx(Protocol):
+    """One open write transaction, as a transaction body sees it (``?`` placeholders)."""
+
+    dialect: str  # "sqlite" or "postgresql"
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Any: ...
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Any]: ...
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+        ...
+
+    async def executemany(self, sql: str, rows: Sequence[Params]) -> None: ...
+
+
+Body = Callable[..., Coroutine[Any, Any, T]]
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """One schema step, as ``imagegate db status`` shows it."""
+
+    name: str
+    applied_at: str | None  # UTC, "YYYY-MM-DD HH:MM:SS"; None while pending
+
+
+class Database(abc.ABC):
+    """The interface both backends offer; rows read back support ``row[0]`` and
+    ``row["column"]``.
+
+    Every write is ``await db.transact(body, *args)``: ``body(tx, *args)`` runs as one
+    transaction and its return value (or exception) comes back once committed. A body must be
+    quick and touch nothing but ``tx``: no network I/O, no other awaits. It may be run more
+    than once (PostgreSQL retries one that lost a race, see ``core.pg``), so it must not
+    change anything outside the database. A caller cancelled while its transaction waits to
+    start cancels it; once started, it completes (committed or not) regardless.
     """
+
+    dialect: ClassVar[str]
+    #: What a broken constraint (unique key, check) raises from ``transact``.
+    IntegrityError: ClassVar[type[Exception]]
+    #: This backend's schema steps, (name, SQL), in order; both backends have the same names.
+    migrations: ClassVar[list[tuple[str, str]]]
+
+    @abc.abstractmethod
+    async def transact(self, body: Body[T], *args: Any) -> T:
+        """Run ``body(tx, *args)`` as one write transaction; returns what it returns.
+
+        Raises:
+            Whatever ``body`` raised (its writes are undone), or the backend's error when the
+            transaction could not be committed (nothing of it was written).
+        """
+
+    @abc.abstractmethod
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
+        """Run a read query outside any write transaction."""
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Any:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _applied(self) -> dict[str, str]:
+        """Applied migration names and when (empty for a new database)."""
+
+    @abc.abstractmethod
+    async def upgrade(self) -> list[str]:
+        """Apply the pending migrations in order; returns their names (empty: up to date)."""
+
+    async def migration_status(self) -> list[MigrationState]:
+        """Every schema step this version knows, applied or pending, in order."""
+        applied = await self._applied()
+        known = [MigrationState(name, applied.get(name)) for name, _ in self.migrations]
+        unknown = sorted(set(applied) - {name for name, _ in self.migrations})
+        return known + [MigrationState(name, applied[name]) for name in unknown]
+
+    async def check_current(self) -> None:
+        """Refuse a schema older than this version (``auto_migrate = false``).
+
+        Raises:
+            ConfigError: naming the pending steps and the command that applies them.
+        """
+        pending = [m.name for m in await self.migration_status() if m.applied_at is None]
+        if pending:
+            raise ConfigError(
+                f"the database needs {len(pending)} schema migration(s) ({', '.join(pending)})"
+                " and [database] auto_migrate is false; run `imagegate db upgrade` first"
+            )
+
+
+async def open_database(settings: DatabaseSettings, *, migrate: bool | None = None) -> Database:
+    """Open the configured database: PostgreSQL when ``url_env`` names a set variable, else
+    SQLite at ``path``. ``migrate``: apply pending migrations (True), refuse to open an
+    outdated schema (None with ``auto_migrate = false``), or neither (False, for ``imagegate
+    db``); None follows ``auto_migrate``.
+
+    Raises:
+        ConfigError: the database cannot be reached or opened, or its schema is outdated.
+    """
+    url = settings.url()
+    db: Database
+    if url is not None:
+        from .pg import PostgresDatabase  # asyncpg is imported only by who needs it
+
+        db = await PostgresDatabase.open(
+            url, pool_size=settings.pool_size, source=f"${settings.url_env}"
+        )
+    else:
+        db = await SqliteDatabase.open(
+            settings.path,
+            busy_timeout_ms=settings.busy_timeout_ms,
+            synchronous=settings.synchronous,
+            migrate=False,
+        )
+    try:
+        if migrate or (migrate is None and settings.auto_migrate):
+            await db.upgrade()
+        elif migrate is None:
+            await db.check_current()
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+def run_body(body: Coroutine[Any, Any, T]) -> T:
+    """Run a transaction body to its end without an event loop: it awaits only ``Tx`` methods
+    that finish at once (SQLite's), so one ``send`` completes it.
+
+    Raises:
+        Whatever the body raised; RuntimeError when it tried to wait on something else.
+    """
+    try:
+        body.send(None)
+    except StopIteration as done:
+        return done.value
+    body.close()
+    raise RuntimeError("a transaction body awaited something other than its transaction")
+
+
+class SqliteTx:
+    """``Tx`` over the writer thread's connection: every call finishes at once."""
+
+    __slots__ = ("conn",)
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Any:
+        return self.conn.execute(sql, params).fetchone()
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
+        return self.conn.execute(sql, params).fetchall()
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        self.conn.executemany(sql, rows)
+
+
+class SqliteDatabase(Database):
+    """One SQLite file: a writer thread that commits in groups, and a read connection."""
+
+    dialect = "sqlite"
+    IntegrityError = sqlite3.IntegrityError
+    migrations = MIGRATIONS
 
     def __init__(self, writer: _Writer, reader: aiosqlite.Connection) -> None:
         self._writer = writer
@@ -219,9 +404,15 @@ class Database:
 
     @classmethod
     async def open(
-        cls, path: Path, *, busy_timeout_ms: int = 5000, synchronous: str = "FULL"
-    ) -> Database:
-        """Open (creating if needed) and migrate the database at ``path``.
+        cls,
+        path: Path,
+        *,
+        busy_timeout_ms: int = 5000,
+        synchronous: str = "FULL",
+        migrate: bool = True,
+    ) -> SqliteDatabase:
+        """Open (creating if needed) the database at ``path``; ``migrate`` brings its schema up
+        to date.
 
         Raises:
             ConfigError: the file cannot be opened or SQLite is too old.
@@ -240,33 +431,44 @@ class Database:
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the database {path}: {exc}") from None
         db = cls(writer, reader)
-        try:
-            await db.transact(_migrate)
-        except BaseException:
-            await db.close()
-            raise
+        if migrate:
+            try:
+                await db.upgrade()
+            except BaseException:
+                await db.close()
+                raise
         return db
 
     async def close(self) -> None:
         await self._writer.close()
         await self._reader.close()
 
-    async def transact(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` as one write transaction; returns what ``fn`` returns.
+    async def transact(self, body: Body[T], *args: Any) -> T:
+        return await self._writer.submit(body, args)
 
-        Raises:
-            Whatever ``fn`` raised (its writes are undone), or ``sqlite3.Error`` when the
-            transaction could not be committed (nothing of it was written).
-        """
-        return await self._writer.submit(fn, args)
-
-    async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
         """Run a read query on the read connection (one thread hand-off)."""
         return list(await self._reader.execute_fetchall(sql, params))
 
-    async def fetchone(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
+    async def _applied(self) -> dict[str, str]:
+        table = await self.fetchone(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
+        )
+        if table is None:
+            return {}
+        return {row[0]: row[1] for row in await self.fetchall("SELECT * FROM _migrations")}
+
+    async def upgrade(self) -> list[str]:
+        return await self.transact(_migrate)
+
+
+def is_sqlite_file(path: Path) -> bool:
+    """True when ``path`` is an existing SQLite database file."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 _QUEUED, _RUNNING, _CANCELLED = "queued", "running", "cancelled"
@@ -276,7 +478,7 @@ _MAX_GROUP = 256  # bounds how long one group holds SQLite's write lock
 class _Op:
     __slots__ = ("fn", "args", "future", "loop", "state")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, loop: asyncio.AbstractEventLoop):
+    def __init__(self, fn: Body[Any], args: tuple, loop: asyncio.AbstractEventLoop):
         self.fn, self.args, self.loop = fn, args, loop
         self.future: asyncio.Future[Any] = loop.create_future()
         self.state = _QUEUED
@@ -293,7 +495,7 @@ class _Writer:
         self._thread = threading.Thread(target=self._serve, name="imagegate-db-writer", daemon=True)
         self._thread.start()
 
-    async def submit(self, fn: Callable[..., Any], args: tuple) -> Any:
+    async def submit(self, fn: Body[Any], args: tuple) -> Any:
         if self._closed:
             raise sqlite3.ProgrammingError("the database is closed")
         op = _Op(fn, args, asyncio.get_running_loop())
@@ -343,13 +545,14 @@ class _Writer:
         if not live:
             return
         conn = self._conn
+        tx = SqliteTx(conn)
         outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in live:
                 conn.execute("SAVEPOINT op")
                 try:
-                    outcomes.append((True, op.fn(conn, *op.args)))
+                    outcomes.append((True, run_body(op.fn(tx, *op.args))))
                 except BaseException as exc:  # handed to the caller, who re-raises it
                     conn.execute("ROLLBACK TO op")
                     outcomes.append((False, exc))
@@ -381,15 +584,20 @@ def _deliver(results: list[tuple[_Op, tuple[bool, Any]]]) -> None:
             op.future.set_exception(value)
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
-    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+async def _migrate(tx: Tx) -> list[str]:
+    await tx.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
+    )
+    done = {row[0] for row in await tx.fetchall("SELECT name FROM _migrations")}
+    applied = []
     for name, sql in MIGRATIONS:
         if name in done:
             continue
         for statement in _statements(sql):
-            conn.execute(statement)
-        conn.execute("INSERT INTO _migrations VALUES (?, datetime('now'))", (name,))
+            await tx.execute(statement)
+        await tx.execute("INSERT INTO _migrations VALUES (?, datetime('now'))", (name,))
+        applied.append(name)
+    return applied
 
 
 def _pragmas(conn: sqlite3.Connection, busy_timeout_ms: int, synchronous: str) -> None:

@@ -3,21 +3,22 @@
 A user's credits are the period's allowance (drawn first, reset each UTC day/week/month) plus
 granted credits that never expire. Reserving moves credits into ``held``; settling charges only
 what was delivered and gives the rest back; releasing gives everything back. Each step is one
-short ``BEGIN IMMEDIATE`` transaction, guarded by the hold's state, so it happens at most once.
-Invariant (``check_ledger``): per user, the ledger's deltas sum to the account row.
+short transaction, guarded by the hold's state, so it happens at most once. The same
+transaction bodies run on SQLite and PostgreSQL (``core.db``, ``core.pg`` say how each keeps
+concurrent reservers from overspending). Invariant (``check_ledger``): per user, the ledger's
+deltas sum to the account row.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .db import Database
+from .db import Database, Tx
 from .errors import IdempotencyConflictError, QuotaExceededError, RateLimitedError
 from .types import LedgerEntry, QuotaStatus
 
@@ -64,7 +65,8 @@ def period_end(period: str, now: datetime) -> datetime:
 
 
 class QuotaStore:
-    """Credits and holds in SQLite. ``clock`` returns epoch seconds (injectable for tests)."""
+    """Credits and holds in the database. ``clock`` returns epoch seconds (injectable for
+    tests)."""
 
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
@@ -84,11 +86,11 @@ class QuotaStore:
         policy: Policy,
         job_id: str | None = None,
         owner: str | None = None,
-        also: Callable[[sqlite3.Connection, Hold], Any] | None = None,
+        also: Callable[[Tx, Hold], Awaitable[Any]] | None = None,
     ) -> Hold:
         """Hold ``amount`` credits for a job, or replay the hold made under ``idem_key``.
 
-        ``also(conn, hold)`` runs in the same transaction once a new hold is made (never for a
+        ``await also(tx, hold)`` runs in the same transaction once a new hold is made (never for a
         replay): what must exist with the hold, such as its job record, is written with it or
         not at all, in one trip to the database.
 
@@ -115,9 +117,9 @@ class QuotaStore:
         actual: int,
         *,
         policy: Policy,
-        also: Callable[[sqlite3.Connection, int], Any] | None = None,
+        also: Callable[[Tx, int], Awaitable[Any]] | None = None,
     ) -> tuple[int, QuotaStatus]:
-        """``settle``, plus the hold's owner's credits right after it; ``also(conn, charged)``
+        """``settle``, plus the hold's owner's credits right after it; ``await also(tx, charged)``
         runs in the same transaction (the job's outcome is recorded with its charge).
 
         Raises:
@@ -177,7 +179,7 @@ class QuotaStore:
     async def status(self, user: str, policy: Policy) -> QuotaStatus:
         """The user's credits now (read-only: an unseen user gets the policy's defaults)."""
         _, now = self._now()
-        row = await self.db.fetchone(_STATUS_SQL, {"user": user})
+        row = await self.db.fetchone(_STATUS_SQL, (user, user))
         return _status(row, user, policy, now)
 
     async def history(self, user: str, *, limit: int = 100) -> list[LedgerEntry]:
@@ -215,26 +217,28 @@ class QuotaStore:
         """Users whose ledger does not sum to their account row (empty when all is well)."""
         rows = await self.db.fetchall(
             "SELECT a.user_id, a.allowance_used, a.granted, a.held,"
-            " COALESCE(SUM(l.d_allowance_used), 0), COALESCE(SUM(l.d_granted), 0),"
-            " COALESCE(SUM(l.d_held), 0),"
-            " (SELECT COALESCE(SUM(from_allowance + from_granted), 0) FROM hold h"
+            " CAST(COALESCE(SUM(l.d_allowance_used), 0) AS BIGINT),"
+            " CAST(COALESCE(SUM(l.d_granted), 0) AS BIGINT),"
+            " CAST(COALESCE(SUM(l.d_held), 0) AS BIGINT),"
+            " (SELECT CAST(COALESCE(SUM(from_allowance + from_granted), 0) AS BIGINT) FROM hold h"
             "   WHERE h.user_id = a.user_id AND h.state = 'held')"
-            " FROM account a LEFT JOIN ledger l ON l.user_id = a.user_id GROUP BY a.user_id"
+            " FROM account a LEFT JOIN ledger l ON l.user_id = a.user_id"
+            " GROUP BY a.user_id, a.allowance_used, a.granted, a.held"
         )
         return [r[0] for r in rows if (r[1], r[2], r[3]) != (r[4], r[5], r[6]) or r[3] != r[7]]
 
 
-# --- transaction bodies: each runs whole in the database's writer thread (Database.transact) --
+# --- transaction bodies (``Database.transact``): portable SQL, ``?`` placeholders -----------
 
 
-_STATUS_SQL = (
+_STATUS_SQL = (  # parameters: (user, user)
     "SELECT a.period, a.allowance_used, a.granted, a.held, a.allowance_override,"
-    " (SELECT count(*) FROM hold WHERE user_id = :user AND state = 'held')"
-    " FROM (SELECT 1) LEFT JOIN account a ON a.user_id = :user"
+    " (SELECT count(*) FROM hold WHERE user_id = ? AND state = 'held')"
+    " FROM (SELECT 1) AS one LEFT JOIN account a ON a.user_id = ?"
 )
 
 
-def _status(row: sqlite3.Row | None, user: str, policy: Policy, now: datetime) -> QuotaStatus:
+def _status(row: Any | None, user: str, policy: Policy, now: datetime) -> QuotaStatus:
     period, used, granted, held, override, in_flight = row or (None, 0, 0, 0, None, 0)
     used = used if period == period_key(policy.period, now) else 0
     allowance = policy.allowance if override is None else override
@@ -250,8 +254,8 @@ def _status(row: sqlite3.Row | None, user: str, policy: Policy, now: datetime) -
     )
 
 
-def _reserve(
-    conn: sqlite3.Connection,
+async def _reserve(
+    tx: Tx,
     user: str,
     amount: int,
     idem_key: str,
@@ -261,26 +265,28 @@ def _reserve(
     owner: str | None,
     now_ms: int,
     now: datetime,
-    also: Callable[[sqlite3.Connection, Hold], Any] | None = None,
+    also: Callable[[Tx, Hold], Awaitable[Any]] | None = None,
 ) -> Hold:
-    replay = _existing_hold(conn, idem_key, request_hash)
+    replay = await _existing_hold(tx, idem_key, request_hash)
     if replay is not None:
         return replay
-    used, granted, allowance = _account(conn, user, policy, now_ms, now)
-    _check_in_flight(conn, user, policy)
+    # The account row stays locked from here to the commit (PostgreSQL): the checks below
+    # see every hold this user's other reserves committed.
+    used, granted, allowance = await _account(tx, user, policy, now_ms, now)
+    await _check_in_flight(tx, user, policy)
     available_allowance = max(0, allowance - used)
     if available_allowance + granted < amount:
         raise _exceeded(available_allowance + granted, amount, policy, now)
-    _take_rate_slot(conn, user, policy, now_ms)
+    await _take_rate_slot(tx, user, policy, now_ms)
     from_allowance = min(amount, available_allowance)
     from_granted = amount - from_allowance
     hold_id = uuid.uuid4().hex
-    conn.execute(
+    await tx.execute(
         "UPDATE account SET allowance_used = allowance_used + ?, granted = granted - ?,"
         " held = held + ?, updated_at = ? WHERE user_id = ?",
         (from_allowance, from_granted, amount, now_ms, user),
     )
-    conn.execute(
+    await tx.execute(
         "INSERT INTO hold (hold_id, user_id, idem_key, request_hash, period,"
         " from_allowance, from_granted, state, job_id, owner, created_at, expires_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, 'held', ?, ?, ?, ?)",
@@ -298,49 +304,51 @@ def _reserve(
             now_ms + int(policy.hold_ttl_s * 1000),
         ),
     )
-    _ledger(
-        conn, user, "hold", now_ms, hold_id, used=from_allowance, granted=-from_granted, held=amount
+    await _ledger(
+        tx, user, "hold", now_ms, hold_id, used=from_allowance, granted=-from_granted, held=amount
     )
     hold = Hold(hold_id, user, amount, "held", job_id)
     if also is not None:
-        also(conn, hold)
+        await also(tx, hold)
     return hold
 
 
-def _settle_and_report(
-    conn: sqlite3.Connection,
+async def _settle_and_report(
+    tx: Tx,
     hold_id: str,
     actual: int,
     policy: Policy,
     now_ms: int,
     now: datetime,
-    also: Callable[[sqlite3.Connection, int], Any] | None,
+    also: Callable[[Tx, int], Awaitable[Any]] | None,
 ) -> tuple[int, QuotaStatus]:
-    closed = _close_hold(conn, hold_id, actual, "release", now_ms)
+    closed = await _close_hold(tx, hold_id, actual, "release", now_ms)
     if closed is None:  # finished already (swept, say): nothing more is charged
-        row = conn.execute("SELECT user_id FROM hold WHERE hold_id = ?", (hold_id,)).fetchone()
+        row = await tx.fetchone("SELECT user_id FROM hold WHERE hold_id = ?", (hold_id,))
         if row is None:
             raise LookupError(f"no hold {hold_id}")
         closed = (row[0], 0)
     user, charged = closed
     if also is not None:
-        also(conn, charged)
-    status = conn.execute(_STATUS_SQL, {"user": user}).fetchone()
+        await also(tx, charged)
+    status = await tx.fetchone(_STATUS_SQL, (user, user))
     return charged, _status(status, user, policy, now)
 
 
-def _close_hold(
-    conn: sqlite3.Connection, hold_id: str, actual: int, refund_kind: str, now_ms: int
+async def _close_hold(
+    tx: Tx, hold_id: str, actual: int, refund_kind: str, now_ms: int
 ) -> tuple[str, int] | None:
     """Close a held hold, charging ``actual`` (capped at the hold): (user, amount charged), or
     None when it was not held any more."""
+    actual = max(0, actual)
     state = "settled" if actual > 0 else _state_for(refund_kind)
-    row = conn.execute(
-        "UPDATE hold SET state = ?, settled_amount = max(0, min(?, from_allowance + from_granted))"
+    row = await tx.fetchone(
+        "UPDATE hold SET state = ?, settled_amount = CASE WHEN from_allowance + from_granted < ?"
+        " THEN from_allowance + from_granted ELSE ? END"
         " WHERE hold_id = ? AND state = 'held'"
         " RETURNING user_id, from_allowance, from_granted, period, settled_amount",
-        (state, actual, hold_id),
-    ).fetchone()
+        (state, actual, actual, hold_id),
+    )
     if row is None:
         return None
     user, from_a, from_g, hold_period, charged = row
@@ -348,18 +356,18 @@ def _close_hold(
     refund_a, refund_g = from_a - charged_a, from_g - (charged - charged_a)
     # After a period rollover the old allowance is gone: its refund is dropped, not added to
     # the new period.
-    (current,) = conn.execute(
+    (current,) = await tx.fetchone(
         "UPDATE account SET allowance_used = allowance_used - CASE WHEN period = ? THEN ? ELSE 0"
         " END, granted = granted + ?, held = held - ?, updated_at = ? WHERE user_id = ?"
         " RETURNING period",
         (hold_period, refund_a, refund_g, from_a + from_g, now_ms, user),
-    ).fetchone()
+    )
     d_used = -refund_a if current == hold_period else 0
     if charged:
-        _ledger(conn, user, "capture", now_ms, hold_id, held=-charged)
+        await _ledger(tx, user, "capture", now_ms, hold_id, held=-charged)
     if refund_a or refund_g or not charged:
-        _ledger(
-            conn,
+        await _ledger(
+            tx,
             user,
             refund_kind,
             now_ms,
@@ -371,8 +379,8 @@ def _close_hold(
     return user, charged
 
 
-def _grant(
-    conn: sqlite3.Connection,
+async def _grant(
+    tx: Tx,
     user: str,
     credits: int,
     reason: str,
@@ -381,21 +389,21 @@ def _grant(
     now_ms: int,
     now: datetime,
 ) -> None:
-    _, granted, _ = _account(conn, user, policy, now_ms, now)
+    _, granted, _ = await _account(tx, user, policy, now_ms, now)
     if granted + credits < 0:
         raise QuotaExceededError(
             f"{user} has only {granted} granted credits", remaining=granted, needed=-credits
         )
-    conn.execute(
+    await tx.execute(
         "UPDATE account SET granted = granted + ?, updated_at = ? WHERE user_id = ?",
         (credits, now_ms, user),
     )
     kind = "grant" if credits >= 0 else "adjust"
-    _ledger(conn, user, kind, now_ms, None, granted=credits, reason=reason, actor=actor)
+    await _ledger(tx, user, kind, now_ms, None, granted=credits, reason=reason, actor=actor)
 
 
-def _set_allowance(
-    conn: sqlite3.Connection,
+async def _set_allowance(
+    tx: Tx,
     user: str,
     allowance: int | None,
     policy: Policy,
@@ -403,26 +411,26 @@ def _set_allowance(
     now_ms: int,
     now: datetime,
 ) -> None:
-    _, _, before = _account(conn, user, policy, now_ms, now)
-    conn.execute(
+    _, _, before = await _account(tx, user, policy, now_ms, now)
+    await tx.execute(
         "UPDATE account SET allowance_override = ?, updated_at = ? WHERE user_id = ?",
         (allowance, now_ms, user),
     )
     after = f"{allowance}" if allowance is not None else f"the default ({policy.allowance})"
     reason = f"allowance {before} -> {after} per {policy.period}"
-    _ledger(conn, user, "allowance", now_ms, None, reason=reason, actor=actor)
+    await _ledger(tx, user, "allowance", now_ms, None, reason=reason, actor=actor)
 
 
 def _state_for(kind: str) -> str:
     return {"release": "released", "expire": "expired"}[kind]
 
 
-def _existing_hold(conn: sqlite3.Connection, idem_key: str, request_hash: str) -> Hold | None:
-    row = conn.execute(
+async def _existing_hold(tx: Tx, idem_key: str, request_hash: str) -> Hold | None:
+    row = await tx.fetchone(
         "SELECT hold_id, user_id, from_allowance + from_granted, state, job_id, request_hash"
         " FROM hold WHERE idem_key = ?",
         (idem_key,),
-    ).fetchone()
+    )
     if row is None:
         return None
     if row[5] != request_hash:
@@ -432,36 +440,37 @@ def _existing_hold(conn: sqlite3.Connection, idem_key: str, request_hash: str) -
     return Hold(row[0], row[1], row[2], row[3], row[4], replayed=True)
 
 
-def _account(
-    conn: sqlite3.Connection, user: str, policy: Policy, now_ms: int, now: datetime
+async def _account(
+    tx: Tx, user: str, policy: Policy, now_ms: int, now: datetime
 ) -> tuple[int, int, int]:
-    """Create the account if needed and roll its period over; returns (used, granted,
-    allowance), the allowance being the user's override or else the policy's."""
+    """Create the account if needed, lock it (PostgreSQL: until the commit) and roll its period
+    over; returns (used, granted, allowance), the allowance being the user's override or else
+    the policy's."""
     period = period_key(policy.period, now)
-    row = conn.execute(
+    row = await tx.fetchone(
         "INSERT INTO account (user_id, period, updated_at) VALUES (?, ?, ?)"
         # Updating a column other than the key: a key update would make SQLite check every
         # hold of the account (a full scan of ``hold``) for its foreign key.
         " ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at"
         " RETURNING period, allowance_used, granted, allowance_override",
         (user, period, now_ms),
-    ).fetchone()
+    )
     old_period, used, granted, override = row
     if old_period != period:
-        conn.execute(
+        await tx.execute(
             "UPDATE account SET period = ?, allowance_used = 0 WHERE user_id = ?", (period, user)
         )
-        _ledger(conn, user, "reset", now_ms, None, used=-used, reason=f"new period {period}")
+        await _ledger(tx, user, "reset", now_ms, None, used=-used, reason=f"new period {period}")
         used = 0
     return used, granted, policy.allowance if override is None else override
 
 
-def _check_in_flight(conn: sqlite3.Connection, user: str, policy: Policy) -> None:
+async def _check_in_flight(tx: Tx, user: str, policy: Policy) -> None:
     if not policy.max_in_flight:
         return
-    row = conn.execute(
+    row = await tx.fetchone(
         "SELECT count(*) FROM hold WHERE user_id = ? AND state = 'held'", (user,)
-    ).fetchone()
+    )
     if row and row[0] >= policy.max_in_flight:
         raise RateLimitedError(
             f"you already have {row[0]} job(s) running (the limit is {policy.max_in_flight});"
@@ -469,25 +478,28 @@ def _check_in_flight(conn: sqlite3.Connection, user: str, policy: Policy) -> Non
         )
 
 
-def _take_rate_slot(conn: sqlite3.Connection, user: str, policy: Policy, now_ms: int) -> None:
+async def _take_rate_slot(tx: Tx, user: str, policy: Policy, now_ms: int) -> None:
     """GCRA: one theoretical-arrival timestamp per user; bursts up to the per-minute rate."""
     if not policy.rate_per_minute:
         return
     interval = 60_000 // policy.rate_per_minute
-    limit = 60_000
-    row = conn.execute(
+    latest = now_ms + 60_000 - interval  # the last max(tat, now) that still takes a slot
+    # tat' = max(tat, now) + interval, taken only while tat' - now <= one minute.
+    row = await tx.fetchone(
         "INSERT INTO rate_bucket (user_id, name, tat_ms) VALUES (?, 'jobs', ?)"
-        " ON CONFLICT (user_id, name) DO UPDATE SET tat_ms = max(tat_ms, ?) + ?"
-        " WHERE max(rate_bucket.tat_ms, ?) + ? - ? <= ? RETURNING tat_ms",
-        (user, now_ms + interval, now_ms, interval, now_ms, interval, now_ms, limit),
-    ).fetchone()
+        " ON CONFLICT (user_id, name) DO UPDATE SET tat_ms = CASE WHEN rate_bucket.tat_ms > ?"
+        " THEN rate_bucket.tat_ms ELSE ? END + ?"
+        " WHERE CASE WHEN rate_bucket.tat_ms > ? THEN rate_bucket.tat_ms ELSE ? END <= ?"
+        " RETURNING tat_ms",
+        (user, now_ms + interval, now_ms, now_ms, interval, now_ms, now_ms, latest),
+    )
     if row is not None:
         return
-    row = conn.execute(
+    row = await tx.fetchone(
         "SELECT tat_ms FROM rate_bucket WHERE user_id = ? AND name = 'jobs'", (user,)
-    ).fetchone()
+    )
     tat = row[0] if row else now_ms
-    wait_s = max(1, (max(tat, now_ms) + interval - now_ms - limit) // 1000 + 1)
+    wait_s = max(1, (max(tat, now_ms) - latest) // 1000 + 1)
     retry_at = datetime.fromtimestamp(now_ms / 1000 + wait_s, UTC)
     raise RateLimitedError(
         f"too many jobs: the limit is {policy.rate_per_minute} per minute; try again in {wait_s} s",
@@ -506,8 +518,8 @@ def _exceeded(remaining: int, needed: int, policy: Policy, now: datetime) -> Quo
     )
 
 
-def _ledger(
-    conn: sqlite3.Connection,
+async def _ledger(
+    tx: Tx,
     user: str,
     kind: str,
     now_ms: int,
@@ -519,7 +531,7 @@ def _ledger(
     reason: str | None = None,
     actor: str | None = None,
 ) -> None:
-    conn.execute(
+    await tx.execute(
         "INSERT INTO ledger (user_id, hold_id, kind, d_allowance_used, d_granted, d_held, reason,"
         " created_at, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (user, hold_id, kind, used, granted, held, reason, now_ms, actor),

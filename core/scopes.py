@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
 from typing import Any
 
-from .db import Database
+from .db import Database, Tx
 from .errors import InvalidRequestError
 
 SCOPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}(:[A-Za-z0-9_.-]{1,64}){1,4}$")
@@ -76,11 +75,11 @@ class ScopeSettingsStore:
         return json.loads(text)
 
 
-def _put(conn: sqlite3.Connection, scope: str, text: str | None, by: str, now_ms: int) -> None:
+async def _put(tx: Tx, scope: str, text: str | None, by: str, now_ms: int) -> None:
     if text is None:
-        conn.execute("DELETE FROM scope_setting WHERE scope = ?", (scope,))
+        await tx.execute("DELETE FROM scope_setting WHERE scope = ?", (scope,))
         return
-    conn.execute(
+    await tx.execute(
         "INSERT INTO scope_setting (scope, value, updated_by, updated_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (scope) DO UPDATE SET value = excluded.value,"
         " updated_by = excluded.updated_by, updated_at = excluded.updated_at",

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import socket
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,7 +25,7 @@ import httpx
 
 from . import images
 from .callbacks import CallbackHub
-from .db import Database
+from .db import Database, Tx, open_database
 from .errors import (
     ImageGateError,
     InvalidRequestError,
@@ -138,11 +137,7 @@ class ImageService:
             callbacks = CallbackHub(settings.callbacks.public_url, settings.callbacks.path)
         try:
             registry = Registry(settings, client, callbacks)
-            db = await Database.open(
-                settings.database.path,
-                busy_timeout_ms=settings.database.busy_timeout_ms,
-                synchronous=settings.database.synchronous,
-            )
+            db = await open_database(settings.database)
         except BaseException:
             if http is None:
                 await client.aclose()
@@ -303,9 +298,9 @@ class ImageService:
         job_id = new_id()
         model_ref = chain[0][0].ref
 
-        def record_job(conn: sqlite3.Connection, hold: Hold) -> None:
-            self.store.insert_job(
-                conn,
+        async def record_job(tx: Tx, hold: Hold) -> None:
+            await self.store.insert_job(
+                tx,
                 job_id,
                 user=caller.key,
                 request=record,
@@ -371,9 +366,9 @@ class ImageService:
         status = "succeeded" if outcome.error is None else "partial" if stored else "failed"
         error = outcome.error.message if outcome.error else None
 
-        def record_results(conn: sqlite3.Connection, charged: int) -> None:
-            self.store.record_results(
-                conn,
+        async def record_results(tx: Tx, charged: int) -> None:
+            await self.store.record_results(
+                tx,
                 job_id,
                 caller.key,
                 stored,

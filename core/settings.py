@@ -51,6 +51,25 @@ class DatabaseSettings(_Section):
     path: Path = Path("data/imagegate.db")
     busy_timeout_ms: int = Field(5000, ge=0)
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # The NAME of the environment variable holding a postgresql:// URL (it may carry a
+    # password, so never the URL itself in the file). Set and non-empty: PostgreSQL.
+    url_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    pool_size: int = Field(10, ge=1, le=500)  # PostgreSQL connections per process
+    auto_migrate: bool = True
+
+    def url(self) -> str | None:
+        """The PostgreSQL URL from ``$url_env``, or None (SQLite at ``path``).
+
+        Raises:
+            ConfigError: the variable holds something other than a postgresql:// URL (the
+                message names the variable, never its value).
+        """
+        value = os.environ.get(self.url_env, "").strip() if self.url_env else ""
+        if not value:
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"${self.url_env} ([database] url_env) must hold a postgresql:// URL")
+        return value
 
 
 class ImagesSettings(_Section):

@@ -1,4 +1,4 @@
-"""Results on disk (content-addressed) and job records in SQLite.
+"""Results on disk (content-addressed) and job records in the database.
 
 Image files live at ``<dir>/<sha[:2]>/<sha>.<ext>``; written to a temporary name and renamed,
 so a crash never leaves a half file under a real name. Image ids are random (unguessable), so
@@ -25,14 +25,13 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .db import Database
+from .db import Database, Tx
 from .errors import NotFoundError
 from .ids import random_hex
 from .images import EXTENSIONS, ImageInfo
@@ -104,8 +103,8 @@ class ImageStore:
     # is written with its hold, and its images and outcome with its charge.
 
     @staticmethod
-    def insert_job(
-        conn: sqlite3.Connection,
+    async def insert_job(
+        tx: Tx,
         job_id: str,
         *,
         user: str,
@@ -114,8 +113,8 @@ class ImageStore:
         hold_id: str | None,
         owner: str,
     ) -> None:
-        """Record a running job (inside a ``Database.transact`` function)."""
-        conn.execute(
+        """Record a running job (inside a ``Database.transact`` body)."""
+        await tx.execute(
             "INSERT INTO job (job_id, user_id, operation, model, status, request, hold_id,"
             " owner, created_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
             (job_id, user, request["operation"], model, json.dumps(request), hold_id, owner, _ms()),
@@ -136,8 +135,8 @@ class ImageStore:
         return stored
 
     @staticmethod
-    def record_results(
-        conn: sqlite3.Connection,
+    async def record_results(
+        tx: Tx,
         job_id: str,
         user: str,
         stored: list[StoredImage],
@@ -147,10 +146,10 @@ class ImageStore:
         warnings: list[str],
         error: str | None = None,
     ) -> None:
-        """Record a job's images and its outcome (inside a ``Database.transact`` function)."""
+        """Record a job's images and its outcome (inside a ``Database.transact`` body)."""
         if stored:
-            _insert_images(conn, _image_rows(user, stored))
-        _update_job(conn, (status, credits_charged, json.dumps(warnings), error, _ms(), job_id))
+            await _insert_images(tx, _image_rows(user, stored))
+        await _update_job(tx, (status, credits_charged, json.dumps(warnings), error, _ms(), job_id))
 
     async def finish_job(
         self,
@@ -359,8 +358,8 @@ def _image_rows(user: str, stored: list[StoredImage]) -> list[tuple[Any, ...]]:
     ]
 
 
-def _insert_images(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    conn.executemany(
+async def _insert_images(tx: Tx, rows: list[tuple[Any, ...]]) -> None:
+    await tx.executemany(
         "INSERT INTO image (image_id, job_id, idx, user_id, sha256, mime, width, height, seed,"
         " model, provider_image_id, meta, bytes, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -368,40 +367,49 @@ def _insert_images(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> Non
     )
 
 
-def _update_job(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+async def _update_job(tx: Tx, row: tuple[Any, ...]) -> None:
     """``row``: (status, credits charged, warnings JSON, error, finished at ms, job id)."""
-    conn.execute(
+    await tx.execute(
         "UPDATE job SET status = ?, credits_charged = ?, warnings = ?, error = ?, finished_at = ?"
         " WHERE job_id = ?",
         row,
     )
 
 
-def _mark_lost(conn: sqlite3.Connection, rows: list[tuple[str, str, str]]) -> None:
+async def _mark_lost(tx: Tx, rows: list[tuple[str, str, str]]) -> None:
     """``rows``: (why, sha256, mime): every image stored in that file is lost."""
-    conn.executemany(
+    await tx.executemany(
         "UPDATE image SET lost = ? WHERE sha256 = ? AND mime = ? AND lost IS NULL", rows
     )
 
 
-def _interrupt_jobs(conn: sqlite3.Connection, owners: list[str], now_ms: int) -> int:
+async def _interrupt_jobs(tx: Tx, owners: list[str], now_ms: int) -> int:
     marks = ",".join("?" * len(owners))
-    # Killed after its hold was settled: the images are stored and charged, so the job was
-    # delivered (a replay of its request returns them); only the final record was missing.
-    conn.execute(
-        "UPDATE job SET status = CASE WHEN (SELECT count(*) FROM image i WHERE i.job_id ="
-        " job.job_id) >= json_extract(request, '$.n') THEN 'succeeded' ELSE 'partial' END,"
-        " credits_charged = (SELECT settled_amount FROM hold h WHERE h.hold_id = job.hold_id),"
-        f" finished_at = ? WHERE status = 'running' AND owner IN ({marks}) AND EXISTS (SELECT 1"
-        " FROM hold h WHERE h.hold_id = job.hold_id AND h.state = 'settled')",
-        (now_ms, *owners),
+    jobs = await tx.fetchall(
+        "SELECT j.job_id, j.request, h.state, h.settled_amount,"
+        " (SELECT count(*) FROM image i WHERE i.job_id = j.job_id)"
+        " FROM job j LEFT JOIN hold h ON h.hold_id = j.hold_id"
+        f" WHERE j.status = 'running' AND j.owner IN ({marks})",
+        owners,
     )
-    cursor = conn.execute(
-        "UPDATE job SET status = 'interrupted', error = 'the server stopped during the job;"
-        f" nothing was charged', finished_at = ? WHERE status = 'running' AND owner IN ({marks})",
-        (now_ms, *owners),
-    )
-    return cursor.rowcount
+    interrupted = 0
+    for job_id, request, hold_state, settled, images in jobs:
+        if hold_state == "settled":
+            # Killed after its hold was settled: the images are stored and charged, so the job
+            # was delivered (a replay of its request returns them); only the final record was
+            # missing.
+            status = "succeeded" if images >= json.loads(request).get("n", 1) else "partial"
+            row: tuple[Any, ...] = (status, settled, None, now_ms, job_id)
+        else:
+            error = "the server stopped during the job; nothing was charged"
+            row = ("interrupted", 0, error, now_ms, job_id)
+            interrupted += 1
+        await tx.execute(
+            "UPDATE job SET status = ?, credits_charged = ?, error = ?, finished_at = ?"
+            " WHERE job_id = ? AND status = 'running'",
+            row,
+        )
+    return interrupted
 
 
 def _lost_error(image_id: str, why: str) -> NotFoundError:

@@ -13,13 +13,13 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from .db import Database
+from .db import Database, Tx
 from .errors import InvalidRequestError, NotFoundError
 
 KIND_PATTERN = re.compile(r"[a-z]{1,16}")
@@ -152,7 +152,7 @@ def _time(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _info(row: sqlite3.Row, *, last_used_ms: int | None = None) -> TokenInfo:
+def _info(row: Any, *, last_used_ms: int | None = None) -> TokenInfo:
     return TokenInfo(
         kind=row["kind"],
         user=row["user_id"],
@@ -164,23 +164,23 @@ def _info(row: sqlite3.Row, *, last_used_ms: int | None = None) -> TokenInfo:
     )
 
 
-def _insert(
-    conn: sqlite3.Connection, prefix: str, kind: str, user: str, sha: str, label: str, now: int
+async def _insert(
+    tx: Tx, prefix: str, kind: str, user: str, sha: str, label: str, now: int
 ) -> None:
-    conn.execute(
+    await tx.execute(
         "INSERT INTO api_token (prefix, kind, user_id, sha256, label, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
         (prefix, kind, user, sha, label, now),
     )
 
 
-def _touch(conn: sqlite3.Connection, prefix: str, now_ms: int) -> None:
-    conn.execute("UPDATE api_token SET last_used_at = ? WHERE prefix = ?", (now_ms, prefix))
+async def _touch(tx: Tx, prefix: str, now_ms: int) -> None:
+    await tx.execute("UPDATE api_token SET last_used_at = ? WHERE prefix = ?", (now_ms, prefix))
 
 
-def _revoke(conn: sqlite3.Connection, kind: str, prefix: str, now_ms: int) -> sqlite3.Row | None:
-    conn.execute(
+async def _revoke(tx: Tx, kind: str, prefix: str, now_ms: int) -> Any:
+    await tx.execute(
         "UPDATE api_token SET revoked_at = ? WHERE prefix = ? AND kind = ? AND revoked_at IS NULL",
         (now_ms, prefix, kind),
     )
-    return conn.execute(_SELECT + " WHERE prefix = ? AND kind = ?", (prefix, kind)).fetchone()
+    return await tx.fetchone(_SELECT + " WHERE prefix = ? AND kind = ?", (prefix, kind))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +11,14 @@ import pytest
 from PIL import Image
 
 from core import ImageService, Settings, parse_settings
+from tests.pgserver import PostgresServer
 
 # Fails any test whose logs or error messages contain a secret it used (tests/secrets_guard.py).
 pytest_plugins = ["tests.secrets_guard"]
+
+#: The variable the ``backend`` fixture's PostgreSQL settings name in ``[database] url_env``.
+PG_URL_ENV = "IMAGEGATE_TEST_DATABASE_URL"
+BACKENDS = ["sqlite", "postgresql"]
 
 
 def make_settings(tmp_path: Path, **sections: Any) -> Settings:
@@ -46,3 +51,34 @@ async def service(tmp_path: Path) -> AsyncIterator[ImageService]:
     svc = await ImageService.open(make_settings(tmp_path), sweeper=False)
     yield svc
     await svc.aclose()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole run (fails, never skips, without binaries)."""
+    try:
+        server = PostgresServer().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, thrown away after the test."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """A ``[database]`` section, once per backend: SQLite in ``tmp_path``, then a new
+    PostgreSQL database whose URL is in ``$IMAGEGATE_TEST_DATABASE_URL``."""
+    if request.param == "sqlite":
+        return {"path": str(tmp_path / "imagegate.db")}
+    monkeypatch.setenv(PG_URL_ENV, request.getfixturevalue("pg_url"))
+    return {"path": str(tmp_path / "unused.db"), "url_env": PG_URL_ENV}

@@ -1,18 +1,19 @@
-"""The quota ledger: races, idempotency, at-most-once settle/release, partial charges,
-period rollover, expiry, and a property test that random sequences keep every invariant."""
+"""The quota ledger on both backends: races (many connections, several processes),
+idempotency, at-most-once settle/release, partial charges, period rollover, expiry, rate and
+in-flight limits, and a property test that random sequences keep every invariant."""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
 import uuid
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.db import Database
+from core import parse_settings
+from core.db import open_database
 from core.errors import IdempotencyConflictError, QuotaExceededError, RateLimitedError
 from core.quota import Policy, QuotaStore, period_end, period_key
 
@@ -28,8 +29,10 @@ class Clock:
 _OPEN: list[QuotaStore] = []
 
 
-async def _store(path: Path, clock: Clock | None = None) -> QuotaStore:
-    store = QuotaStore(await Database.open(path), clock or Clock())
+async def _store(backend: dict, clock: Clock | None = None) -> QuotaStore:
+    """A store on the database a ``backend`` section (tests/conftest.py) names."""
+    settings = parse_settings({"database": backend})
+    store = QuotaStore(await open_database(settings.database), clock or Clock())
     _OPEN.append(store)
     return store
 
@@ -53,8 +56,8 @@ async def _reserve(
     )
 
 
-async def test_reserve_settle_charges_only_delivered(tmp_path):
-    store = await _store(tmp_path / "q.db")
+async def test_reserve_settle_charges_only_delivered(backend):
+    store = await _store(backend)
     policy = Policy(allowance=10)
     hold = await _reserve(store, "u", 4, policy)
     assert (await store.status("u", policy)).remaining == 6
@@ -64,19 +67,23 @@ async def test_reserve_settle_charges_only_delivered(tmp_path):
     assert await store.check_ledger() == []
 
 
-async def test_also_writes_with_the_hold_and_with_the_charge_or_not_at_all(tmp_path):
-    store = await _store(tmp_path / "q.db")
+async def test_also_writes_with_the_hold_and_with_the_charge_or_not_at_all(backend):
+    store = await _store(backend)
     policy = Policy(allowance=10)
-    await store.db.transact(lambda conn: conn.execute("CREATE TABLE note (what TEXT)"))
+
+    async def create(tx):
+        await tx.execute("CREATE TABLE note (what TEXT)")
+
+    await store.db.transact(create)
 
     def note(what: str):
-        def write(conn, value):
-            conn.execute("INSERT INTO note VALUES (?)", (f"{what} {value}",))
+        async def write(tx, value):
+            await tx.execute("INSERT INTO note VALUES (?)", (f"{what} {value}",))
 
         return write
 
-    def fail(conn, value):
-        note("doomed")(conn, value)
+    async def fail(tx, value):
+        await note("doomed")(tx, value)
         raise RuntimeError("the job record could not be written")
 
     with pytest.raises(RuntimeError):
@@ -108,8 +115,8 @@ async def test_also_writes_with_the_hold_and_with_the_charge_or_not_at_all(tmp_p
         await store.settle_and_report("no-such-hold", 1, policy=policy)
 
 
-async def test_settle_and_release_happen_at_most_once(tmp_path):
-    store = await _store(tmp_path / "q.db")
+async def test_settle_and_release_happen_at_most_once(backend):
+    store = await _store(backend)
     policy = Policy(allowance=10)
     hold = await _reserve(store, "u", 3, policy)
     assert await store.settle(hold.hold_id, 3) == 3
@@ -122,8 +129,8 @@ async def test_settle_and_release_happen_at_most_once(tmp_path):
     assert await store.check_ledger() == []
 
 
-async def test_idempotent_replay_returns_the_same_hold(tmp_path):
-    store = await _store(tmp_path / "q.db")
+async def test_idempotent_replay_returns_the_same_hold(backend):
+    store = await _store(backend)
     policy = Policy(allowance=10)
     first = await _reserve(store, "u", 2, policy, key="k1")
     again = await _reserve(store, "u", 2, policy, key="k1")
@@ -133,8 +140,8 @@ async def test_idempotent_replay_returns_the_same_hold(tmp_path):
         await store.reserve("u", amount=2, idem_key="k1", request_hash="other", policy=policy)
 
 
-async def test_allowance_is_drawn_before_granted_credits(tmp_path):
-    store = await _store(tmp_path / "q.db")
+async def test_allowance_is_drawn_before_granted_credits(backend):
+    store = await _store(backend)
     policy = Policy(allowance=5)
     await store.grant("u", 10, reason="gift", policy=policy)
     hold = await _reserve(store, "u", 7, policy)
@@ -145,8 +152,8 @@ async def test_allowance_is_drawn_before_granted_credits(tmp_path):
     assert (status.remaining, status.granted) == (15, 10)
 
 
-async def test_refusal_names_the_limit_and_reset_time(tmp_path):
-    store = await _store(tmp_path / "q.db")
+async def test_refusal_names_the_limit_and_reset_time(backend):
+    store = await _store(backend)
     policy = Policy(allowance=2)
     with pytest.raises(QuotaExceededError) as info:
         await _reserve(store, "u", 3, policy)
@@ -154,9 +161,9 @@ async def test_refusal_names_the_limit_and_reset_time(tmp_path):
     assert info.value.retry_at is not None
 
 
-async def test_period_rollover_restores_the_allowance_and_keeps_grants(tmp_path):
+async def test_period_rollover_restores_the_allowance_and_keeps_grants(backend):
     clock = Clock()
-    store = await _store(tmp_path / "q.db", clock)
+    store = await _store(backend, clock)
     policy = Policy(allowance=3)
     await store.grant("u", 1, reason="gift", policy=policy)
     hold = await _reserve(store, "u", 3, policy)
@@ -169,9 +176,9 @@ async def test_period_rollover_restores_the_allowance_and_keeps_grants(tmp_path)
     assert await store.check_ledger() == []
 
 
-async def test_refund_after_rollover_does_not_inflate_the_new_period(tmp_path):
+async def test_refund_after_rollover_does_not_inflate_the_new_period(backend):
     clock = Clock()
-    store = await _store(tmp_path / "q.db", clock)
+    store = await _store(backend, clock)
     policy = Policy(allowance=3)
     hold = await _reserve(store, "u", 3, policy)
     clock.now += 86_400
@@ -181,9 +188,9 @@ async def test_refund_after_rollover_does_not_inflate_the_new_period(tmp_path):
     assert await store.check_ledger() == []
 
 
-async def test_sweeper_releases_expired_holds(tmp_path):
+async def test_sweeper_releases_expired_holds(backend):
     clock = Clock()
-    store = await _store(tmp_path / "q.db", clock)
+    store = await _store(backend, clock)
     policy = Policy(allowance=5, hold_ttl_s=60)
     await _reserve(store, "u", 5, policy)
     assert await store.sweep() == 0
@@ -193,8 +200,8 @@ async def test_sweeper_releases_expired_holds(tmp_path):
     assert [e.kind for e in await store.history("u")][:1] == ["expire"]
 
 
-async def test_sweeper_releases_holds_of_dead_owners_only(tmp_path):
-    store = await _store(tmp_path / "q.db")
+async def test_sweeper_releases_holds_of_dead_owners_only(backend):
+    store = await _store(backend)
     policy = Policy(allowance=5)
     await store.reserve("u", amount=1, idem_key="a", request_hash="h", policy=policy, owner="dead")
     await store.reserve("u", amount=1, idem_key="b", request_hash="h", policy=policy, owner="alive")
@@ -202,9 +209,9 @@ async def test_sweeper_releases_holds_of_dead_owners_only(tmp_path):
     assert (await store.status("u", policy)).in_flight == 1
 
 
-async def test_rate_limit_and_in_flight_cap(tmp_path):
+async def test_rate_limit_and_in_flight_cap(backend):
     clock = Clock()
-    store = await _store(tmp_path / "q.db", clock)
+    store = await _store(backend, clock)
     policy = Policy(allowance=100, rate_per_minute=3)
     for _ in range(3):
         await _reserve(store, "u", 1, policy)
@@ -219,16 +226,16 @@ async def test_rate_limit_and_in_flight_cap(tmp_path):
         await _reserve(store, "v", 1, capped)
 
 
-async def test_a_refused_debit_does_not_use_a_rate_slot(tmp_path):
-    store = await _store(tmp_path / "q.db")
+async def test_a_refused_debit_does_not_use_a_rate_slot(backend):
+    store = await _store(backend)
     policy = Policy(allowance=1, rate_per_minute=1)
     with pytest.raises(QuotaExceededError):
         await _reserve(store, "u", 2, policy)
     await _reserve(store, "u", 1, policy)
 
 
-async def test_allowance_override(tmp_path):
-    store = await _store(tmp_path / "q.db")
+async def test_allowance_override(backend):
+    store = await _store(backend)
     policy = Policy(allowance=5)
     await store.set_allowance("u", 20, policy=policy)
     assert (await store.status("u", policy)).remaining == 20
@@ -256,9 +263,8 @@ def test_period_keys_and_ends():
     )
 
 
-async def test_race_200_reserves_over_8_connections(tmp_path):
-    path = tmp_path / "q.db"
-    stores = [await _store(path) for _ in range(8)]
+async def test_race_200_reserves_over_8_connections(backend):
+    stores = [await _store(backend) for _ in range(8)]
     policy = Policy(allowance=37)
 
     async def attempt(i: int) -> bool:
@@ -275,9 +281,9 @@ async def test_race_200_reserves_over_8_connections(tmp_path):
     assert await stores[0].check_ledger() == []
 
 
-def _process_worker(path: str, attempts: int, queue) -> None:
+def _process_worker(backend: dict, attempts: int, queue) -> None:
     async def run() -> int:
-        store = await _store(Path(path))
+        store = await _store(backend)
         ok = 0
         for _ in range(attempts):
             try:
@@ -291,18 +297,17 @@ def _process_worker(path: str, attempts: int, queue) -> None:
     queue.put(asyncio.run(run()))
 
 
-async def test_race_across_4_processes(tmp_path):
-    path = tmp_path / "q.db"
-    await _store(path)  # create and migrate before the processes race
+async def test_race_across_4_processes(backend):
+    await _store(backend)  # create and migrate before the processes race
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    workers = [ctx.Process(target=_process_worker, args=(str(path), 40, queue)) for _ in range(4)]
+    workers = [ctx.Process(target=_process_worker, args=(backend, 40, queue)) for _ in range(4)]
     for w in workers:
         w.start()
     counts = await asyncio.to_thread(lambda: [queue.get(timeout=90) for _ in workers])
     await asyncio.to_thread(lambda: [w.join(30) for w in workers])
     assert sum(counts) == 50
-    store = await _store(path)
+    store = await _store(backend)
     assert (await store.status("u", Policy(allowance=50))).remaining == 0
     assert await store.check_ledger() == []
 
@@ -320,20 +325,22 @@ operations = st.lists(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=operations)
-def test_random_sequences_keep_every_invariant(tmp_path_factory, ops):
-    asyncio.run(_check_sequence(tmp_path_factory.mktemp("prop") / "q.db", ops))
+def test_random_sequences_keep_every_invariant(backend, ops):
+    # One database for all examples (a new one each costs more than the example): each
+    # example is a new user, and every user's ledger must still sum to their account.
+    asyncio.run(_check_sequence(backend, ops, _key()))
 
 
-async def _check_sequence(path: Path, ops) -> None:
+async def _check_sequence(backend: dict, ops, u: str) -> None:
     clock = Clock()
-    store = await _store(path, clock)
+    store = await _store(backend, clock)
     policy = Policy(allowance=10, hold_ttl_s=3600)
     holds: list[tuple[str, int]] = []
     charged = granted = 0
     for op, value in ops:
         if op == "reserve":
             try:
-                hold = await _reserve(store, "u", value, policy)
+                hold = await _reserve(store, u, value, policy)
                 holds.append((hold.hold_id, value))
             except QuotaExceededError:
                 pass
@@ -343,18 +350,18 @@ async def _check_sequence(path: Path, ops) -> None:
         elif op == "release" and holds:
             await store.release(holds.pop(value % len(holds))[0])
         elif op == "grant":
-            await store.grant("u", value, reason="p", policy=policy)
+            await store.grant(u, value, reason="p", policy=policy)
             granted += value
         elif op == "tick":
             clock.now += value * 1800
         elif op == "sweep":
             await store.sweep()
-        status = await store.status("u", policy)
+        status = await store.status(u, policy)
         assert status.remaining >= 0 and status.held >= 0
         assert await store.check_ledger() == []
     for hold_id, _ in holds:
         await store.release(hold_id)
-    status = await store.status("u", policy)
+    status = await store.status(u, policy)
     assert status.held == 0 and status.in_flight == 0
     assert status.granted <= granted
     await _OPEN.pop().db.close()
