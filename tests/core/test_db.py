@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from core import ConfigError, parse_settings
 from core import db as db_module
 from core import pg as pg_module
-from core import ConfigError, parse_settings
 from core.db import MIGRATIONS as SQLITE_MIGRATIONS
 from core.db import Database, SqliteDatabase, Tx, open_database
 from core.pg import MIGRATIONS as PG_MIGRATIONS
@@ -195,6 +195,7 @@ async def _old_grant(tx: Tx, credits: int) -> None:
 async def _allowance_entry(tx: Tx) -> None:
     await tx.execute(
         "INSERT INTO ledger (user_id, kind, created_at, actor) VALUES ('u', 'allowance', 0, 'a')"
+    )
 
 
 # --- PostgreSQL's pool ----------------------------------------------------------------------
