@@ -467,8 +467,9 @@ def image_target(loop: asyncio.AbstractEventLoop) -> Callable[[Any], Any]:
             image = load_input(data, max_bytes=10**6, max_pixels=MAX_PIXELS)
             inspect(data, max_pixels=MAX_PIXELS)
             preview(data, max_edge=8, max_bytes=2_000)
-            try:
+            try:  # as a job checks a mask: its header, then (before any plan) all of it
                 mask = load_input(mask_data, max_bytes=10**6, max_pixels=MAX_PIXELS)
+                inspect(mask_data, max_pixels=MAX_PIXELS)
             except ImageGateError:
                 mask = image
             normalize_mask(mask, image)

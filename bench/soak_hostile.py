@@ -260,8 +260,13 @@ def _resolve(value: str, what: str = "image") -> Run:
 
 
 def _load(data: bytes | Callable[[], bytes]) -> Run:
+    """Upload ``data`` and edit it: ``load_input`` reads only the header, the job decodes the
+    rest (before it reserves anything)."""
+
     async def run(ctx: HostileContext) -> Any:
-        return await ctx.service.load_input(data() if callable(data) else data)
+        image = await ctx.service.load_input(data() if callable(data) else data)
+        request = ImageRequest(operation="variation", image=image)
+        return await ctx.service.edit(ctx.attacker, request)
 
     return run
 

@@ -107,18 +107,38 @@ def inspect(data: bytes, *, max_pixels: int, what: str = "image") -> ImageInfo:
         return ImageInfo(mime=real, width=img.width, height=img.height)
 
 
+def probe(data: bytes, *, max_pixels: int, what: str = "image") -> ImageInfo:
+    """The type and size an image's header announces, checked against ``max_pixels``; no pixel
+    is decoded (cheap at any size). ``inspect`` later proves the rest of the file.
+
+    Raises:
+        InvalidRequestError: not an image we accept, an unreadable header, or over ``max_pixels``.
+    """
+    mime = sniff_mime(data)
+    if mime is None:
+        raise InvalidRequestError(f"the {what} is not a {FORMAT_NAMES} file")
+    with _open(data, max_pixels, what) as img:
+        return ImageInfo(
+            mime=_PIL_FORMATS.get(img.format or "", mime), width=img.width, height=img.height
+        )
+
+
 def load_input(
     data: bytes, *, max_bytes: int, max_pixels: int, what: str = "input image"
 ) -> InputImage:
-    """Check an uploaded image and wrap it for an ``ImageRequest``.
+    """Check an uploaded image's size and header and wrap it for an ``ImageRequest``.
+
+    Only the header is read, so a request that will be refused anyway (no credits) never costs
+    a decode; ``ImageService`` decodes the whole image (``inspect``) off the event loop before
+    it reserves credits, and refuses a damaged one then.
 
     Raises:
-        InvalidRequestError: empty, too large, not an image, damaged, or too many pixels.
+        InvalidRequestError: empty, too large, not an image, or too many pixels.
     """
     if not data:
         raise InvalidRequestError(f"the {what} is empty")
     check_size(len(data), max_bytes, what)
-    info = inspect(data, max_pixels=max_pixels, what=what)
+    info = probe(data, max_pixels=max_pixels, what=what)
     return InputImage(data=data, mime=info.mime, width=info.width, height=info.height)
 
 

@@ -182,6 +182,17 @@ class QuotaStore:
         row = await self.db.fetchone(_STATUS_SQL, (user, user))
         return _status(row, user, policy, now)
 
+    async def check_affordable(self, user: str, amount: int, policy: Policy) -> None:
+        """Refuse early, from a read, a job the user cannot afford, before costly work such as
+        decoding its images; ``reserve`` still decides (credits may go meanwhile).
+
+        Raises:
+            QuotaExceededError: fewer than ``amount`` credits left.
+        """
+        status = await self.status(user, policy)
+        if status.remaining < amount:
+            raise _exceeded(status.remaining, amount, policy, self._now()[1])
+
     async def history(self, user: str, *, limit: int = 100) -> list[LedgerEntry]:
         """The user's most recent ledger entries, newest first."""
         rows = await self.db.fetchall(

@@ -64,6 +64,7 @@ log = logging.getLogger("imagegate")
 
 _SMALL_IMAGE_BYTES = 1024 * 1024  # decoding one takes a few ms and little memory
 _QUEUE_REPORT_INTERVAL_S = 1.0  # a queued job's position is reported at most this often
+_SMALL_IMAGE_PIXELS = 1024 * 1024  # inputs: bytes say little (a flat 40 MP PNG is 100 kB)
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ class ImageService:
         progress: Progress | None,
     ) -> ImageResult:
         self._screen(request)
-        chain = self._plan_chain(request)
+        chain = await self._plan_chain(caller, request)
         prices = {
             model.ref: self.registry.price(model.ref, request.operation) for model, _ in chain
         }
@@ -340,14 +341,39 @@ class ImageService:
         if word:
             raise InvalidRequestError(f"this service does not allow “{word}” in prompts")
 
-    def _plan_chain(self, request: ImageRequest) -> list[tuple[ImageModel, Plan]]:
-        """Plans for the requested model and each fallback that can serve the request."""
+    async def _plan_chain(
+        self, caller: Caller, request: ImageRequest
+    ) -> list[tuple[ImageModel, Plan]]:
+        """Plans for the requested model and each fallback that can serve the request.
+
+        With input images, planning is image work (decoding every upload in full, converting
+        masks and formats), seconds for a large image: it starts only once the caller is known
+        to afford the job, and runs in a worker thread, large images one slot at a time.
+
+        Raises:
+            QuotaExceededError: the caller cannot afford the job (checked before image work).
+            InvalidRequestError: the request or an input image cannot be used.
+        """
         models = self.registry.resolve(request.model)
-        chain = [(models[0], models[0].plan(request))]
-        for model in models[1:]:
-            with contextlib.suppress(InvalidRequestError):
-                chain.append((model, model.plan(request)))
-        return chain
+        inputs = [image for image in (request.image, request.mask) if image is not None]
+        if not inputs:
+            return _plans(models, request)
+        price = self.registry.price(models[0].ref, request.operation)
+        await self.quotas.check_affordable(caller.key, request.n * price, self.policy(caller))
+        if sum(image.width * image.height for image in inputs) <= _SMALL_IMAGE_PIXELS:
+            return await asyncio.to_thread(self._check_and_plan, models, request)
+        async with self._decode_slots:
+            return await asyncio.to_thread(self._check_and_plan, models, request)
+
+    def _check_and_plan(
+        self, models: list[ImageModel], request: ImageRequest
+    ) -> list[tuple[ImageModel, Plan]]:
+        """Decode every uploaded input in full (``load_input`` read only its header), then
+        plan. Our stored results were decoded when they were stored."""
+        for image, what in ((request.image, "input image"), (request.mask, "mask")):
+            if image is not None and image.source_image_id is None:
+                images.inspect(image.data, max_pixels=self.settings.images.max_pixels, what=what)
+        return _plans(models, request)
 
     async def _execute(
         self,
@@ -596,11 +622,13 @@ class ImageService:
     async def load_input(
         self, data: bytes, *, what: str = "input image", max_bytes: int | None = None
     ) -> InputImage:
-        """Check uploaded bytes by decoding them (off the event loop). ``max_bytes``: a front
-        end's ``max_input_bytes(frontend)``; by default ``[images] max_input_bytes``.
+        """Check uploaded bytes by their size and header (no pixel is decoded yet: the job
+        decodes them in full, off the event loop, once the caller is known to afford it).
+        ``max_bytes``: a front end's ``max_input_bytes(frontend)``; by default ``[images]
+        max_input_bytes``.
 
         Raises:
-            InvalidRequestError: too large, not an image, damaged or too many pixels.
+            InvalidRequestError: too large, not an image, or too many pixels.
         """
         limits = self.settings.images
         return await asyncio.to_thread(
@@ -832,6 +860,16 @@ def _require_token_admin(caller: Caller) -> None:
 def _hash(user: str, model: str, record: dict[str, Any]) -> str:
     payload = json.dumps({"user": user, "model": model, "request": record}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _plans(models: list[ImageModel], request: ImageRequest) -> list[tuple[ImageModel, Plan]]:
+    """The first model's plan (its refusal is the caller's error) and each fallback's that
+    can serve the request."""
+    chain = [(models[0], models[0].plan(request))]
+    for model in models[1:]:
+        with contextlib.suppress(InvalidRequestError):
+            chain.append((model, model.plan(request)))
+    return chain
 
 
 def _model_of(delivered: list[Delivered]) -> str:

@@ -77,7 +77,9 @@ class Caller(BaseModel):
 
 
 class InputImage(BaseModel):
-    """An input image already checked by decoding (see ``core.images.load_input``).
+    """An input image whose type and size were read from its header and checked against the
+    limits (``core.images.load_input``); ``ImageService`` decodes it in full, off the event
+    loop, before it reserves credits for a job.
 
     ``source`` names where it came from when it is one of our stored results, so providers that
     work on their own image ids (Deepmode upscale) can find them.

@@ -107,9 +107,11 @@ async def test_unknown_model_and_bad_input_cost_nothing(service):
         await service.generate(ALICE, ImageRequest(prompt="x", model="nope:x"))
     with pytest.raises(InvalidRequestError):
         await service.load_input(b"not an image at all")
-    with pytest.raises(InvalidRequestError, match="damaged"):
-        await service.load_input(png_bytes((300, 300))[:200])
+    truncated = await service.load_input(png_bytes((300, 300))[:200])  # the header is intact
+    with pytest.raises(InvalidRequestError, match="input image is damaged"):
+        await service.edit(ALICE, ImageRequest(operation="variation", image=truncated))
     assert (await service.quota(ALICE)).remaining == 50
+    assert await service.history(ALICE, ALICE) == []  # no hold, no job
 
 
 async def test_decompression_bomb_is_refused(service):
