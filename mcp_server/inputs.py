@@ -4,7 +4,8 @@
 - an ``https`` URL: fetched with every hop checked against private and local addresses;
 - base64 data, bare or as a ``data:`` URI, capped in size.
 
-Whatever arrives is decoded once (``ImageService.load_input``) before a provider sees it.
+Whatever arrives is checked by its header (``ImageService.load_input``) and decoded in full by
+the job before a provider sees it.
 
 The URL fetch resolves the host itself, refuses the request unless every address is public,
 then connects to exactly those checked addresses (the TLS certificate is still verified for the
