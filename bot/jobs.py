@@ -55,16 +55,35 @@ Work = Callable[["Tracker"], Awaitable[Delivery]]
 def caller_of(interaction: discord.Interaction, *, admin: bool = False) -> Caller:
     """The core's view of whoever clicked or typed: ``discord:<user id>`` plus guild and roles."""
     user = interaction.user
-    roles = [role.id for role in getattr(user, "roles", ()) if role.id != interaction.guild_id]
-    if not roles:  # guild not cached: the member payload still lists role ids
-        roles = [int(r) for r in getattr(user, "_roles", ())]
     return Caller(
         frontend="discord",
         user_id=str(user.id),
         guild_id=interaction.guild_id,
-        role_ids=tuple(roles),
+        role_ids=role_ids(user),
         is_admin=admin,
     )
+
+
+_uncached_guilds: set[int] = set()
+
+
+def role_ids(user: discord.User | discord.Member) -> tuple[int, ...]:
+    """The member's roles (not @everyone), which pick role allowances.
+
+    discord.py resolves ``Member.roles`` from its guild cache. Without the guild (no Guilds
+    intent, or not yet received) the roles cannot be known: that is logged once per guild,
+    so role allowances never vanish without a word.
+    """
+    if not isinstance(user, discord.Member):
+        return ()
+    if user.guild.unavailable and user.guild.id not in _uncached_guilds:
+        _uncached_guilds.add(user.guild.id)
+        log.warning(
+            "server %s is not in the bot's cache: members' roles, and so role allowances,"
+            " cannot be seen there (is the Guilds intent enabled?)",
+            user.guild.id,
+        )
+    return tuple(role.id for role in user.roles if not role.is_default())
 
 
 def idempotency_key(interaction: discord.Interaction) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -57,6 +58,8 @@ from .render import (
     record_result,
     running_result,
 )
+
+log = logging.getLogger("imagegate.mcp")
 
 SERVER_NAME = "imagegate"
 INSTRUCTIONS = (
@@ -572,12 +575,34 @@ def _idempotency_key(ctx: Context, caller: Caller) -> str | None:
 
     Connections get a random token (a new request-id space can never collide with an old one);
     where the SDK has no connection state, each call gets a fresh key from the service."""
-    connection = getattr(ctx.session, "_connection", None)
-    state = getattr(connection, "state", None)
-    if not isinstance(state, dict) or ctx.request_context.request_id is None:
+    state = connection_state(ctx)
+    if state is None or ctx.request_context.request_id is None:
         return None
     token = state.setdefault("imagegate.connection", secrets.token_hex(8))
     return f"mcp:{caller.key}:{token}:{ctx.request_id}"
+
+
+_missed_connection: list[str] = []
+
+
+def connection_state(ctx: Context) -> dict[str, Any] | None:
+    """The SDK's per-connection scratch dict (``Connection.state``), or None.
+
+    The high-level ``Context`` offers no public way to the connection: its ``ServerSession``
+    keeps it as ``_connection``. This is the one place that reads it. Should an SDK release
+    drop it, a warning is logged once and every call gets a fresh idempotency key (a replayed
+    request is then charged again, not refused); a test checks it against the real SDK."""
+    connection = getattr(ctx.session, "_connection", None)
+    state = getattr(connection, "state", None)
+    if isinstance(state, dict):
+        return state
+    if not _missed_connection:
+        _missed_connection.append(type(ctx.session).__name__)
+        log.warning(
+            "the MCP SDK's %s has no connection state: replayed requests cannot be recognised",
+            type(ctx.session).__name__,
+        )
+    return None
 
 
 def _mode(app: AppState, return_image: ReturnImage | None) -> ReturnImage:

@@ -234,3 +234,21 @@ async def test_failures_are_private_explained_and_free(
     assert "Traceback" not in text and "/etc/secret" not in text
     assert await env.remaining(fake.user) == 50
     assert not [c for c in fake.calls_to("POST", FOLLOWUP) if c.files]
+
+
+async def test_a_role_allowance_applies_to_members_with_that_role(
+    fake_discord: FakeDiscord, settings_for
+):
+    fake = fake_discord
+    patron = int(fake.guild.add_role(fake.snowflakes.next(), "Patron", 0)["id"])
+    member = fake.create_user("patron-member", roles=[patron])
+    settings = settings_for(quota={"allowance": 5, "roles": [{"role_id": patron, "allowance": 40}]})
+    async with running(fake, settings):
+        for user, allowance in ((member, "40"), (fake.user, "5")):
+            handle = await fake.slash("quota", user=user)
+            await fake.wait_until(
+                lambda h=handle: bool((h.original_message or {}).get("embeds")), 5, "quota"
+            )
+            embed = handle.original_message["embeds"][0]
+            fields = {f["name"]: f["value"] for f in embed["fields"]}
+            assert fields["Allowance per day"] == allowance, user

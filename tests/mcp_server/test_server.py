@@ -12,11 +12,12 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client, MCPError
+from mcp.server.mcpserver import Context
 from PIL import Image
 
 from core import Caller, ImageService
 from core.errors import ContentRejectedError, ProviderUnavailableError
-from mcp_server.server import _idempotency_key, build_server
+from mcp_server.server import _idempotency_key, build_server, connection_state
 
 from .conftest import Gate, make_settings, png
 
@@ -322,20 +323,36 @@ async def test_server_built_from_settings_opens_and_closes_its_service(settings_
             assert not result.is_error
 
 
-def test_idempotency_key_is_per_connection_and_request_id():
-    def ctx(connection: Any, request_id: int) -> Any:
-        session = SimpleNamespace(_connection=connection)
-        return SimpleNamespace(
-            session=session,
-            request_id=str(request_id),
-            request_context=SimpleNamespace(request_id=request_id),
-        )
-
+async def test_idempotency_key_is_per_connection_and_request_id(service, caplog):
+    """Against the real SDK objects: the connection state the key relies on is there."""
+    server = build_server(service)
     caller = Caller(frontend="mcp", user_id="local")
-    one, two = SimpleNamespace(state={}), SimpleNamespace(state={})
-    key = _idempotency_key(ctx(one, 5), caller)
-    assert key is not None and key.startswith("mcp:mcp:local:")
-    assert _idempotency_key(ctx(one, 5), caller) == key
-    assert _idempotency_key(ctx(one, 6), caller) != key
-    assert _idempotency_key(ctx(two, 5), caller) != key
-    assert _idempotency_key(ctx(None, 5), caller) is None
+
+    async def probe(ctx: Context) -> str:
+        """Test only: this request's idempotency key."""
+        assert isinstance(connection_state(ctx), dict)
+        return _idempotency_key(ctx, caller) or ""
+
+    server.add_tool(probe)
+    async with Client(server) as client:  # the newest protocol: the state is still there
+        assert (await client.call_tool("probe", {})).structured_content["result"]
+    keys = []
+    for _ in range(2):
+        # A connection that lasts across requests (the handshake protocol; the newest one
+        # gives each request its own connection object, so replays are not recognised there).
+        async with Client(server, mode="legacy") as client:
+            for _ in range(2):
+                result = await client.call_tool("probe", {})
+                keys.append(result.structured_content["result"])
+    assert all(k.startswith("mcp:mcp:local:") for k in keys)
+    token = [k.rsplit(":", 2)[1] for k in keys]
+    assert token[0] == token[1] != token[2] == token[3]  # one token per connection
+    assert len(set(keys)) == 4  # request ids differ within a connection
+
+    no_connection: Any = SimpleNamespace(
+        session=SimpleNamespace(), request_context=SimpleNamespace(request_id=1)
+    )
+    with caplog.at_level("WARNING", logger="imagegate.mcp"):
+        assert _idempotency_key(no_connection, caller) is None
+        assert _idempotency_key(no_connection, caller) is None
+    assert len([r for r in caplog.records if "connection state" in r.message]) <= 1
