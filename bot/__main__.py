@@ -15,7 +15,7 @@ import sys
 from core import ImageGateError, ImageService, Settings, load_settings
 
 from . import logs
-from .app import start_bot, token_from_env
+from .app import start_bot, token_from_env, why_stopped
 
 log = logging.getLogger("imagegate.bot")
 
@@ -47,12 +47,10 @@ def run_bot(settings: Settings, args: argparse.Namespace | None = None) -> int:
         print(f"imagegate bot: {exc.message}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug or an environment problem: one line, details with -v
-        log.debug("bot stopped", exc_info=True)
-        print(
-            f"imagegate bot: stopped by an unexpected error ({type(exc).__name__});"
-            " run with -v for details",
-            file=sys.stderr,
-        )
+        if verbose:
+            log.error("bot stopped", exc_info=exc)
+        hint = "" if verbose else "; run with -v for details"
+        print(f"imagegate bot: {why_stopped(exc)}{hint}", file=sys.stderr)
         return 1
     return 0
 

@@ -277,7 +277,9 @@ def _bot_stopped(task: asyncio.Task[Any]) -> None:
         return
     exc = task.exception()
     if exc is not None:
-        _say(f"Discord bot stopped: {type(exc).__name__}; the MCP server keeps running")
+        log.info("Discord bot stopped", exc_info=exc)
+        why = importlib.import_module("bot.app").why_stopped(exc)
+        _say(f"Discord bot stopped: {why}; the MCP server keeps running")
 
 
 def _uvicorn(app: Any) -> _Server:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import discord
 import pytest
 
 from bot.__main__ import run_bot
@@ -124,3 +127,36 @@ async def test_start_bot_with_a_rejected_token_is_a_config_error(
         monkeypatch.delenv("DISCORD_TOKEN", raising=False)
         with pytest.raises(ConfigError, match="DISCORD_TOKEN"):
             await start_bot(service, settings)
+
+
+@pytest.mark.parametrize(
+    ("base", "cause"),
+    [
+        ("http://127.0.0.1:{port}/api/v10", "cannot reach 127.0.0.1:{port}: connection refused"),
+        ("https://imagegate-test.invalid/api/v10", "cannot reach imagegate-test.invalid: DNS"),
+    ],
+)
+@pytest.mark.parametrize("verbose", [False, True])
+def test_an_unreachable_discord_is_named_and_v_shows_the_cause(
+    tmp_path: Path, monkeypatch, capsys, caplog, base: str, cause: str, verbose: bool
+):
+    port = _closed_port()
+    monkeypatch.setattr(discord.http.Route, "BASE", base.format(port=port))
+    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
+    # discord.py warns once per process about voice libraries; make this run the first.
+    monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)
+    monkeypatch.setattr(discord.VoiceClient, "warn_dave", True)
+    args = argparse.Namespace(verbose=verbose)
+    assert run_bot(bot_settings(tmp_path), args) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"imagegate bot: {cause.format(port=port)}")
+    assert line.endswith("run with -v for details") is not verbose
+    if verbose:  # the cause, traceback and all, goes to the log
+        assert any(r.exc_info and r.message == "bot stopped" for r in caplog.records)
+    assert "voice will NOT be supported" not in caplog.text
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
