@@ -266,7 +266,7 @@ async def _generate(service: ImageService, args: argparse.Namespace) -> None:
         operation="generate",
         prompt=args.prompt,
         negative_prompt=args.negative,
-        n=args.n or service.settings.defaults.n,
+        n=service.settings.defaults.n if args.n is None else args.n,
         size=parse_size(args.size),
         aspect_ratio=args.aspect,
         seed=args.seed,

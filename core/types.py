@@ -104,7 +104,7 @@ class ImageRequest(BaseModel):
     operation: Operation = "generate"
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
-    n: int = Field(1, ge=1, le=MAX_IMAGES_PER_JOB)
+    n: int = 1
     size: tuple[int, int] | None = None
     aspect_ratio: str | None = None
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
@@ -122,6 +122,14 @@ class ImageRequest(BaseModel):
     def _as_providers_see_it(cls, value: str | None) -> str | None:
         # The one normalisation (core.moderation): what is stored, filtered and sent.
         return None if value is None else normalise_prompt(value)
+
+    @field_validator("n")
+    @classmethod
+    def _count_in_range(cls, value: int) -> int:
+        # One wording for every front end (the MCP schema only advertises the range).
+        if not 1 <= value <= MAX_IMAGES_PER_JOB:
+            raise ValueError(f"the number of images must be between 1 and {MAX_IMAGES_PER_JOB}")
+        return value
 
     @field_validator("size")
     @classmethod

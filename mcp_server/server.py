@@ -233,10 +233,13 @@ Model = Annotated[
     str | None,
     Field(max_length=200, description="Model ref or alias from list_models; default: server's."),
 ]
+# The range is advertised, and checked by core (ImageRequest), so that an agent gets the same
+# structured invalid_input error as every other front end instead of a schema error.
 Count = Annotated[
     int,
     Field(
-        ge=1, le=MAX_IMAGES_PER_JOB, description="Number of images; each costs the model's price."
+        json_schema_extra={"minimum": 1, "maximum": MAX_IMAGES_PER_JOB},
+        description="Number of images; each costs the model's price.",
     ),
 ]
 Seed = Annotated[int | None, Field(ge=0, le=2**32 - 1, description="For repeatable results.")]

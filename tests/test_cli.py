@@ -116,6 +116,8 @@ def test_edit_inpaint_and_upscale_from_files(tmp_path):
         (("generate", "x", "--model", "nope:x"), "", "unknown model", "invalid_input"),
         (("generate", "x", "--size", "99999x10"), "", "size", "invalid_input"),
         (("generate", "x", "--size", "big"), "", "WIDTHxHEIGHT", "invalid_input"),
+        (("generate", "x", "-n", "0"), "", "n: the number of images must be", "invalid_input"),
+        (("generate", "x", "-n", "11"), "", "between 1 and 10", "invalid_input"),
         (("edit", "missing.png", "--mode", "variation"), "", "no such file", "invalid_input"),
         (("edit", "notimage.png", "--mode", "variation"), "", "not a PNG", "invalid_input"),
         (("edit", "truncated.png", "--mode", "variation"), "", "damaged", "invalid_input"),

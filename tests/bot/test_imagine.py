@@ -152,6 +152,7 @@ async def test_out_of_range_options_are_rechecked_by_the_bot(env: Running):
     fake = env.fake
     cases = [
         ({"prompt": "many", "count": 9}, "Count must be between 1 and 4"),
+        ({"prompt": "none", "count": 0}, "Count must be between 1 and 4"),
         ({"prompt": "x" * 1600}, "1 to 1500 characters"),
         ({"prompt": "seed", "seed": -5}, "seed must be between"),
         ({"prompt": "shape", "aspect": "7:1"}, "aspect must be one of"),

@@ -177,6 +177,8 @@ async def test_bad_input_is_an_actionable_error_that_costs_nothing(service):
             ("generate_image", {"prompt": "x", "model": "nope:nothing"}),
             ("generate_image", {"prompt": "x", "size": "512x512", "aspect_ratio": "1:1"}),
             ("generate_image", {"prompt": "x", "size": "10x10"}),
+            ("generate_image", {"prompt": "x", "n": 0}),
+            ("generate_image", {"prompt": "x", "n": 99}),
         ]
         for tool, args in cases:
             result = await client.call_tool(tool, args)
@@ -185,8 +187,10 @@ async def test_bad_input_is_an_actionable_error_that_costs_nothing(service):
             assert error["code"] == "invalid_input", (args, error)
             assert error["credits_refunded"] is False and error["retryable"] is False
             assert "Nothing was charged" in result.content[0].text
-        schema_error = await client.call_tool("generate_image", {"prompt": "x", "n": 99})
-        assert schema_error.is_error and "less than or equal to 10" in schema_error.content[0].text
+        schema = {t.name: t.input_schema for t in (await client.list_tools()).tools}
+        assert schema["generate_image"]["properties"]["n"]["maximum"] == 10  # still advertised
+        refused = await client.call_tool("generate_image", {"prompt": "x", "n": 0})
+        assert "n: the number of images must be between 1 and 10" in refused.content[0].text
         assert (await quota(client))["remaining"] == 10
 
 
