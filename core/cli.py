@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .db import Database, open_database
-from .errors import ImageGateError, InvalidRequestError
+from .errors import ImageGateError, InvalidRequestError, ProviderError
 from .service import ImageService, default_cli_user
 from .settings import Settings, load_settings
 from .types import EDIT_MODES, Caller, ImageRequest, ImageResult, parse_size
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config)
         return args.handler(settings, args) or 0
     except ImageGateError as exc:
-        return _fail(exc.as_dict(), as_json)
+        return _fail(_for_operator(exc), as_json)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug: say so in one line; the traceback only with -v
@@ -58,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(
             {"code": "internal_error", "message": f"internal error ({type(exc).__name__})"}, as_json
         )
+
+
+def _for_operator(exc: ImageGateError) -> dict[str, Any]:
+    """The error as the CLI reports it: the operator also sees which address failed."""
+    error = exc.as_dict()
+    if isinstance(exc, ProviderError) and exc.url:
+        error["message"] = f"{exc.message} (at {exc.url})"
+    return error
 
 
 def _fail(error: dict[str, Any], as_json: bool) -> int:
@@ -98,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list configured models")
     _json_flag(models)
-    models.set_defaults(handler=_async(_models))
+    models.set_defaults(handler=_async(_models, check_default=False))
 
     providers = sub.add_parser("providers", help="list configured providers")
     _json_flag(providers)
@@ -208,10 +216,12 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
 Handler = Callable[[ImageService, argparse.Namespace], Awaitable[int | None]]
 
 
-def _async(handler: Handler) -> Callable[[Settings, argparse.Namespace], int | None]:
+def _async(
+    handler: Handler, *, check_default: bool = True
+) -> Callable[[Settings, argparse.Namespace], int | None]:
     def run(settings: Settings, args: argparse.Namespace) -> int | None:
         async def go() -> int | None:
-            service = await ImageService.open(settings, sweeper=False)
+            service = await ImageService.open(settings, sweeper=False, check_default=check_default)
             async with service:
                 return await handler(service, args)
 
@@ -344,13 +354,18 @@ def _print_result(result: ImageResult, args: argparse.Namespace) -> None:
         )
         return
     for path, image in zip(paths, result.images, strict=True):
-        print(f"{path}  ({image.width}x{image.height}, seed {image.seed})")
+        print(f"{path}  ({_shape(image.width, image.height, image.seed)})")
     print(
         f"job {result.job_id} on {result.model}: {result.credits_charged} credit(s) charged,"
         f" {result.credits_remaining} left"
     )
     for warning in result.warnings:
         print(f"warning: {warning}")
+
+
+def _shape(width: int, height: int, seed: int | None) -> str:
+    """``1024x768, seed 7``; no seed where the provider reports none."""
+    return f"{width}x{height}" + ("" if seed is None else f", seed {seed}")
 
 
 def _deliver(stored: Path, job_id: str, index: int, out: Path | None) -> Path:
@@ -365,7 +380,17 @@ def _deliver(stored: Path, job_id: str, index: int, out: Path | None) -> Path:
 # --- lookups --------------------------------------------------------------------------------
 
 
-async def _models(service: ImageService, args: argparse.Namespace) -> None:
+async def _models(service: ImageService, args: argparse.Namespace) -> int:
+    """List the models, even when ``[defaults] model`` names none of them (the line on stderr
+    and the exit status then say so): that list is how to find the right name."""
+    _list_models(service, args)
+    if service.config_problem is not None:
+        print(f"imagegate: {service.config_problem.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _list_models(service: ImageService, args: argparse.Namespace) -> None:
     models = service.models()
     if args.json:
         print(
@@ -427,7 +452,7 @@ async def _job_show(service: ImageService, args: argparse.Namespace) -> None:
         if image.lost:
             print(f"  image {image.index + 1} LOST: {image.lost}; it is not served ({image.uri})")
         else:
-            print(f"  {image.path}  {image.width}x{image.height} seed {image.seed} ({image.uri})")
+            print(f"  {image.path}  {_shape(image.width, image.height, image.seed)} ({image.uri})")
     if job.error:
         print(f"  error: {job.error}")
 

@@ -263,12 +263,16 @@ class ProviderError(ImageGateError):
         status: int | None = None,
         detail: str = "",
         retry_after: float | None = None,
+        url: str = "",
     ) -> None:
         super().__init__(message, retry_after_s=retry_after)
         self.provider = provider
         self.status = status
         self.detail = detail
         self.retry_after = retry_after
+        # The address that could not be reached, for the operator (the CLI prints it); not in
+        # ``message``, which end users see: a self-hosted backend's address is internal.
+        self.url = url
 
 
 class ProviderUnavailableError(ProviderError):

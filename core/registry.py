@@ -48,7 +48,7 @@ class Registry:
         }
         self._check_aliases()
         self.default_ref = settings.defaults.model or next(iter(self.models))
-        self.resolve(self.default_ref)
+        self.default_problem = self._check_default()
         for model in self.models.values():
             for operation in model.capabilities.operations:
                 self.price(model.ref, operation)
@@ -62,19 +62,37 @@ class Registry:
                         f" configured model (known: {', '.join(self.models)})"
                     )
 
+    def _check_default(self) -> ConfigError | None:
+        """What is wrong with ``[defaults] model``, if anything. Kept, not raised, so that
+        ``imagegate models`` can still list the models; opening a service raises it."""
+        try:
+            self.resolve(self.default_ref)
+        except UnknownModelError as exc:
+            return ConfigError(f"{self.settings.source}: [defaults] model: {exc.message}")
+        return None
+
     def resolve(self, ref: str | None) -> list[ImageModel]:
         """The fallback chain for a reference (an alias may name several models).
 
         Raises:
             UnknownModelError: neither a configured ``provider:model`` nor an alias.
+            ConfigError: no reference given, and ``[defaults] model`` is unknown.
         """
+        if ref is None and self.default_problem is not None:
+            raise self.default_problem
         ref = ref or self.default_ref
         if ref in self.models:
             return [self.models[ref]]
         if ref in self.aliases:
             return [self.models[target] for target in self.aliases[ref]]
         known = ", ".join([*self.models, *self.aliases])
-        raise UnknownModelError(f"unknown model {ref!r}; choose one of: {known}")
+        hint = ""
+        if ref.startswith("placeholder:") and "placeholder" not in self.contexts:
+            hint = (
+                " (the offline placeholder exists only while no [providers.*] is configured;"
+                ' add [providers.placeholder] with kind = "placeholder" to keep it)'
+            )
+        raise UnknownModelError(f"unknown model {ref!r}; choose one of: {known}{hint}")
 
     def serves(self, ref: str | None, operation: str) -> bool:
         """True when the reference (default: the default model) names a model that can do

@@ -27,6 +27,7 @@ from . import images
 from .callbacks import CallbackHub
 from .db import Database, Tx, open_database
 from .errors import (
+    ConfigError,
     ImageGateError,
     InvalidRequestError,
     JobCancelledError,
@@ -121,6 +122,7 @@ class ImageService:
         http: httpx.AsyncClient | None = None,
         sweeper: bool = True,
         receive_callbacks: bool = False,
+        check_default: bool = True,
     ) -> ImageService:
         """Open the database, build the models, release holds left by crashed processes, and
         check the files of the images recorded last (``ImageStore.check_recent``).
@@ -128,6 +130,8 @@ class ImageService:
         ``receive_callbacks``: this process serves ``service.callbacks.app`` (``imagegate
         serve`` does), so providers may answer asynchronously when ``[callbacks] public_url``
         is set; other processes (CLI, stdio MCP, a lone bot) wait or poll instead.
+        ``check_default=False`` opens even with an unknown ``[defaults] model`` (then in
+        ``config_problem``), for commands that only list what is configured.
 
         Raises:
             ConfigError: the settings cannot work (unknown alias target, missing price, ...).
@@ -138,6 +142,8 @@ class ImageService:
             callbacks = CallbackHub(settings.callbacks.public_url, settings.callbacks.path)
         try:
             registry = Registry(settings, client, callbacks)
+            if check_default and registry.default_problem is not None:
+                raise registry.default_problem
             db = await open_database(settings.database)
         except BaseException:
             if http is None:
@@ -526,6 +532,11 @@ class ImageService:
         return self.registry.info()
 
     @property
+    def config_problem(self) -> ConfigError | None:
+        """What is wrong with the settings when opened with ``check_default=False``."""
+        return self.registry.default_problem
+
+    @property
     def default_model(self) -> str:
         """The model used when a request names none (``[defaults] model``, else the first)."""
         return self.registry.default_ref
@@ -576,7 +587,8 @@ class ImageService:
         """
         job = await self.store.job(job_id)
         if job is None or (job.user != caller.key and not (caller.is_admin or shared)):
-            raise NotFoundError(f"no job {job_id!r} of yours")
+            whose = "" if caller.is_admin else " of yours"  # an admin sees every user's jobs
+            raise NotFoundError(f"no job {job_id!r}{whose}")
         return job
 
     async def image(

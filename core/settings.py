@@ -7,12 +7,21 @@ A bad file raises one ``ConfigError`` naming the file and the key.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -41,6 +50,22 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "comfyui": "http://127.0.0.1:8188",
     "horde": "https://aihorde.net",
 }
+
+
+def _env_name(value: str) -> str:
+    # A key pasted here would be refused much later, as "set the variable <the key>"; and the
+    # message must not repeat the value, which may well be a secret.
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(
+            "must be the NAME of an environment variable (letters, digits and _), not the"
+            " secret itself: put the secret in the environment (export MY_API_KEY=...) and"
+            ' write its name here (api_key_env = "MY_API_KEY")'
+        )
+    return value
+
+
+# The name of an environment variable that holds a secret.
+EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
 class _Section(BaseModel):
@@ -77,6 +102,8 @@ class ImagesSettings(_Section):
     max_input_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_download_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=4096)
+    # Unused, and accepted only so that older config files still load: MCP previews are sized
+    # by [mcp] preview_max_edge / preview_max_bytes (config.example.toml says so).
     preview_max_edge: int = Field(512, ge=64)
     preview_max_bytes: int = Field(512 * 1024, ge=16 * 1024)
 
@@ -84,7 +111,7 @@ class ImagesSettings(_Section):
 class ProviderSettings(_Section):
     kind: ProviderKind
     base_url: str | None = None
-    api_key_env: str | None = None
+    api_key_env: EnvName | None = None
     models: list[str] = Field(default_factory=list)
     timeout_s: float = Field(120.0, gt=0)
     max_concurrency: int = Field(4, ge=1)
@@ -160,7 +187,7 @@ class MCPSettings(_Section):
 
 
 class DiscordSettings(_Section):
-    token_env: str = "DISCORD_TOKEN"
+    token_env: EnvName = "DISCORD_TOKEN"
     dev_guild_id: int | None = None
     audit_channel_id: int | None = None
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024)
@@ -261,9 +288,36 @@ def _first_problem(exc: ValidationError) -> str:
     section = ".".join(loc[:-1]) if len(loc) > 1 else ""
     key = loc[-1] if loc else "?"
     where = f"[{section}] {key}" if section else key
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
+        close = difflib.get_close_matches(key, _known_keys(loc), n=1)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
     elif error["type"] == "missing":
         message = "required key is missing"
     return f"{where}: {message}"
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    """The keys allowed next to the last part of ``loc``; table names (providers, indexes of
+    arrays of tables) are stepped over."""
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        if model is None:
+            return []
+        field = model.model_fields.get(part)
+        if field is not None:
+            model = _model_in(field.annotation)
+    return [] if model is None else [k for k in model.model_fields if k != "source"]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model inside an annotation such as ``dict[str, ProviderSettings]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

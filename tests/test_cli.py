@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -35,7 +36,13 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
     return path
 
 
-def run(tmp_path: Path, *args: str, config: Path | None = None, check: bool = True):
+def run(
+    tmp_path: Path,
+    *args: str,
+    config: Path | None = None,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+):
     cmd = [*IMAGEGATE, "--config", str(config or _config(tmp_path)), *args]
     out = subprocess.run(
         cmd,
@@ -43,7 +50,7 @@ def run(tmp_path: Path, *args: str, config: Path | None = None, check: bool = Tr
         text=True,
         cwd=tmp_path,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )
     if check:
         assert out.returncode == 0, out.stderr
@@ -135,6 +142,59 @@ def test_bad_input_gives_one_line_and_no_traceback(tmp_path, args, extra, expect
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], out.stderr
     assert json.loads(out.stdout)["error"]["code"] == code
+
+
+NEBULA = """
+[providers.nebulablock]
+kind = "nebulablock"
+api_key_env = "NEBULABLOCK_API_KEY"
+models = ["black-forest-labs/FLUX.1-schnell"]
+"""
+
+
+def test_a_bad_default_model_names_file_and_key_and_models_still_lists(tmp_path):
+    config = _config(tmp_path, NEBULA + '[defaults]\nmodel = "nebulablock:FLUX"\n')
+    listing = run(tmp_path, "models", config=config, check=False)
+    assert listing.returncode == 1
+    assert listing.stdout.startswith("nebulablock:black-forest-labs/FLUX.1-schnell  [nebulablock]")
+    assert listing.stderr.strip() == (
+        f"imagegate: {config}: [defaults] model: unknown model 'nebulablock:FLUX';"
+        " choose one of: nebulablock:black-forest-labs/FLUX.1-schnell"
+    )
+    refs = json.loads(run(tmp_path, "models", "--json", config=config, check=False).stdout)
+    assert [m["ref"] for m in refs] == ["nebulablock:black-forest-labs/FLUX.1-schnell"]
+    generate = run(tmp_path, "generate", "x", config=config, check=False)
+    assert generate.returncode == 1 and f"{config}: [defaults] model" in generate.stderr
+
+
+def test_configured_providers_hide_the_placeholder_and_say_so(tmp_path):
+    out = run(
+        tmp_path,
+        "generate",
+        "x",
+        "--model",
+        "placeholder:default",
+        config=_config(tmp_path, NEBULA),
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "unknown model 'placeholder:default'" in out.stderr
+    assert "placeholder exists only while no [providers.*] is configured" in out.stderr
+
+
+def test_an_unreachable_provider_is_named_with_its_address_and_costs_nothing(tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{port}/api/v1"
+    stopped = NEBULA + f'base_url = "{base}"\n[defaults]\nmax_retries = 0\n'
+    config = _config(tmp_path, stopped)
+    env_key = {"NEBULABLOCK_API_KEY": "test-key"}
+    out = run(tmp_path, "generate", "x", "--user", "cli:u", config=config, check=False, env=env_key)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"imagegate: nebulablock could not be reached (at {base})"
+    shown = json.loads(run(tmp_path, "quota", "show", "cli:u", "--json", config=config).stdout)
+    assert shown["remaining"] == 50
 
 
 def test_missing_config_file_is_named(tmp_path):
@@ -270,3 +330,8 @@ def test_job_show_says_an_image_was_lost_and_never_points_at_it(tmp_path):
     assert str(cut) not in shown.stdout and str(kept) in shown.stdout
     record = json.loads(run(tmp_path, "job", "show", made["job_id"], "--json").stdout)
     assert [bool(i["lost"]) for i in record["images"]] == [True, False]
+
+
+def test_the_operator_is_not_told_a_job_is_not_theirs(tmp_path):
+    out = run(tmp_path, "job", "show", "deadbeef", check=False)
+    assert out.returncode == 1 and out.stderr.strip() == "imagegate: no job 'deadbeef'"

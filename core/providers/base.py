@@ -255,11 +255,16 @@ async def _request(
         response = await ctx.http.request(method, _parsed(url), timeout=timeout, **kwargs)
     except httpx.TimeoutException:
         raise ProviderTimeoutError(
-            f"{ctx.name} did not answer within {timeout:.0f} s", provider=ctx.name
+            f"{ctx.name} did not answer within {timeout:.0f} s",
+            provider=ctx.name,
+            url=ctx.base_url,
         ) from None
     except httpx.HTTPError as exc:
         raise ProviderUnavailableError(
-            f"{ctx.name} could not be reached", provider=ctx.name, detail=type(exc).__name__
+            f"{ctx.name} could not be reached",
+            provider=ctx.name,
+            detail=type(exc).__name__,
+            url=ctx.base_url,
         ) from None
     except httpx.InvalidURL:  # built from an id in the provider's reply
         raise ProviderResponseError(

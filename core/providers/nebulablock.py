@@ -10,6 +10,7 @@ in multiples of 16. Balance: ``GET {base}/users/credits`` (API_Reference/Billing
 from __future__ import annotations
 
 import time
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -177,7 +178,17 @@ class NebulaBlockImageModel(ImageModel):
         response = await call_api(
             self.ctx, "GET", url, deadline=time.monotonic() + 30, headers=bearer(self.ctx)
         )
-        return f"${parse_json(self.ctx, response, _Credits).data.available_balance}"
+        return _dollars(parse_json(self.ctx, response, _Credits).data.available_balance)
+
+
+def _dollars(amount: str | float) -> str:
+    """``"100.00000"`` -> ``$100.00``; sub-cent digits are kept where there are any."""
+    try:
+        value = Decimal(str(amount))
+        cents = value.quantize(Decimal("0.01"))
+    except InvalidOperation:  # not a number, or not a finite one: as the provider wrote it
+        return f"${amount}"
+    return f"${cents}" if cents == value else f"${value.normalize():f}"
 
 
 def _round16(side: int) -> int:

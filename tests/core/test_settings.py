@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,6 +57,16 @@ def test_secrets_come_from_the_named_environment_variable(monkeypatch):
             "[mcp.clients.0] token_sha256",
         ),
         ({"bogus": {}}, "bogus: unknown key"),
+        ({"quota": {"allowence": 3}}, "[quota] allowence: unknown key; did you mean 'allowance'?"),
+        ({"qouta": {}}, "qouta: unknown key; did you mean 'quota'?"),
+        (
+            {"providers": {"nb": {"kind": "nebulablock", "modles": []}}},
+            "[providers.nb] modles: unknown key; did you mean 'models'?",
+        ),
+        (
+            {"mcp": {"clients": [{"user": "a", "token_sha256": "0" * 64, "alowance": 1}]}},
+            "[mcp.clients.0] alowance: unknown key; did you mean 'allowance'?",
+        ),
         ({"providers": {"x": {"models": []}}}, "[providers.x] kind: required key is missing"),
     ],
 )
@@ -109,3 +120,27 @@ def test_the_example_config_mentions_every_key():
         if name not in documented
     }
     assert missing == set()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"providers": {"nb": {"kind": "nebulablock", "api_key_env": "test-nebulablock-key"}}},
+        {"providers": {"nb": {"kind": "nebulablock", "api_key_env": "sk-live abc"}}},
+        {"discord": {"token_env": "MTA1.Gx7.abc"}},
+    ],
+)
+def test_a_secret_where_a_variable_name_belongs_is_refused_at_load(data):
+    with pytest.raises(ConfigError) as info:
+        parse_settings(data, source="my.toml")
+    message = str(info.value)
+    assert message.startswith("my.toml: [") and "must be the NAME of an environment" in message
+    assert "put the secret in the environment" in message
+    secret = next(iter(data.values()))
+    assert not any(v in message for v in _strings(secret) if v not in ("nebulablock",))
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    return [value] if isinstance(value, str) else []

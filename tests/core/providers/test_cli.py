@@ -142,7 +142,7 @@ def test_providers_with_balances(tmp_path):
     assert balances == {
         "deepmode": "1000 credits",
         "deepimage": "100 credits",
-        "nebulablock": "$100.00000",
+        "nebulablock": "$100.00",
     }
 
 
@@ -160,3 +160,16 @@ def test_providers_balance_shows_kudos_and_served_models(tmp_path):
     h_line, w_line = done.stdout.splitlines()
     assert "balance: 1000 kudos" in h_line and "serves: stable_diffusion" in h_line
     assert "key -: not needed" in w_line and "v1-5-pruned-emaonly.safetensors [" in w_line
+
+
+def test_plain_output_leaves_out_a_seed_the_provider_did_not_report(tmp_path):
+    emu = create_emulator("nebulablock", image_size=(64, 64))
+    key = {"IG_CLI_NEBULABLOCK_KEY": emu.api_key}
+    with running(emu) as url:
+        config = _config(tmp_path, {"nb": _provider("nebulablock", url, emu)})
+        done = _imagegate(config, "generate", "a fox", "--size", "64x64", env=key)
+    assert done.returncode == 0, done.stderr
+    image_line, job_line = done.stdout.splitlines()[:2]
+    assert image_line.endswith("  (64x64)")
+    shown = _imagegate(config, "job", "show", job_line.split()[1], env=key)
+    assert "64x64 (imagegate://images/" in shown.stdout and "None" not in shown.stdout

@@ -92,4 +92,4 @@ async def test_a_long_retry_after_past_the_deadline_is_not_waited_for(harness):
 async def test_balance(harness):
     h = await harness("nebulablock")
     (info,) = await h.service.providers(balance=True)
-    assert info.balance == "$100.00000"
+    assert info.balance == "$100.00"
