@@ -599,15 +599,34 @@ async def _db_upgrade(db: Database, settings: Settings, args: argparse.Namespace
 
 
 def _mcp_token(settings: Settings, args: argparse.Namespace) -> None:
-    if not re.fullmatch(r"[^\s:]{1,128}", args.user):
-        raise InvalidRequestError("the user must be a name without spaces or ':'")
+    # "alice" and "mcp:alice" (the user as quotas and the README show it) are the same client.
+    name = args.user.removeprefix("mcp:")
+    if not (re.fullmatch(r"[^\s:]{1,128}", name) and name.isprintable()):
+        raise InvalidRequestError(
+            "the user must be a name such as alice (or mcp:alice): no spaces, no other ':'"
+        )
     token = secrets.token_urlsafe(32)
     digest = hashlib.sha256(token.encode()).hexdigest()
     print(token)
-    print("# Paste into your config file; the token above is shown only once:")
+    print(f"# {_where_to_paste(settings)}; the token above is shown only once:")
     print("[[mcp.clients]]")
-    print(f'user = "{args.user}"')
+    print(f"user = {_toml_string(name)}")
     print(f'token_sha256 = "{digest}"')
+
+
+def _where_to_paste(settings: Settings) -> str:
+    if settings.source == Settings().source:  # no file found: the built-in defaults
+        return (
+            f"No config file is in use: create {Path('config.toml').resolve()} (or one named by"
+            " --config or $IMAGEGATE_CONFIG) with these lines"
+        )
+    return f"Paste into {Path(settings.source).resolve()}"
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: for printable text (the caller checks), JSON's
+    escapes of the quote and the backslash are TOML's."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
 import io
 import json
 import os
@@ -11,11 +12,13 @@ import socket
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from core import parse_settings
 from tests.conftest import png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,3 +338,33 @@ def test_job_show_says_an_image_was_lost_and_never_points_at_it(tmp_path):
 def test_the_operator_is_not_told_a_job_is_not_theirs(tmp_path):
     out = run(tmp_path, "job", "show", "deadbeef", check=False)
     assert out.returncode == 1 and out.stderr.strip() == "imagegate: no job 'deadbeef'"
+
+
+@pytest.mark.parametrize("user", ["mcp:alice", "alice", 'al"i\\ce'])
+def test_mcp_token_takes_both_user_forms_and_writes_valid_toml(tmp_path, user):
+    config = _config(tmp_path)
+    out = run(tmp_path, "mcp", "token", user, config=config).stdout
+    token, comment, *lines = out.splitlines()
+    assert comment.startswith(f"# Paste into {config.resolve()};")
+    client = tomllib.loads("\n".join(lines))["mcp"]["clients"][0]
+    assert client["user"] == user.removeprefix("mcp:")
+    assert client["token_sha256"] == hashlib.sha256(token.encode()).hexdigest()
+    settings = parse_settings(tomllib.loads(config.read_text() + "\n".join(lines)))
+    assert settings.mcp.clients[0].user == client["user"]
+
+
+def test_mcp_token_without_a_config_file_says_which_to_create(tmp_path):
+    out = subprocess.run(
+        [*IMAGEGATE, "mcp", "token", "bob"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "IMAGEGATE_CONFIG"}
+        | {"PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr
+    comment = out.stdout.splitlines()[1]
+    assert f"No config file is in use: create {tmp_path.resolve() / 'config.toml'}" in comment
+    refused = run(tmp_path, "mcp", "token", "discord:1", check=False)
+    assert refused.returncode == 1 and "alice (or mcp:alice)" in refused.stderr
