@@ -75,13 +75,39 @@ def _fail(error: dict[str, Any], as_json: bool) -> int:
     return 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagegate", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", metavar="PATH", help="TOML config file")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+HELP = """\
+Generate and edit images through the configured providers, share credits fairly between
+users, and run the Discord bot and the MCP server. With no config file, imagegate runs offline
+with the placeholder provider (no keys needed)."""
 
-    gen = _job_parser(sub, "generate", "text to image", _generate)
+EXAMPLES = """\
+examples:
+  imagegate generate "a red fox in the snow" -n 2 --seed 7
+  imagegate generate "a lighthouse" --model nebulablock:black-forest-labs/FLUX.1-schnell --json
+  imagegate edit photo.png --mode inpaint --mask mask.png --prompt "a straw hat"
+  imagegate models                         the model references --model accepts
+  imagegate quota show cli:$(whoami)       credits left
+  imagegate quota grant discord:1234 50 --reason "event prize"
+  imagegate quota history discord:1234     the audit trail
+  imagegate mcp token alice                a bearer token for an MCP client
+  imagegate serve                          MCP over HTTP, plus the bot if DISCORD_TOKEN is set
+
+config: --config PATH, else $IMAGEGATE_CONFIG, else ./config.toml, else built-in defaults;
+every key is in config.example.toml. 'imagegate COMMAND --help' shows a command's options."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagegate",
+        description=HELP,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="PATH", help="TOML config file (see below)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+    gen = _job_parser(sub, "generate", "make images from a text prompt", _generate)
     gen.add_argument("prompt")
     gen.add_argument("-n", type=int, default=None, help="number of images (1-10)")
     gen.add_argument("--negative", help="what to leave out")
@@ -92,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--steps", type=int)
     gen.add_argument("--guidance", type=float)
 
-    edit = _job_parser(sub, "edit", "edit an image", _edit)
+    edit = _job_parser(sub, "edit", "change an image (variation, inpaint, ...)", _edit)
     edit.add_argument("image", type=Path)
     edit.add_argument("--prompt", default="")
     edit.add_argument("--mode", required=True, choices=EDIT_MODES)
@@ -104,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("image", type=Path)
     up.add_argument("--scale", type=int, choices=(2, 4))
 
-    models = sub.add_parser("models", help="list configured models")
+    models = sub.add_parser("models", help="list the configured models and their prices")
     _json_flag(models)
     models.set_defaults(handler=_async(_models, check_default=False))
 
@@ -144,9 +170,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _quota_parsers(sub: Any) -> None:
-    quota = sub.add_parser("quota", help="credits per user").add_subparsers(
-        dest="quota_cmd", required=True
-    )
+    quota = sub.add_parser(
+        "quota", help="users' credits: show, grant, allowance, history"
+    ).add_subparsers(dest="quota_cmd", required=True)
     show = quota.add_parser("show", help="a user's credits")
     show.add_argument("user")
     _json_flag(show)

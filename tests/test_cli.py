@@ -368,3 +368,14 @@ def test_mcp_token_without_a_config_file_says_which_to_create(tmp_path):
     assert f"No config file is in use: create {tmp_path.resolve() / 'config.toml'}" in comment
     refused = run(tmp_path, "mcp", "token", "discord:1", check=False)
     assert refused.returncode == 1 and "alice (or mcp:alice)" in refused.stderr
+
+
+def test_help_is_for_users_with_examples(capsys):
+    from core.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "``" not in text and "ImageService" not in text
+    assert "examples:\n  imagegate generate " in text and "config.example.toml" in text
