@@ -59,7 +59,7 @@ def _env_name(value: str) -> str:
         raise ValueError(
             "must be the NAME of an environment variable (letters, digits and _), not the"
             " secret itself: put the secret in the environment (export MY_API_KEY=...) and"
-            ' write its name here (api_key_env = "MY_API_KEY")'
+            ' write its name here (e.g. api_key_env = "MY_API_KEY")'
         )
     return value
 
@@ -78,7 +78,7 @@ class DatabaseSettings(_Section):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     # The NAME of the environment variable holding a postgresql:// URL (it may carry a
     # password, so never the URL itself in the file). Set and non-empty: PostgreSQL.
-    url_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    url_env: EnvName | None = None
     pool_size: int = Field(10, ge=1, le=500)  # PostgreSQL connections per process
     auto_migrate: bool = True
 

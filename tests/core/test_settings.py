@@ -128,6 +128,7 @@ def test_the_example_config_mentions_every_key():
         {"providers": {"nb": {"kind": "nebulablock", "api_key_env": "test-nebulablock-key"}}},
         {"providers": {"nb": {"kind": "nebulablock", "api_key_env": "sk-live abc"}}},
         {"discord": {"token_env": "MTA1.Gx7.abc"}},
+        {"database": {"url_env": "postgresql://me:pw@db/imagegate"}},
     ],
 )
 def test_a_secret_where_a_variable_name_belongs_is_refused_at_load(data):
