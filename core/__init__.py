@@ -18,6 +18,7 @@ from .errors import (
     QuotaError,
     QuotaExceededError,
     RateLimitedError,
+    SpendLimitError,
     UnknownModelError,
 )
 from .images import EXTENSIONS, FORMAT_NAMES, check_upload, is_accepted_upload, preview, sniff_mime
@@ -33,6 +34,7 @@ from .types import (
     OPERATIONS,
     Caller,
     EditMode,
+    Estimate,
     ImageRequest,
     ImageResult,
     InputImage,
@@ -54,6 +56,7 @@ __all__ = [
     "EDIT_MODES",
     "EXTENSIONS",
     "EditMode",
+    "Estimate",
     "FORMAT_NAMES",
     "IdempotencyConflictError",
     "ImageGateError",
@@ -84,6 +87,7 @@ __all__ = [
     "QuotaStatus",
     "RateLimitedError",
     "Settings",
+    "SpendLimitError",
     "StoredImage",
     "TokenInfo",
     "UnknownModelError",

@@ -16,7 +16,8 @@ the job and given back)::
     ├── ConfigError                      config_error         no         tell_operator
     ├── InvalidRequestError              invalid_input        no         fix_request
     │   ├── UnknownModelError
-    │   └── IdempotencyConflictError     same key, different request
+    │   ├── IdempotencyConflictError     same key, different request
+    │   └── SpendLimitError              over_max_credits: the job could cost more than allowed
     ├── NotFoundError                    not_found            no         check_reference
     ├── PermissionDeniedError            forbidden            no         tell_operator
     ├── QuotaError
@@ -143,6 +144,19 @@ class UnknownModelError(InvalidRequestError):
 
 class IdempotencyConflictError(InvalidRequestError):
     """An idempotency key was reused for a different request."""
+
+
+class SpendLimitError(InvalidRequestError):
+    """The job could cost more than the caller allowed for it (``max_credits``, or a spend
+    that needs the user's confirmation); refused before anything was reserved. ``price`` is
+    the most the job could cost, ``limit`` what was allowed."""
+
+    code = "over_max_credits"
+
+    def __init__(self, message: str, *, price: int, limit: int) -> None:
+        super().__init__(message)
+        self.price = price
+        self.limit = limit
 
 
 class NotFoundError(ImageGateError):

@@ -34,6 +34,7 @@ from .errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitedError,
+    SpendLimitError,
 )
 from .http import make_http_client
 from .moderation import find_in_texts
@@ -48,7 +49,10 @@ from .settings import Settings
 from .store import ImageStore, StoredFile, new_id
 from .tokens import TokenInfo, TokenStore
 from .types import (
+    EDIT_MODES,
+    OPERATIONS,
     Caller,
+    Estimate,
     GeneratedImage,
     ImageRequest,
     ImageResult,
@@ -180,17 +184,20 @@ class ImageService:
         *,
         idempotency_key: str | None = None,
         progress: Progress | None = None,
+        max_credits: int | None = None,
     ) -> ImageResult:
-        """Text to image.
+        """Text to image. ``max_credits``: refuse the job, before reserving anything, if it
+        could cost more (see ``estimate``).
 
         Raises:
             InvalidRequestError, UnknownModelError: bad input; nothing was spent.
+            SpendLimitError: the job could cost more than ``max_credits``; nothing was spent.
             QuotaExceededError, RateLimitedError: refused before any provider call.
             ContentRejectedError, ProviderError, JobTimeoutError: the job failed and its hold
                 was released; nothing was charged.
         """
         _expect(request, ("generate",))
-        return await self._run(caller, request, idempotency_key, progress)
+        return await self._run(caller, request, idempotency_key, progress, max_credits)
 
     async def edit(
         self,
@@ -199,10 +206,11 @@ class ImageService:
         *,
         idempotency_key: str | None = None,
         progress: Progress | None = None,
+        max_credits: int | None = None,
     ) -> ImageResult:
-        """An edit mode (variation, sketch, inpaint, background, avatar); raises as ``generate``."""
-        _expect(request, ("variation", "sketch", "inpaint", "background", "avatar"))
-        return await self._run(caller, request, idempotency_key, progress)
+        """An edit mode (variation, sketch, inpaint, background, avatar); as ``generate``."""
+        _expect(request, EDIT_MODES)
+        return await self._run(caller, request, idempotency_key, progress, max_credits)
 
     async def upscale(
         self,
@@ -211,10 +219,11 @@ class ImageService:
         *,
         idempotency_key: str | None = None,
         progress: Progress | None = None,
+        max_credits: int | None = None,
     ) -> ImageResult:
-        """Upscale one input image; raises as ``generate``."""
+        """Upscale one input image; as ``generate``."""
         _expect(request, ("upscale",))
-        return await self._run(caller, request, idempotency_key, progress)
+        return await self._run(caller, request, idempotency_key, progress, max_credits)
 
     async def rerun(
         self,
@@ -289,18 +298,59 @@ class ImageService:
         )
         return await self.edit(caller, request, idempotency_key=idempotency_key, progress=progress)
 
+    async def estimate(self, caller: Caller, request: ImageRequest) -> Estimate:
+        """What ``request`` would cost the caller, checked and planned as a real job is, but
+        with nothing reserved and no provider called: a dry run.
+
+        Raises:
+            InvalidRequestError, UnknownModelError: the job would be refused as it stands.
+        """
+        _expect(request, OPERATIONS)
+        self._screen(request)
+        chain = await self._plan_chain(caller, request, afford=False)
+        price = max(self._prices(request, chain).values())
+        remaining = (await self.quota(caller)).remaining
+        warnings = list(chain[0][1].warnings)
+        if request.n * price > remaining:
+            warnings.append(
+                f"not enough credits: this job can cost up to {request.n * price}"
+                f" and you have {remaining} left"
+            )
+        return Estimate(
+            operation=request.operation,
+            model=chain[0][0].ref,
+            n=request.n,
+            price_per_image=price,
+            credits=request.n * price,
+            credits_remaining=remaining,
+            warnings=warnings,
+        )
+
+    def _prices(
+        self, request: ImageRequest, chain: list[tuple[ImageModel, Plan]]
+    ) -> dict[str, int]:
+        """Credits per delivered image for each model of the chain."""
+        return {model.ref: self.registry.price(model.ref, request.operation) for model, _ in chain}
+
     async def _run(
         self,
         caller: Caller,
         request: ImageRequest,
         idempotency_key: str | None,
         progress: Progress | None,
+        max_credits: int | None = None,
     ) -> ImageResult:
         self._screen(request)
         chain = await self._plan_chain(caller, request)
-        prices = {
-            model.ref: self.registry.price(model.ref, request.operation) for model, _ in chain
-        }
+        prices = self._prices(request, chain)
+        most = request.n * max(prices.values())
+        if max_credits is not None and most > max_credits:
+            raise SpendLimitError(
+                f"this job can cost up to {most} credits ({request.n} x"
+                f" {max(prices.values())}), more than max_credits {max_credits}",
+                price=most,
+                limit=max_credits,
+            )
         record = await self.store.request_record(request)
         job_id = new_id()
         model_ref = chain[0][0].ref
@@ -318,7 +368,7 @@ class ImageService:
 
         hold = await self.quotas.reserve(
             caller.key,
-            amount=request.n * max(prices.values()),
+            amount=most,
             idem_key=idempotency_key or f"auto:{job_id}",
             request_hash=_hash(caller.key, model_ref, record),
             policy=self.policy(caller),
@@ -348,13 +398,14 @@ class ImageService:
             raise InvalidRequestError(f"this service does not allow “{word}” in prompts")
 
     async def _plan_chain(
-        self, caller: Caller, request: ImageRequest
+        self, caller: Caller, request: ImageRequest, *, afford: bool = True
     ) -> list[tuple[ImageModel, Plan]]:
         """Plans for the requested model and each fallback that can serve the request.
 
         With input images, planning is image work (decoding every upload in full, converting
         masks and formats), seconds for a large image: it starts only once the caller is known
-        to afford the job, and runs in a worker thread, large images one slot at a time.
+        to afford the job (unless ``afford`` is False: a dry run reports that as a warning),
+        and runs in a worker thread, large images one slot at a time.
 
         Raises:
             QuotaExceededError: the caller cannot afford the job (checked before image work).
@@ -364,8 +415,9 @@ class ImageService:
         inputs = [image for image in (request.image, request.mask) if image is not None]
         if not inputs:
             return _plans(models, request)
-        price = self.registry.price(models[0].ref, request.operation)
-        await self.quotas.check_affordable(caller.key, request.n * price, self.policy(caller))
+        if afford:
+            price = self.registry.price(models[0].ref, request.operation)
+            await self.quotas.check_affordable(caller.key, request.n * price, self.policy(caller))
         if sum(image.width * image.height for image in inputs) <= _SMALL_IMAGE_PIXELS:
             return await asyncio.to_thread(self._check_and_plan, models, request)
         async with self._decode_slots:

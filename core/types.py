@@ -259,6 +259,25 @@ class ImageResult(BaseModel):
     replayed: bool = False
 
 
+class Estimate(BaseModel):
+    """What a job would cost, from ``ImageService.estimate`` (nothing reserved, no provider
+    called). ``credits`` is the most it can cost: ``n`` images at the highest price in the
+    model's fallback chain, the amount a real job holds; it is charged only for delivered
+    images, at the price of the model that made each."""
+
+    operation: Operation
+    model: str
+    n: int
+    price_per_image: int
+    credits: int
+    credits_remaining: int
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def affordable(self) -> bool:
+        return self.credits <= self.credits_remaining
+
+
 JobStatus = Literal["running", "succeeded", "partial", "failed", "interrupted", "cancelled"]
 
 

@@ -20,17 +20,21 @@ from pydantic import BaseModel, Field
 
 from core import (
     EXTENSIONS,
+    Estimate,
     ImageGateError,
     ImageResult,
     ImageService,
     JobRecord,
     NotFoundError,
+    SpendLimitError,
     StoredImage,
     preview,
 )
 
 ReturnImage = Literal["none", "preview", "full"]
-JobStatus = Literal["succeeded", "partial", "running", "failed", "interrupted", "cancelled"]
+JobStatus = Literal[
+    "succeeded", "partial", "running", "failed", "interrupted", "cancelled", "dry_run"
+]
 
 
 class ImageOut(BaseModel):
@@ -58,7 +62,8 @@ class ErrorOut(BaseModel):
 
 class JobOut(BaseModel):
     """The structured result of generate_image, edit_image, upscale_image and get_job;
-    ``error`` is set exactly when the result is an error."""
+    ``error`` is set exactly when the result is an error; ``price``: the most the job can
+    cost, in a dry run or a refusal over a spending limit."""
 
     status: JobStatus
     job_id: str | None
@@ -67,6 +72,7 @@ class JobOut(BaseModel):
     credits_charged: int = 0
     credits_remaining: int | None = None
     warnings: list[str] = Field(default_factory=list)
+    price: int | None = None
     error: ErrorOut | None = None
 
 
@@ -158,6 +164,29 @@ async def record_result(
         remaining=remaining,
         warnings=record.warnings,
         return_image=return_image,
+    )
+
+
+def estimate_result(estimate: Estimate) -> CallToolResult:
+    """A dry run: what the job would cost; nothing was spent and no provider was called."""
+    out = JobOut(
+        status="dry_run",
+        job_id=None,
+        model=estimate.model,
+        credits_remaining=estimate.credits_remaining,
+        warnings=estimate.warnings,
+        price=estimate.credits,
+    )
+    count = f"{estimate.n} image{'' if estimate.n == 1 else 's'}"
+    lines = [
+        f"Dry run, nothing spent: {estimate.operation} of {count} with {estimate.model} would"
+        f" cost up to {estimate.credits} credit(s) ({estimate.price_per_image} per delivered"
+        f" image); you have {estimate.credits_remaining} left.",
+        *(f"Warning: {w}" for w in estimate.warnings),
+    ]
+    return CallToolResult(
+        content=[TextContent(type="text", text="\n".join(lines))],
+        structured_content=out.model_dump(mode="json"),
     )
 
 
@@ -297,6 +326,7 @@ def error_result(exc: ImageGateError, *, remaining: int | None = None) -> CallTo
         job_id=exc.job_id,
         credits_charged=exc.credits_charged,
         credits_remaining=remaining,
+        price=exc.price if isinstance(exc, SpendLimitError) else None,
         error=out,
     )
     return CallToolResult(

@@ -54,6 +54,7 @@ from .render import (
     JobOut,
     ReturnImage,
     error_result,
+    estimate_result,
     image_result,
     record_result,
     running_result,
@@ -102,14 +103,15 @@ class ImageGateServer(MCPServer[AppState]):
     _listed: list[Tool] | None = None
 
     async def list_tools(self) -> list[Tool]:
-        """The tools, their schemas without pydantic's generated titles: every agent pays for
-        the tools/list text in its context, and a title that repeats the name tells it nothing."""
+        """The tools with compact schemas (``compact_schema``): every agent pays for the
+        tools/list text in its context."""
         if self._listed is None:
             self._listed = [
                 tool.model_copy(
                     update={
                         "input_schema": compact_schema(tool.input_schema),
-                        "output_schema": tool.output_schema and compact_schema(tool.output_schema),
+                        "output_schema": tool.output_schema
+                        and compact_schema(tool.output_schema, output=True),
                     }
                 )
                 for tool in await super().list_tools()
@@ -133,19 +135,22 @@ class ImageGateServer(MCPServer[AppState]):
         ]
 
 
-def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` without ``title`` keywords, and with ``anyOf: [{"type": T, ...}, {"type":
-    "null"}]`` written as ``"type": [T, "null"]`` (the same JSON Schema, in fewer characters)."""
+def compact_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str, Any]:
+    """``schema`` in fewer characters, meaning the same to a validator: no ``title`` keywords,
+    no ``"default": null``, and ``anyOf: [{"type": T, ...}, {"type": "null"}]`` written as
+    ``"type": [T, "null"]``. An ``output`` schema also loses descriptions and defaults: hosts
+    validate results with it, and the tool descriptions tell the model what comes back."""
+    drop = {"title", "description", "default"} if output else {"title"}
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key == "title":
+        if key in drop or (key == "default" and value is None):
             continue
         if key in ("properties", "$defs"):
-            out[key] = {name: compact_schema(sub) for name, sub in value.items()}
+            out[key] = {name: compact_schema(sub, output=output) for name, sub in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
-            out[key] = compact_schema(value)
+            out[key] = compact_schema(value, output=output)
         elif key in ("anyOf", "oneOf", "allOf"):
-            out[key] = [compact_schema(sub) for sub in value]
+            out[key] = [compact_schema(sub, output=output) for sub in value]
         else:
             out[key] = value
     options = out.get("anyOf")
@@ -258,6 +263,14 @@ ImageInput = Annotated[
         f" (bare or data:image/...;base64,...). {FORMAT_NAMES}, size-capped.",
     ),
 ]
+MaxCredits = Annotated[
+    int | None,
+    Field(ge=0, description="Refuse (spending nothing) if the job could cost more credits."),
+]
+DryRun = Annotated[
+    bool,
+    Field(description="Only price the job: credits it would cost and left, warnings; free."),
+]
 Result = Annotated[CallToolResult, JobOut]
 
 
@@ -284,6 +297,8 @@ async def generate_image(
     seed: Seed = None,
     model: Model = None,
     return_image: ReturnImageParam = None,
+    max_credits: MaxCredits = None,
+    dry_run: DryRun = False,
 ) -> Result:
     """Generate images from a text prompt. Costs the model's price per delivered image (see
     list_models); failed or cancelled jobs are refunded. Returns per image an
@@ -303,7 +318,9 @@ async def generate_image(
         )
     except ImageGateError as exc:
         return error_result(exc)
-    return await _run(ctx, app, caller, request, app.service.generate, return_image)
+    return await _run(
+        ctx, app, caller, request, app.service.generate, return_image, max_credits, dry_run
+    )
 
 
 async def edit_image(
@@ -334,6 +351,8 @@ async def edit_image(
     seed: Seed = None,
     model: Model = None,
     return_image: ReturnImageParam = None,
+    max_credits: MaxCredits = None,
+    dry_run: DryRun = False,
 ) -> Result:
     """Edit an image in one of five modes. Costs and results as generate_image."""
     app, caller = _app(ctx)
@@ -356,7 +375,9 @@ async def edit_image(
         )
     except ImageGateError as exc:
         return error_result(exc)
-    return await _run(ctx, app, caller, request, app.service.edit, return_image)
+    return await _run(
+        ctx, app, caller, request, app.service.edit, return_image, max_credits, dry_run
+    )
 
 
 async def upscale_image(
@@ -365,6 +386,8 @@ async def upscale_image(
     scale: Annotated[Literal[2, 4] | None, Field(description="2 (default) or 4.")] = None,
     model: Model = None,
     return_image: ReturnImageParam = None,
+    max_credits: MaxCredits = None,
+    dry_run: DryRun = False,
 ) -> Result:
     """Enlarge an image 2x or 4x. Costs and results as generate_image."""
     app, caller = _app(ctx)
@@ -373,7 +396,9 @@ async def upscale_image(
         request = ImageRequest.checked(operation="upscale", image=source, scale=scale, model=model)
     except ImageGateError as exc:
         return error_result(exc)
-    return await _run(ctx, app, caller, request, app.service.upscale, return_image)
+    return await _run(
+        ctx, app, caller, request, app.service.upscale, return_image, max_credits, dry_run
+    )
 
 
 async def get_job(
@@ -461,11 +486,21 @@ async def _run(
     request: ImageRequest,
     method: ServiceMethod,
     return_image: ReturnImage | None,
+    max_credits: int | None,
+    dry_run: bool,
 ) -> CallToolResult:
+    """Price the job (``dry_run``) or run it, waiting up to the bound."""
+    if dry_run:
+        try:
+            return estimate_result(await app.service.estimate(caller, request))
+        except ImageGateError as exc:
+            return error_result(exc)
     key = _idempotency_key(ctx, caller)
 
     def call(progress: Progress) -> Coroutine[Any, Any, ImageResult]:
-        return method(caller, request, idempotency_key=key, progress=progress)
+        return method(
+            caller, request, idempotency_key=key, progress=progress, max_credits=max_credits
+        )
 
     job = app.jobs.start(caller.key, request.n, call)
     finished = await _follow(

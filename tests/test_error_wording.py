@@ -26,6 +26,8 @@ def _make(cls: type[ImageGateError]) -> ImageGateError:
     if issubclass(cls, core.errors.QuotaExceededError):
         reset = datetime.now(UTC) + timedelta(hours=3)
         return cls("you have 1 credit left; this needs 2", remaining=1, needed=2, retry_at=reset)
+    if issubclass(cls, core.errors.SpendLimitError):
+        return cls("this job could cost 4 credits, more than max_credits 3", price=4, limit=3)
     return cls("it went wrong")
 
 

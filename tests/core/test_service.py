@@ -16,6 +16,7 @@ from core import (
     InvalidRequestError,
     NotFoundError,
     QuotaExceededError,
+    SpendLimitError,
     UnknownModelError,
 )
 from core.errors import ProviderUnavailableError
@@ -256,3 +257,65 @@ async def test_the_model_for_an_operation_is_chosen_in_core(tmp_path):
         with pytest.raises(InvalidRequestError, match="cannot do upscale"):
             svc.check_model("oa:gpt-image-1", "upscale")
         svc.check_model("placeholder:default", "upscale")
+
+
+def _two_price_settings(tmp_path):
+    """Two placeholder models, 1 and 3 credits per image, and an alias falling back 1 -> 3."""
+    return make_settings(
+        tmp_path,
+        providers={
+            "cheap": {"kind": "placeholder", "models": ["default"]},
+            "dear": {"kind": "placeholder", "models": ["default"]},
+        },
+        aliases={"both": ["cheap:default", "dear:default"]},
+        pricing={"default": 1, "models": {"dear:default": 3}},
+        quota={"allowance": 10},
+    )
+
+
+async def test_estimate_prices_the_chain_and_spends_nothing(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        "core.providers.placeholder.PlaceholderImageModel.do_generate",
+        lambda *a: calls.append(a),
+    )
+    async with await ImageService.open(_two_price_settings(tmp_path), sweeper=False) as service:
+        cheap = await service.estimate(ALICE, ImageRequest(prompt="x", n=2, model="cheap:default"))
+        assert (cheap.credits, cheap.price_per_image, cheap.credits_remaining) == (2, 1, 10)
+        assert cheap.affordable and cheap.warnings == []
+        # A fallback may make the images, so the job can cost the dearest price of its chain.
+        both = await service.estimate(
+            ALICE, ImageRequest(prompt="x", n=4, model="both", negative_prompt="blur")
+        )
+        assert (both.model, both.credits, both.price_per_image) == ("cheap:default", 12, 3)
+        assert not both.affordable
+        assert any("negative_prompt is ignored" in w for w in both.warnings)
+        assert any("12" in w and "10 left" in w for w in both.warnings)
+        with pytest.raises(UnknownModelError):
+            await service.estimate(ALICE, ImageRequest(prompt="x", model="nope:x"))
+        # With an input image a real job checks the balance before any image work; a dry run
+        # checks the image and reports the balance as a warning instead.
+        source = await service.load_input(png_bytes())
+        edit = ImageRequest(operation="variation", image=source, n=4, model="dear:default")
+        with pytest.raises(QuotaExceededError):
+            await service.edit(ALICE, edit)
+        priced = await service.estimate(ALICE, edit)
+        assert priced.credits == 12 and any("10 left" in w for w in priced.warnings)
+        status = await service.quota(ALICE)
+    assert calls == [] and (status.remaining, status.held) == (10, 0)
+
+
+async def test_max_credits_refuses_before_reserving(tmp_path):
+    async with await ImageService.open(_two_price_settings(tmp_path), sweeper=False) as service:
+        request = ImageRequest(prompt="x", n=2, model="dear:default")
+        with pytest.raises(SpendLimitError, match="up to 6 credits.*max_credits 5") as caught:
+            await service.generate(ALICE, request, max_credits=5)
+        assert (caught.value.price, caught.value.limit, caught.value.code) == (
+            6,
+            5,
+            "over_max_credits",
+        )
+        assert (await service.quota(ALICE)).remaining == 10
+        assert await service.history(ALICE, ALICE) == []
+        made = await service.generate(ALICE, request, max_credits=6)
+        assert made.credits_charged == 6

@@ -101,3 +101,26 @@ async def call(url: str, token: str | None, tool: str, args: dict[str, Any]) -> 
     async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
         async with Client(streamable_http_client(url, http_client=http)) as client:
             return await client.call_tool(tool, args)
+
+
+@pytest.fixture(params=["memory", "http"])
+def connect(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``async with connect(settings, token=None, **client_options) as client``: the ``mcp``
+    client against a server over ``settings``, in memory or over streamable HTTP (each test
+    runs both ways). ``token``: sent as the bearer token (HTTP only)."""
+
+    @asynccontextmanager
+    async def open_client(
+        settings: Settings, token: str | None = None, **options: Any
+    ) -> AsyncIterator[Client]:
+        if request.param == "memory":
+            async with Client(build_server(settings), **options) as client:
+                yield client
+            return
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with running(settings) as url, httpx2.AsyncClient(headers=headers) as http:
+            transport = streamable_http_client(url, http_client=http)
+            async with Client(transport, **options) as client:
+                yield client
+
+    return open_client

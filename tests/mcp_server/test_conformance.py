@@ -9,8 +9,11 @@ from typing import Any
 import jsonschema
 from mcp import Client
 
-from .conftest import make_settings, running
+from .conftest import make_settings, png, running
+from .test_server import b64
 from .tsclient import run_ts
+
+PNG = b64(png())
 
 # (tool, arguments, expected error code; None: a success; "sdk": refused by the SDK itself)
 CASES: list[tuple[str, dict[str, Any], str | None]] = [
@@ -22,6 +25,8 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("no_such_tool", {}, "sdk"),
     ("generate_image", {"prompt": "fine", "return_image": "none"}, None),
     ("generate_image", {"prompt": "x", "n": 3}, "quota_exceeded"),
+    ("generate_image", {"prompt": "x", "n": 2, "max_credits": 1}, "over_max_credits"),
+    ("upscale_image", {"image": PNG, "dry_run": True}, None),
     ("list_models", {}, None),
     ("get_quota", {}, None),
 ]
