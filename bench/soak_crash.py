@@ -27,7 +27,6 @@ import os
 import random
 import secrets
 import signal
-import sqlite3
 import sys
 import time
 from collections import Counter
@@ -38,6 +37,7 @@ from typing import Any
 from bench.soak_crash_child import KILL_POINTS
 from bench.soak_support import audit
 from core import Caller, ImageService, load_settings
+from core.db import open_database
 from tests.emulators import Fault, create_emulator, running
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,12 +84,14 @@ class CrashReport:
         }
 
 
-def _config(tmp: Path, base_url: str) -> Path:
+def _config(tmp: Path, base_url: str, database: dict[str, Any] | None) -> Path:
     path = tmp / "crash.toml"
+    section = {"path": str(tmp / "crash.db"), **(database or {})}
+    lines = "\n".join(f"{key} = {json.dumps(value)}" for key, value in section.items())
     path.write_text(
         f"""
 [database]
-path = "{tmp / "crash.db"}"
+{lines}
 [images]
 dir = "{tmp / "images"}"
 [providers.openai]
@@ -114,10 +116,17 @@ job_deadline_s = 20
 
 
 async def run_crash_phase(
-    tmp: Path, *, runs: int, budget_s: float | None = None, min_runs: int = 0, seed: int = 8
+    tmp: Path,
+    *,
+    runs: int,
+    budget_s: float | None = None,
+    min_runs: int = 0,
+    seed: int = 8,
+    database: dict[str, Any] | None = None,
 ) -> CrashReport:
     """Kill and restart ``runs`` times (fewer if ``budget_s`` runs out first, but at least
-    ``min_runs``)."""
+    ``min_runs``). ``database``: ``[database]`` keys (default: SQLite in ``tmp``; with
+    ``url_env``, PostgreSQL, whose variable the child processes inherit)."""
     report = CrashReport()
     rng = random.Random(seed)
     started = time.monotonic()
@@ -127,7 +136,8 @@ async def run_crash_phase(
     saved_key = os.environ.get(KEY_ENV)
     os.environ[KEY_ENV] = key  # the parent opens the same config
     try:
-        await _runs(tmp, emu, key, runs, budget_s, min_runs, rng, started, report)
+        config = (tmp, database)
+        await _runs(config, emu, key, runs, budget_s, min_runs, rng, started, report)
     finally:
         if saved_key is None:
             os.environ.pop(KEY_ENV, None)
@@ -138,7 +148,7 @@ async def run_crash_phase(
 
 
 async def _runs(
-    tmp: Path,
+    where: tuple[Path, dict[str, Any] | None],
     emu: Any,
     key: str,
     runs: int,
@@ -148,8 +158,9 @@ async def _runs(
     started: float,
     report: CrashReport,
 ) -> None:
+    tmp, database = where
     async with running(emu) as url:
-        config = _config(tmp, url + emu.base_path)
+        config = _config(tmp, url + emu.base_path, database)
         env = {**os.environ, KEY_ENV: key, "PYTHONPATH": str(ROOT)}
         settings = load_settings(config)
         service = await ImageService.open(settings, sweeper=False)
@@ -238,21 +249,21 @@ async def _run_child(
     return events, code == -signal.SIGKILL
 
 
-def _states(db_path: Path, keys: list[str]) -> Counter[str]:
-    """Where each interrupted job was when the process died (read before any recovery)."""
+async def _states(settings: Any, keys: list[str]) -> Counter[str]:
+    """Where each interrupted job was when the process died (read before any recovery: the
+    database alone is opened, not the service)."""
     states: Counter[str] = Counter()
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
+    db = await open_database(settings.database, migrate=False)
+    try:
         for key in keys:
-            hold = conn.execute(
-                "SELECT state, job_id FROM hold WHERE idem_key = ?", (key,)
-            ).fetchone()
+            hold = await db.fetchone("SELECT state, job_id FROM hold WHERE idem_key = ?", (key,))
             if hold is None:
                 states["before reserve"] += 1
                 continue
-            job = conn.execute("SELECT status FROM job WHERE job_id = ?", (hold[1],)).fetchone()
-            images = conn.execute(
-                "SELECT count(*) FROM image WHERE job_id = ?", (hold[1],)
-            ).fetchone()[0]
+            job = await db.fetchone("SELECT status FROM job WHERE job_id = ?", (hold[1],))
+            images = (await db.fetchone("SELECT count(*) FROM image WHERE job_id = ?", (hold[1],)))[
+                0
+            ]
             if job is None:
                 states["held, no job record"] += 1
             elif hold[0] == "held":
@@ -261,6 +272,8 @@ def _states(db_path: Path, keys: list[str]) -> Counter[str]:
                 states[f"{hold[0]}, job record not final"] += 1
             else:
                 states["finished, caller not answered"] += 1
+    finally:
+        await db.close()
     return states
 
 
@@ -275,7 +288,7 @@ async def _verify(
     started = {e["key"]: e for e in events if e["event"] == "start"}
     ended = {e["key"]: e for e in events if e["event"] in ("done", "fail")}
     unanswered = [k for k in started if k not in ended]
-    report.states_at_kill.update(_states(settings.database.path, unanswered))
+    report.states_at_kill.update(await _states(settings, unanswered))
     service = await ImageService.open(settings, sweeper=False)  # the restart
     try:
         problems: list[str] = []
@@ -332,7 +345,8 @@ async def _verify(
 
 async def _balance(service: ImageService, report: CrashReport) -> list[str]:
     captured = await service.db.fetchone(
-        "SELECT COALESCE(SUM(settled_amount), 0) FROM hold WHERE user_id = ? AND state = 'settled'",
+        "SELECT CAST(COALESCE(SUM(settled_amount), 0) AS BIGINT) FROM hold"
+        " WHERE user_id = ? AND state = 'settled'",
         (f"cli:{USER}",),
     )
     status = await service.quota(Caller(frontend="cli", user_id=USER))

@@ -281,6 +281,28 @@ async def test_race_200_reserves_over_8_connections(backend):
     assert await stores[0].check_ledger() == []
 
 
+@pytest.mark.parametrize(
+    "policy, limit",
+    [
+        (Policy(allowance=10**6, max_in_flight=5), 5),
+        (Policy(allowance=10**6, rate_per_minute=7), 7),
+    ],
+    ids=["in-flight", "rate"],
+)
+async def test_no_limit_bypass_with_200_reserves_over_8_connections(backend, policy, limit):
+    stores = [await _store(backend) for _ in range(8)]
+
+    async def attempt(i: int) -> bool:
+        try:
+            await _reserve(stores[i % 8], "u", 1, policy)
+            return True
+        except RateLimitedError:
+            return False
+
+    assert sum(await asyncio.gather(*(attempt(i) for i in range(200)))) == limit
+    assert (await stores[0].status("u", policy)).in_flight == limit
+
+
 def _process_worker(backend: dict, attempts: int, queue) -> None:
     async def run() -> int:
         store = await _store(backend)

@@ -1,4 +1,5 @@
-"""Scope settings: small JSON documents per community, admin-only writes, survive a restart."""
+"""Scope settings: small JSON documents per community, admin-only writes, survive a restart
+(on both database backends)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from tests.conftest import make_settings
 
 ADMIN = Caller(frontend="discord", user_id="1", is_admin=True)
 USER = Caller(frontend="discord", user_id="2")
+
+
+@pytest.fixture
+async def service(tmp_path, backend):
+    svc = await ImageService.open(make_settings(tmp_path, database=backend), sweeper=False)
+    yield svc
+    await svc.aclose()
 
 
 async def test_set_get_list_and_clear(service: ImageService):
@@ -44,8 +52,8 @@ async def test_like_prefix_is_literal(service: ImageService):
     assert await service.all_scope_settings("discord:guild_") == {"discord:guild_1:1": {"x": 1}}
 
 
-async def test_survives_reopen(tmp_path):
-    settings = make_settings(tmp_path)
+async def test_survives_reopen(tmp_path, backend):
+    settings = make_settings(tmp_path, database=backend)
     async with await ImageService.open(settings, sweeper=False) as service:
         await service.set_scope_settings(ADMIN, "discord:guild:7", {"banned_words": ["x"]})
     async with await ImageService.open(settings, sweeper=False) as service:

@@ -1,5 +1,6 @@
 """ImageService end to end with the placeholder provider: determinism, every edit mode,
-refunds on failure and cancellation, idempotent replays, ownership, and restart recovery."""
+refunds on failure and cancellation, idempotent replays, ownership, and restart recovery
+(the job-store and money tests on both database backends)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ from tests.conftest import make_settings, png_bytes
 
 ALICE = Caller(frontend="cli", user_id="alice")
 BOB = Caller(frontend="cli", user_id="bob")
+
+
+@pytest.fixture
+async def on_both(tmp_path, backend):
+    """An ``ImageService`` on each database backend in turn (tests/conftest.py ``backend``)."""
+    svc = await ImageService.open(make_settings(tmp_path, database=backend), sweeper=False)
+    yield svc
+    await svc.aclose()
 
 
 def _pixels(data: bytes) -> Image.Image:
@@ -121,32 +130,32 @@ async def test_decompression_bomb_is_refused(service):
         await service.load_input(bomb)
 
 
-async def test_quota_exceeded_refuses_before_the_provider(tmp_path):
+async def test_quota_exceeded_refuses_before_the_provider(tmp_path, backend):
     async with await ImageService.open(
-        make_settings(tmp_path, quota={"allowance": 2}), sweeper=False
+        make_settings(tmp_path, database=backend, quota={"allowance": 2}), sweeper=False
     ) as svc:
         with pytest.raises(QuotaExceededError, match="needs 3"):
             await svc.generate(ALICE, ImageRequest(prompt="x", n=3))
         assert (await svc.quota(ALICE)).remaining == 2
 
 
-async def test_provider_failure_is_refunded_and_recorded(service, monkeypatch):
-    model = service.registry.models["placeholder:default"]
+async def test_provider_failure_is_refunded_and_recorded(on_both, monkeypatch):
+    model = on_both.registry.models["placeholder:default"]
 
     async def boom(plan, count, deadline):
         raise ProviderUnavailableError("placeholder is down", provider="placeholder")
 
     monkeypatch.setattr(model, "do_generate", boom)
-    service.orchestrator.base_delay_s = 0.001
+    on_both.orchestrator.base_delay_s = 0.001
     with pytest.raises(ProviderUnavailableError):
-        await service.generate(ALICE, ImageRequest(prompt="x", n=2))
-    status = await service.quota(ALICE)
+        await on_both.generate(ALICE, ImageRequest(prompt="x", n=2))
+    status = await on_both.quota(ALICE)
     assert (status.remaining, status.held, status.in_flight) == (50, 0, 0)
-    assert await service.quotas.check_ledger() == []
+    assert await on_both.quotas.check_ledger() == []
 
 
-async def test_cancellation_releases_the_hold(service, monkeypatch):
-    model = service.registry.models["placeholder:default"]
+async def test_cancellation_releases_the_hold(on_both, monkeypatch):
+    model = on_both.registry.models["placeholder:default"]
     started = asyncio.Event()
 
     async def slow(plan, count, deadline):
@@ -154,38 +163,38 @@ async def test_cancellation_releases_the_hold(service, monkeypatch):
         await asyncio.sleep(60)
 
     monkeypatch.setattr(model, "do_generate", slow)
-    task = asyncio.create_task(service.generate(ALICE, ImageRequest(prompt="x", n=2)))
+    task = asyncio.create_task(on_both.generate(ALICE, ImageRequest(prompt="x", n=2)))
     await started.wait()
-    assert (await service.quota(ALICE)).held == 2
+    assert (await on_both.quota(ALICE)).held == 2
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    status = await service.quota(ALICE)
+    status = await on_both.quota(ALICE)
     assert (status.remaining, status.held) == (50, 0)
 
 
-async def test_replayed_idempotency_key_is_not_charged_twice(service):
+async def test_replayed_idempotency_key_is_not_charged_twice(on_both):
     request = ImageRequest(prompt="x", n=2, seed=1)
-    first = await service.generate(ALICE, request, idempotency_key="interaction-1")
-    again = await service.generate(ALICE, request, idempotency_key="interaction-1")
+    first = await on_both.generate(ALICE, request, idempotency_key="interaction-1")
+    again = await on_both.generate(ALICE, request, idempotency_key="interaction-1")
     assert again.replayed and again.job_id == first.job_id
-    assert (await service.quota(ALICE)).remaining == 48
+    assert (await on_both.quota(ALICE)).remaining == 48
 
 
-async def test_images_and_jobs_belong_to_their_owner(service):
-    result = await service.generate(ALICE, ImageRequest(prompt="mine"))
+async def test_images_and_jobs_belong_to_their_owner(on_both):
+    result = await on_both.generate(ALICE, ImageRequest(prompt="mine"))
     image_id = result.images[0].id
-    stored, data = await service.image(ALICE, image_id)
+    stored, data = await on_both.image(ALICE, image_id)
     assert data == stored.path.read_bytes()
     with pytest.raises(NotFoundError):
-        await service.image(BOB, image_id)
+        await on_both.image(BOB, image_id)
     with pytest.raises(NotFoundError):
-        await service.job(BOB, result.job_id)
-    assert (await service.job(ALICE, result.job_id)).images[0].id == image_id
+        await on_both.job(BOB, result.job_id)
+    assert (await on_both.job(ALICE, result.job_id)).images[0].id == image_id
 
 
-async def test_rerun_after_restart_reuses_settings_with_a_new_seed(tmp_path):
-    settings = make_settings(tmp_path)
+async def test_rerun_after_restart_reuses_settings_with_a_new_seed(tmp_path, backend):
+    settings = make_settings(tmp_path, database=backend)
     async with await ImageService.open(settings, sweeper=False) as svc:
         source = await svc.load_input(png_bytes((72, 72)))
         first = await svc.edit(
@@ -198,8 +207,8 @@ async def test_rerun_after_restart_reuses_settings_with_a_new_seed(tmp_path):
         assert again.job_id != first.job_id
 
 
-async def test_restart_releases_holds_of_a_dead_process(tmp_path):
-    settings = make_settings(tmp_path)
+async def test_restart_releases_holds_of_a_dead_process(tmp_path, backend):
+    settings = make_settings(tmp_path, database=backend)
     async with await ImageService.open(settings, sweeper=False) as svc:
         await svc.quotas.reserve(
             ALICE.key,
