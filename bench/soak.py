@@ -6,10 +6,11 @@
 Phases (each in its own module): the fault matrix (``soak_matrix``), the load soak
 (``soak_load``: jobs through one ``ImageService`` with random faults), crash recovery
 (``soak_crash``: kill -9 and restart, many times), hostile input (``soak_hostile``) and fuzzing
-(``soak_fuzz``). A secrets guard (``tests/secrets_guard.py``) watches every log record and
-error message of the whole run for the API keys it used, and the database is scanned for them
-at the end. Prints the figures with a pass/fail line per check, writes them to
-``bench/results/soak.json``, and exits non-zero if any check failed.
+(``soak_fuzz``); the load soak's database is then moved to PostgreSQL (``soak_dbcopy``). A
+secrets guard (``tests/secrets_guard.py``) watches every log record and error message of the
+whole run for the API keys it used, and the database is scanned for them at the end. Prints
+the figures with a pass/fail line per check, writes them to ``bench/results/soak.json``, and
+exits non-zero if any check failed.
 
 ``--quick`` is a smoke run for the tests (< 30 s): a few hundred jobs, a few crashes, few fuzz
 examples, no matrix (the tests run the matrix themselves). Its memory figures mean nothing.
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def run(tmp: Path, args: argparse.Namespace, guard: Any) -> dict[str, Any]:
-    from bench import soak_crash, soak_fuzz, soak_hostile, soak_load, soak_matrix
+    from bench import soak_crash, soak_dbcopy, soak_fuzz, soak_hostile, soak_load, soak_matrix
 
     figures: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
@@ -118,6 +119,8 @@ async def run(tmp: Path, args: argparse.Namespace, guard: Any) -> dict[str, Any]
         quick=args.quick,
     )
     figures.update(_load_figures(load, guard))
+    print("db copy of the load soak's database to PostgreSQL ...", flush=True)
+    figures.update(await soak_dbcopy.run_copy(tmp / "load" / "soak.db"))
     print(f"crash recovery: {args.crash_runs} kill -9 runs ...", flush=True)
     (tmp / "crash").mkdir()
     crash = await soak_crash.run_crash_phase(tmp / "crash", runs=args.crash_runs, seed=args.seed)
@@ -241,7 +244,7 @@ def evaluate(f: dict[str, Any], args: argparse.Namespace) -> dict[str, tuple[boo
         "untyped_errors", "stuck_holds", "ledger_mismatches", "double_entries", "missing_refunds",
         "charge_mismatches", "job_mismatches", "running_jobs", "balance_mismatches",
         "credits_lost", "credits_doubled", "fuzz_crashes", "secret_leaks", "secrets_in_database",
-        "hostile_controls_failed",
+        "hostile_controls_failed", "db_copy_mismatches",
     )  # fmt: skip
     checks = {name: (f.get(name) == 0, "= 0") for name in zero}
     checks["crash_problems"] = (not f.get("crash_problems"), "none")
@@ -287,6 +290,8 @@ KEYS = [
     ("rss_after_mb", "  RSS at the end (MB)"),
     ("rss_max_mb", "  RSS peak (MB)"),
     ("rss_growth_second_half_mb", "  RSS growth over the second half (MB)"),
+    ("db_copy_rows", "rows copied to PostgreSQL (db copy)"),
+    ("db_copy_mismatches", "  rows that differ after the copy"),
     ("crash_runs", "kill -9 runs"),
     ("crash_jobs_started", "  jobs started in killed processes"),
     ("crash_replays_served", "  retries after a restart served from the store"),
@@ -319,6 +324,7 @@ def render(f: dict[str, Any], args: argparse.Namespace) -> str:
         f.get("matrix_failures", []) + f.get("audit_problems", []) + f.get("crash_problems", [])
         + f.get("hostile_failures", []) + f.get("fuzz_failures", [])
         + f.get("untyped_error_examples", []) + f.get("balance_mismatch_examples", [])
+        + f.get("db_copy_problems", [])
         + f.get("secret_leak_places", [])
     )  # fmt: skip
     if problems:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .db import Database, open_database
+from .dbcopy import copy_sqlite
 from .errors import ImageGateError, InvalidRequestError, ProviderError
 from .service import ImageService, default_cli_user
 from .settings import Settings, load_settings
@@ -223,6 +224,12 @@ def _db_parsers(sub: Any) -> None:
     upgrade = db.add_parser("upgrade", help="apply the pending migrations")
     _json_flag(upgrade)
     upgrade.set_defaults(handler=_with_database(_db_upgrade))
+    copy = db.add_parser(
+        "copy", help="copy a SQLite database into the configured, empty PostgreSQL database"
+    )
+    copy.add_argument("sqlite_path", type=Path, metavar="SQLITE_PATH")
+    _json_flag(copy)
+    copy.set_defaults(handler=_with_database(_db_copy, migrate=True))
 
 
 def _job_parser(sub: Any, name: str, help_text: str, handler: Callable) -> argparse.ArgumentParser:
@@ -260,13 +267,14 @@ DatabaseHandler = Callable[[Database, Settings, argparse.Namespace], Awaitable[i
 
 
 def _with_database(
-    handler: DatabaseHandler,
+    handler: DatabaseHandler, *, migrate: bool = False
 ) -> Callable[[Settings, argparse.Namespace], int | None]:
-    """Run ``handler`` on the configured database, opened as it is (no migrations)."""
+    """Run ``handler`` on the configured database, opened as it is (or, with ``migrate``,
+    brought up to date first)."""
 
     def run(settings: Settings, args: argparse.Namespace) -> int | None:
         async def go() -> int | None:
-            db = await open_database(settings.database, migrate=False)
+            db = await open_database(settings.database, migrate=migrate)
             try:
                 return await handler(db, settings, args)
             finally:
@@ -622,6 +630,23 @@ async def _db_upgrade(db: Database, settings: Settings, args: argparse.Namespace
         return
     where = _where(db, settings)
     print(f"{where}: applied {', '.join(applied)}" if applied else f"{where}: up to date")
+
+
+async def _db_copy(db: Database, settings: Settings, args: argparse.Namespace) -> None:
+    report = await copy_sqlite(args.sqlite_path, db)
+    if args.json:
+        print(json.dumps({"copied": report.rows, "accounts_checked": report.accounts}))
+        return
+    if report.migrated_source:
+        print(
+            f"{args.sqlite_path}: schema brought up to date ({', '.join(report.migrated_source)})"
+        )
+    for table, count in report.rows.items():
+        print(f"  {table:16} {count} row(s)")
+    print(
+        f"copied into {_where(db, settings)}; {report.accounts} account(s) checked: every"
+        " balance and ledger sum matches the SQLite file"
+    )
 
 
 def _mcp_token(settings: Settings, args: argparse.Namespace) -> None:

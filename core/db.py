@@ -34,7 +34,7 @@ import queue
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -460,6 +460,38 @@ class SqliteDatabase(Database):
 
     async def upgrade(self) -> list[str]:
         return await self.transact(_migrate)
+
+    async def tables(self) -> dict[str, tuple[list[str], set[str]]]:
+        """Every table of the schema (not ``_migrations``) with its columns and the tables it
+        references, in creation order (``imagegate db copy`` reads them)."""
+        names = await self.fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " AND name != '_migrations' ORDER BY rowid"
+        )
+        tables = {}
+        for (name,) in names:
+            columns = [row[1] for row in await self.fetchall(f'PRAGMA table_info("{name}")')]
+            refs = {row[2] for row in await self.fetchall(f'PRAGMA foreign_key_list("{name}")')}
+            tables[name] = (columns, refs - {name})
+        return tables
+
+    async def read_rows(
+        self, table: str, columns: list[str], *, batch: int = 5000
+    ) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """All rows of ``table`` (``columns`` in order), ``batch`` at a time, in rowid order."""
+        listed = ", ".join(f'"{c}"' for c in columns)
+        last = None
+        while True:
+            rows = await self.fetchall(
+                f'SELECT rowid, {listed} FROM "{table}"'
+                + (" WHERE rowid > ?" if last is not None else "")
+                + " ORDER BY rowid LIMIT ?",
+                (last, batch) if last is not None else (batch,),
+            )
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [tuple(row)[1:] for row in rows]
 
 
 def is_sqlite_file(path: Path) -> bool:

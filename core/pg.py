@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import AsyncIterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +38,8 @@ from .db import Body, Database, Params, T
 from .errors import ConfigError
 
 MIGRATIONS: list[tuple[str, str]] = []
+#: A table to fill (``PostgresDatabase.load``): name, columns, batches of rows.
+Load = tuple[str, list[str], AsyncIterable[list[tuple[Any, ...]]]]
 
 
 def migration(name: str, sql: str) -> None:
@@ -309,6 +312,39 @@ class PostgresDatabase(Database):
                 )
                 applied.append(name)
             return applied
+
+    async def columns(self) -> dict[str, list[str]]:
+        """Every table of the schema (not ``_migrations``) and its columns."""
+        rows = await self._pool.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name != '_migrations'"
+            " ORDER BY table_name, ordinal_position"
+        )
+        tables: dict[str, list[str]] = {}
+        for table, column in rows:
+            tables.setdefault(table, []).append(column)
+        return tables
+
+    async def load(self, tables: Sequence[Load], check: Body[T]) -> T:
+        """Fill tables with COPY, all in one transaction: ``tables`` are (name, columns,
+        batches of rows); then each identity counter is moved past the ids copied, and
+        ``check(tx)`` runs before the commit (raising undoes everything)."""
+        async with self._pool.acquire() as conn, conn.transaction(isolation="read_committed"):
+            for table, columns, batches in tables:
+                async for rows in batches:
+                    await conn.copy_records_to_table(table, records=rows, columns=columns)
+            identities = await conn.fetch(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND is_identity = 'YES'"
+            )
+            for table, column in identities:
+                await conn.execute(
+                    f'SELECT setval(pg_get_serial_sequence($1, $2), max("{column}")) FROM'
+                    f' "{table}" HAVING max("{column}") IS NOT NULL',
+                    f'"{table}"',
+                    column,
+                )
+            return await check(PostgresTx(conn))
 
 
 @functools.lru_cache(maxsize=2048)

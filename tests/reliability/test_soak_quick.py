@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FIGURES = (
     "jobs", "faults_injected", "refunds", "stuck_holds", "ledger_mismatches", "crash_runs",
     "credits_lost", "credits_doubled", "ssrf_cases", "ssrf_refused", "fuzz_examples",
-    "fuzz_crashes", "secret_leaks", "fd_growth", "rss_growth_mb",
+    "fuzz_crashes", "secret_leaks", "fd_growth", "rss_growth_mb", "db_copy_rows",
+    "db_copy_mismatches",
 )  # fmt: skip
 
 
@@ -35,6 +36,7 @@ def test_quick_soak_passes_and_writes_every_figure(tmp_path):
     assert set(FIGURES) <= set(figures), set(FIGURES) - set(figures)
     assert figures["passed"] is True
     assert figures["jobs"] >= 300 and figures["faults_injected"] > 0
+    assert figures["db_copy_rows"] > figures["jobs"]  # the load soak's database, moved
     assert figures["crash_runs"] >= 1 and figures["ssrf_cases"] == figures["ssrf_refused"] > 50
     for name in (
         "stuck_holds",
@@ -43,6 +45,7 @@ def test_quick_soak_passes_and_writes_every_figure(tmp_path):
         "credits_doubled",
         "fuzz_crashes",
         "secret_leaks",
+        "db_copy_mismatches",
     ):
         assert figures[name] == 0, name  # fmt: skip
     assert "PASSED" in run.stdout
