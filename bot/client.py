@@ -18,7 +18,7 @@ from discord.ext import commands
 
 from core import ImageService, Settings
 
-from . import errors, views
+from . import alerts, errors, views
 from .catalog import Catalog
 from .guilds import GuildSettings
 from .jobs import JobRunner
@@ -75,6 +75,8 @@ class ImageBot(commands.Bot):
         self.add_dynamic_items(*views.DYNAMIC_ITEMS)
         if self.sync_commands:
             await self.sync_tree()
+        if alerts.wanted(self):
+            self.schedule(alerts.run_forever(self))
 
     async def sync_tree(self) -> list[app_commands.AppCommand]:
         """Register the commands with Discord (the dev guild only, when configured).

@@ -1,5 +1,8 @@
 """imagegate's core: the only surface the front ends (bot, MCP server, CLI) import."""
 
+from typing import Any
+
+from .alerts import Alert
 from .errors import (
     ADVICE,
     Advice,
@@ -24,6 +27,7 @@ from .errors import (
 from .images import EXTENSIONS, FORMAT_NAMES, check_upload, is_accepted_upload, preview, sniff_mime
 from .moderation import NSFW_TERMS, filter_form, find_in_texts, find_term, normalise_prompt
 from .progress import Progress
+from .reports import Digest, ProviderRunway, Usage, digest_text
 from .service import ImageService, ProviderInfo, default_cli_user
 from .settings import Settings, load_settings, parse_settings
 from .tokens import TokenInfo
@@ -50,9 +54,11 @@ from .types import (
 __all__ = [
     "ADVICE",
     "Advice",
+    "Alert",
     "Caller",
     "ConfigError",
     "ContentRejectedError",
+    "Digest",
     "EDIT_MODES",
     "EXTENSIONS",
     "EditMode",
@@ -82,6 +88,7 @@ __all__ = [
     "Progress",
     "ProviderError",
     "ProviderInfo",
+    "ProviderRunway",
     "QuotaError",
     "QuotaExceededError",
     "QuotaStatus",
@@ -92,7 +99,10 @@ __all__ = [
     "TokenInfo",
     "UnknownModelError",
     "check_upload",
+    "Usage",
+    "dashboard_app",
     "default_cli_user",
+    "digest_text",
     "filter_form",
     "find_in_texts",
     "find_term",
@@ -104,3 +114,11 @@ __all__ = [
     "preview",
     "sniff_mime",
 ]
+
+
+def dashboard_app(service: ImageService) -> Any:
+    """The operators' dashboard as an ASGI app, to mount at ``/admin`` (``core.dashboard``;
+    imported on first use, so the CLI does not load Jinja2 and Starlette to start)."""
+    from .dashboard import dashboard_app as make
+
+    return make(service)

@@ -26,6 +26,7 @@ from typing import Any
 from .db import Database, open_database
 from .dbcopy import copy_sqlite
 from .errors import ImageGateError, InvalidRequestError, ProviderError
+from .reports import digest_text
 from .service import ImageService, default_cli_user
 from .settings import Settings, load_settings
 from .types import EDIT_MODES, Caller, ImageRequest, ImageResult, parse_size
@@ -165,6 +166,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("user")
     token.set_defaults(handler=_mcp_token)
     _admin_parsers(sub)
+    report = sub.add_parser("report", help="usage digest: credits, jobs, failures, runways")
+    report.add_argument("--days", type=int, default=7, help="UTC days, today included (1-366)")
+    _json_flag(report)
+    report.set_defaults(handler=_async(_report))
     bot = sub.add_parser("bot", help="run the Discord bot")
     bot.set_defaults(handler=_frontend("bot"))
     return parser
@@ -574,6 +579,11 @@ async def _admin_tokens(service: ImageService, args: argparse.Namespace) -> None
             f"{i.shown}  {i.user}  created {i.created_at:%Y-%m-%d %H:%M}  used {used}"
             f"{state}  {i.label}"
         )
+
+
+async def _report(service: ImageService, args: argparse.Namespace) -> None:
+    digest = await service.digest(_admin(), days=args.days)
+    print(digest.model_dump_json() if args.json else digest_text(digest))
 
 
 def _token_json(info: Any) -> dict[str, Any]:

@@ -222,6 +222,28 @@ migration(
 )
 
 
+migration(
+    "m007_reports",
+    """
+    CREATE INDEX job_created ON job(created_at);
+    CREATE INDEX ledger_created ON ledger(created_at);
+    CREATE TABLE provider_balance (
+      provider  TEXT NOT NULL,
+      taken_at  INTEGER NOT NULL,
+      amount    DOUBLE PRECISION NOT NULL,
+      unit      TEXT NOT NULL,
+      PRIMARY KEY (provider, taken_at)
+    );
+    CREATE TABLE alert_sent (
+      alert     TEXT NOT NULL,
+      period    TEXT NOT NULL,
+      sent_at   INTEGER NOT NULL,
+      PRIMARY KEY (alert, period)
+    );
+    """,
+)
+
+
 Params = Sequence[Any]
 
 

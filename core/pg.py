@@ -190,6 +190,28 @@ migration(
 )
 
 
+migration(
+    "m007_reports",
+    """
+    CREATE INDEX job_created ON job(created_at);
+    CREATE INDEX ledger_created ON ledger(created_at);
+    CREATE TABLE provider_balance (
+      provider  TEXT NOT NULL,
+      taken_at  BIGINT NOT NULL,
+      amount    DOUBLE PRECISION NOT NULL,
+      unit      TEXT NOT NULL,
+      PRIMARY KEY (provider, taken_at)
+    );
+    CREATE TABLE alert_sent (
+      alert     TEXT NOT NULL,
+      period    TEXT NOT NULL,
+      sent_at   BIGINT NOT NULL,
+      PRIMARY KEY (alert, period)
+    );
+    """,
+)
+
+
 _ATTEMPTS = 3
 # A race lost to a concurrent transaction: run the body again (see the module docstring).
 _RETRY = (

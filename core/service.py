@@ -18,12 +18,15 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
 
 from . import images
+from .alerts import Alert, AlertBook
 from .callbacks import CallbackHub
 from .db import Database, Tx, open_database
 from .errors import (
@@ -44,6 +47,16 @@ from .providers import ImageModel, Plan
 from .queue import ProviderQueues, Ticket
 from .quota import Hold, Policy, QuotaStore
 from .registry import Registry
+from .reports import (
+    Digest,
+    ImageSummary,
+    JobSummary,
+    ProviderRunway,
+    Reports,
+    Usage,
+    amount_text,
+    parse_balance,
+)
 from .scopes import ScopeSettingsStore
 from .settings import Settings
 from .store import ImageStore, StoredFile, new_id
@@ -99,18 +112,23 @@ class ImageService:
         callbacks: CallbackHub | None,
         *,
         owns_http: bool,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.db = db
         self.http = http
         self.registry = registry
         self.callbacks = callbacks
-        self.quotas = QuotaStore(db)
+        self.clock = clock
+        self.quotas = QuotaStore(db, clock)
         self.store = ImageStore(
-            db, settings.images.dir, durable=settings.database.synchronous == "FULL"
+            db, settings.images.dir, durable=settings.database.synchronous == "FULL", clock=clock
         )
         self.scopes = ScopeSettingsStore(db)
-        self.tokens = TokenStore(db)
+        self.tokens = TokenStore(db, clock)
+        self.reports = Reports(db, clock)
+        self.alert_book = AlertBook(db)
+        self._balance_errors: dict[str, tuple[int, str]] = {}
         self.orchestrator = Orchestrator(max_retries=settings.defaults.max_retries)
         self.queues = ProviderQueues()
         self.owner = _process_owner()
@@ -127,6 +145,7 @@ class ImageService:
         sweeper: bool = True,
         receive_callbacks: bool = False,
         check_default: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> ImageService:
         """Open the database, build the models, release holds left by crashed processes, and
         check the files of the images recorded last (``ImageStore.check_recent``).
@@ -136,6 +155,7 @@ class ImageService:
         is set; other processes (CLI, stdio MCP, a lone bot) wait or poll instead.
         ``check_default=False`` opens even with an unknown ``[defaults] model`` (then in
         ``config_problem``), for commands that only list what is configured.
+        ``clock`` (epoch seconds) stamps credits, jobs and tokens: tests seed history with it.
 
         Raises:
             ConfigError: the settings cannot work (unknown alias target, missing price, ...).
@@ -153,7 +173,9 @@ class ImageService:
             if http is None:
                 await client.aclose()
             raise
-        service = cls(settings, db, client, registry, callbacks, owns_http=http is None)
+        service = cls(
+            settings, db, client, registry, callbacks, owns_http=http is None, clock=clock
+        )
         await service.recover()
         await service.store.check_recent()
         if sweeper:
@@ -856,6 +878,200 @@ class ImageService:
         log.info("%s token %s revoked by %s", kind, info.shown, admin.key)
         return info
 
+    # --- dashboard sessions: short-lived tokens of kind "session", one per sign-in --------
+
+    async def open_session(self, admin_token: str) -> tuple[str, datetime] | None:
+        """Sign in with an admin token: (a new session token, when it expires), or None when
+        the admin token is not valid. The session ends at ``[admin] session_ttl_s``, at
+        sign-out, or when its admin token is revoked."""
+        admin = await self.tokens.verify("admin", admin_token)
+        if admin is None:
+            return None
+        session, info = await self.tokens.mint("session", admin.user, label=f"admin:{admin.prefix}")
+        log.info("dashboard sign-in by %s with %s", admin.user, admin.shown)
+        return session, info.created_at + timedelta(seconds=self.settings.admin.session_ttl_s)
+
+    async def session(self, session_token: str) -> Caller | None:
+        """The operator signed in with this session token (an admin caller), or None."""
+        info = await self.tokens.verify("session", session_token)
+        if info is None:
+            return None
+        age = self.clock() - info.created_at.timestamp()
+        admin = await self.tokens.get("admin", info.label.removeprefix("admin:"))
+        if age > self.settings.admin.session_ttl_s or admin is None or not admin.active:
+            return None
+        return Caller(frontend="admin", user_id=admin.prefix, is_admin=True)
+
+    async def close_session(self, session_token: str) -> None:
+        """Sign out: the session token stops working (nothing happens for an unknown one)."""
+        info = await self.tokens.verify("session", session_token)
+        if info is not None:
+            await self.tokens.revoke("session", info.prefix)
+
+    # --- reports (operators: the dashboard, `imagegate report`, alerts) --------------------
+
+    async def usage(self, admin: Caller, *, days: int = 30) -> Usage:
+        """Credits per day and model, jobs, failure and refund rates, top users, for the last
+        ``days`` UTC days (today included). Admin only.
+
+        Raises:
+            InvalidRequestError: ``days`` is not 1-366.
+        """
+        _require_reader(admin)
+        if not 1 <= days <= 366:
+            raise InvalidRequestError("the range must be 1 to 366 days")
+        return await self.reports.usage(days)
+
+    async def jobs_in_flight(self, admin: Caller) -> list[JobSummary]:
+        """Jobs running now, oldest first. Admin only."""
+        _require_reader(admin)
+        return await self.reports.in_flight()
+
+    async def user_jobs(self, admin: Caller, user: str, *, limit: int = 50) -> list[JobSummary]:
+        """A user's jobs (``frontend:id``), newest first. Admin only."""
+        _require_reader(admin)
+        return await self.reports.user_jobs(user, limit=limit)
+
+    async def recent_images(self, admin: Caller, *, limit: int = 24) -> list[ImageSummary]:
+        """The newest results of all users, newest first. Admin only."""
+        _require_reader(admin)
+        return await self.reports.recent_images(limit=limit)
+
+    async def thumbnail(
+        self, caller: Caller, image_id: str, *, shared: bool = False, edge: int = 256
+    ) -> tuple[bytes, str]:
+        """A small copy of a stored image (bytes, MIME), made once and cached on disk; who may
+        see it as for ``image``.
+
+        Raises:
+            NotFoundError: no such image, not the caller's, or its file is gone.
+        """
+        found = await self.store.image(image_id)
+        if found is None or (found[1] != caller.key and not shared):
+            raise NotFoundError(f"no image {image_id!r} of yours")
+        if found[0].lost:  # a lost image is never served, not even as a thumbnail
+            raise NotFoundError(f"image {image_id!r} is lost ({found[0].lost})")
+        try:
+            return await asyncio.to_thread(self.store.thumbnail_sync, found[0], edge)
+        except OSError:
+            raise NotFoundError(f"image {image_id!r} is no longer stored") from None
+
+    async def provider_runways(self, admin: Caller) -> list[ProviderRunway]:
+        """Each provider's balance, where its API has one, and its runway at the last 7 days'
+        burn. Balances are asked for at most every ``[admin] balance_refresh_s``. Admin only."""
+        _require_reader(admin)
+        return await self._runways()
+
+    async def digest(self, admin: Caller, *, days: int = 7) -> Digest:
+        """The usage of the last ``days`` days, jobs running now and provider runways."""
+        usage = await self.usage(admin, days=days)
+        return Digest(
+            generated_at=datetime.fromtimestamp(self.clock(), UTC),
+            usage=usage,
+            in_flight=len(await self.reports.in_flight()),
+            providers=await self._runways(),
+        )
+
+    async def check_alerts(self) -> list[Alert]:
+        """The ``[alerts]`` conditions that hold now and were not reported yet today (UTC);
+        each is logged here and returned once, for a front end to post."""
+        found = await self._runway_alerts() + await self._failure_alerts()
+        now_ms = int(self.clock() * 1000)
+        today = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
+        fresh = [a for a in found if await self.alert_book.claim(a.key, today, now_ms)]
+        for alert in fresh:
+            log.warning("alert: %s", alert.message)
+        return fresh
+
+    async def weekly_digest_due(self) -> bool:
+        """True once per ISO week when ``[alerts] weekly_digest`` is on: post the digest now."""
+        if not self.settings.alerts.weekly_digest:
+            return False
+        year, week, _ = datetime.fromtimestamp(self.clock(), UTC).isocalendar()
+        return await self.alert_book.claim(
+            "weekly_digest", f"{year}-W{week:02d}", int(self.clock() * 1000)
+        )
+
+    async def _runway_alerts(self) -> list[Alert]:
+        limit = self.settings.alerts.runway_days
+        if not limit:
+            return []
+        return [
+            Alert(
+                f"runway:{p.provider}",
+                f"provider {p.provider} runs dry in about {p.runway_days:.1f} day(s):"
+                f" {p.balance} left, spending {p.burn_per_day:.3g} {p.unit}/day over the last"
+                f" 7 days (alert below {limit:g} days)",
+            )
+            for p in await self._runways()
+            if p.runway_days is not None and p.runway_days < limit
+        ]
+
+    async def _failure_alerts(self) -> list[Alert]:
+        cfg = self.settings.alerts
+        if not cfg.failure_rate:
+            return []
+        since = int(self.clock() * 1000) - 3_600_000
+        return [
+            Alert(
+                f"failure_rate:{model}",
+                f"model {model}: {failed} of {count} jobs failed in the last hour"
+                f" ({failed / count:.0%}; alert above {cfg.failure_rate:.0%})",
+            )
+            for model, count, failed in await self.reports.failures_by_model(since)
+            if count >= cfg.min_jobs and failed / count > cfg.failure_rate
+        ]
+
+    async def _runways(self) -> list[ProviderRunway]:
+        now_ms = int(self.clock() * 1000)
+        credits = await self.reports.credits_by_provider(now_ms - 7 * 86_400_000)
+        names = list(self.registry.contexts)
+        await asyncio.gather(*(self._refresh_balance(name, now_ms) for name in names))
+        out = []
+        for name in names:
+            ctx = self.registry.contexts[name]
+            runway = ProviderRunway(
+                provider=name, kind=ctx.settings.kind, balance=None, credits_7d=credits.get(name, 0)
+            )
+            error = self._balance_errors.get(name)
+            try:
+                amount, unit, burn, days, taken = await self.reports.runway(name)
+            except LookupError:
+                runway.balance = error[1] if error else None
+            else:
+                runway.balance = amount_text(amount, unit)
+                runway.amount, runway.unit, runway.burn_per_day = amount, unit, burn
+                runway.runway_days = days
+                runway.checked_at = datetime.fromtimestamp(taken / 1000, UTC)
+            out.append(runway)
+        return out
+
+    async def _refresh_balance(self, name: str, now_ms: int) -> None:
+        """Ask the provider for its balance and keep a snapshot, unless one is recent enough."""
+        every_ms = int(self.settings.admin.balance_refresh_s * 1000)
+        last = await self.reports.last_balance_at(name)
+        failed = self._balance_errors.get(name)
+        if (last is not None and now_ms - last < every_ms) or (
+            failed and now_ms - failed[0] < every_ms
+        ):
+            return
+        model = next((m for m in self.registry.models.values() if m.ctx.name == name), None)
+        if model is None:
+            return
+        try:
+            async with asyncio.timeout(15):
+                text = await model.balance()
+        except (ImageGateError, TimeoutError) as exc:
+            reason = exc.message if isinstance(exc, ImageGateError) else "no answer"
+            self._balance_errors[name] = (now_ms, f"unavailable ({reason})")
+            return
+        parsed = parse_balance(text)
+        if text is not None and parsed is None:
+            self._balance_errors[name] = (now_ms, text)
+        if parsed is not None:
+            self._balance_errors.pop(name, None)
+            await self.reports.record_balance(name, *parsed)
+
     # --- housekeeping -----------------------------------------------------------------------
 
     async def recover(self) -> int:
@@ -914,6 +1130,11 @@ async def _tell(progress: Progress | None, stage: str, info: dict[str, Any]) -> 
 def _require_admin(caller: Caller) -> None:
     if not caller.is_admin:
         raise PermissionDeniedError("only an admin can change quotas")
+
+
+def _require_reader(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise PermissionDeniedError("only an admin can read usage reports")
 
 
 def _require_token_admin(caller: Caller) -> None:

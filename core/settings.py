@@ -212,6 +212,26 @@ class CallbackSettings(_Section):
     path: str = "/callbacks"
 
 
+class AlertSettings(_Section):
+    # Post to the Discord audit channel (and log) when a provider's runway falls below this
+    # many days; 0 = off.
+    runway_days: float = Field(0.0, ge=0)
+    # ... or when a model's share of failed jobs over the last hour goes above this; 0 = off.
+    failure_rate: float = Field(0.0, ge=0, le=1)
+    # Fewer finished jobs than this in the hour say nothing about a failure rate.
+    min_jobs: int = Field(5, ge=1)
+    weekly_digest: bool = False
+    check_interval_s: float = Field(300.0, ge=10)
+
+
+class AdminSettings(_Section):
+    # The dashboard at /admin on the HTTP server; sign in with `imagegate admin token`.
+    enabled: bool = True
+    session_ttl_s: float = Field(12 * 3600.0, ge=60, le=30 * 86400)
+    # Provider balances are asked for at most this often (each ask is a snapshot for runways).
+    balance_refresh_s: float = Field(600.0, ge=10)
+
+
 class Settings(_Section):
     """Everything imagegate reads from its config file. ``source`` is the file it came from."""
 
@@ -226,6 +246,8 @@ class Settings(_Section):
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     source: str = Field("built-in defaults", exclude=True)
 
     @model_validator(mode="after")

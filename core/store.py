@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,10 +35,12 @@ from typing import Any
 from .db import Database, Tx
 from .errors import NotFoundError
 from .ids import random_hex
-from .images import EXTENSIONS, ImageInfo
+from .images import EXTENSIONS, ImageInfo, preview, sniff_mime
 from .types import GeneratedImage, ImageRequest, InputImage, JobRecord, StoredImage
 
 log = logging.getLogger("imagegate")
+
+THUMB_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,22 +56,30 @@ def new_id(nbytes: int = 8) -> str:
     return random_hex(nbytes)
 
 
-def _ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _dt(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
 class ImageStore:
-    """Stores delivered images and the job records that point at them."""
+    """Stores delivered images and the job records that point at them. ``clock`` returns epoch
+    seconds (injectable for tests) and stamps the records."""
 
-    def __init__(self, db: Database, directory: Path, *, durable: bool = True) -> None:
+    def __init__(
+        self,
+        db: Database,
+        directory: Path,
+        *,
+        durable: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         """``durable``: fsync each image file and its directory before it is recorded."""
         self.db = db
         self.dir = directory
         self.durable = durable
+        self.clock = clock
+
+    def _ms(self) -> int:
+        return int(self.clock() * 1000)
 
     def path_for(self, sha: str, mime: str) -> Path:
         return self.dir / sha[:2] / f"{sha}.{EXTENSIONS.get(mime, 'bin')}"
@@ -102,8 +113,8 @@ class ImageStore:
     # (``QuotaStore.reserve`` and ``settle_and_report`` take these as ``also``): the job record
     # is written with its hold, and its images and outcome with its charge.
 
-    @staticmethod
     async def insert_job(
+        self,
         tx: Tx,
         job_id: str,
         *,
@@ -117,7 +128,16 @@ class ImageStore:
         await tx.execute(
             "INSERT INTO job (job_id, user_id, operation, model, status, request, hold_id,"
             " owner, created_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-            (job_id, user, request["operation"], model, json.dumps(request), hold_id, owner, _ms()),
+            (
+                job_id,
+                user,
+                request["operation"],
+                model,
+                json.dumps(request),
+                hold_id,
+                owner,
+                self._ms(),
+            ),
         )
 
     async def save_images(
@@ -134,8 +154,8 @@ class ImageStore:
             stored.append(_stored_image(job_id, index, model, image, info, sha, path))
         return stored
 
-    @staticmethod
     async def record_results(
+        self,
         tx: Tx,
         job_id: str,
         user: str,
@@ -148,8 +168,9 @@ class ImageStore:
     ) -> None:
         """Record a job's images and its outcome (inside a ``Database.transact`` body)."""
         if stored:
-            await _insert_images(tx, _image_rows(user, stored))
-        await _update_job(tx, (status, credits_charged, json.dumps(warnings), error, _ms(), job_id))
+            await _insert_images(tx, _image_rows(user, stored, self._ms()))
+        row = (status, credits_charged, json.dumps(warnings), error, self._ms(), job_id)
+        await _update_job(tx, row)
 
     async def finish_job(
         self,
@@ -160,14 +181,14 @@ class ImageStore:
         warnings: list[str],
         error: str | None = None,
     ) -> None:
-        row = (status, credits_charged, json.dumps(warnings), error, _ms(), job_id)
+        row = (status, credits_charged, json.dumps(warnings), error, self._ms(), job_id)
         await self.db.transact(_update_job, row)
 
     async def interrupt_jobs_of(self, owners: set[str]) -> int:
         """Mark running jobs of crashed processes as interrupted; returns how many."""
         if not owners:
             return 0
-        return await self.db.transact(_interrupt_jobs, sorted(owners), _ms())
+        return await self.db.transact(_interrupt_jobs, sorted(owners), self._ms())
 
     async def running_owners(self) -> set[str]:
         rows = await self.db.fetchall("SELECT DISTINCT owner FROM job WHERE status = 'running'")
@@ -264,6 +285,22 @@ class ImageStore:
             await self.mark_lost([(image, f"{why} {when}") for image, why in found])
         return len(found)
 
+    def thumbnail_sync(self, image: StoredImage, edge: int) -> tuple[bytes, str]:
+        """A small copy of ``image`` (bytes, MIME), made on first use and kept under
+        ``<dir>/thumbs/`` (blocking: for a worker thread).
+
+        Raises:
+            OSError: the image file is gone.
+        """
+        path = self.dir / "thumbs" / image.sha256[:2] / f"{image.sha256}-{edge}"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data, _ = preview(image.path.read_bytes(), max_edge=edge, max_bytes=THUMB_MAX_BYTES)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, data, False)  # a cache: made again if lost
+        return data, sniff_mime(data) or "application/octet-stream"
+
     async def request_record(self, request: ImageRequest) -> dict[str, Any]:
         """The request as stored with its job: input images are kept as files, by hash."""
         record = request.model_dump(mode="json", exclude={"image", "mask"})
@@ -334,9 +371,8 @@ def _stored_image(
     )
 
 
-def _image_rows(user: str, stored: list[StoredImage]) -> list[tuple[Any, ...]]:
+def _image_rows(user: str, stored: list[StoredImage], now: int) -> list[tuple[Any, ...]]:
     """The ``image`` rows ``insert_images`` takes."""
-    now = _ms()
     return [
         (
             s.id,

@@ -104,6 +104,11 @@ class TokenStore:
             await self.db.transact(_touch, row["prefix"], now_ms)
         return _info(row, last_used_ms=now_ms)
 
+    async def get(self, kind: str, prefix: str) -> TokenInfo | None:
+        """The token of ``kind`` with this exact prefix (active or revoked), or None."""
+        row = await self.db.fetchone(_SELECT + " WHERE prefix = ? AND kind = ?", (prefix, kind))
+        return None if row is None else _info(row)
+
     async def list(
         self, kind: str | None = None, *, include_revoked: bool = False
     ) -> list[TokenInfo]:

@@ -32,18 +32,21 @@ from typing import Any
 
 import anyio
 import uvicorn
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core import ConfigError, ImageService, Settings
+from core import ConfigError, ImageService, Settings, dashboard_app
 
 from .server import ImageGateServer, build_server
 
 log = logging.getLogger("imagegate.mcp")
 
 _LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+ADMIN_PATH = "/admin"
 _MIN_BODY_BYTES = 4 * 1024 * 1024
 # Headers a reverse proxy or tunnel adds (RFC 7239 and the de-facto ones), lower-case as in ASGI.
 _PROXY_HEADERS = frozenset(
@@ -106,10 +109,13 @@ def _reachable_from_elsewhere(settings: Settings) -> str | None:
     return None
 
 
-def http_app(server: ImageGateServer, settings: Settings) -> Starlette:
+def http_app(
+    server: ImageGateServer, settings: Settings, service: ImageService | None = None
+) -> Starlette:
     """The streamable HTTP ASGI app with DNS-rebinding protection and a body cap that fits an
     image plus a mask as base64. Without client tokens, requests a proxy forwarded are refused
-    (``LocalOnly``)."""
+    (``LocalOnly``). With ``service`` (and ``[admin] enabled``), the operators' dashboard at
+    ``/admin`` behind the same Host/Origin checks."""
     max_input = min(settings.mcp.max_input_bytes, settings.images.max_input_bytes)
     body_cap = max(_MIN_BODY_BYTES, 2 * 4 * math.ceil(max_input / 3) + 64 * 1024)
     app = server.streamable_http_app(
@@ -118,6 +124,9 @@ def http_app(server: ImageGateServer, settings: Settings) -> Starlette:
         host=settings.mcp.host,
         max_request_body_size=body_cap,
     )
+    if service is not None and settings.admin.enabled:
+        guard = TransportSecurityMiddleware(transport_security(settings))
+        app.router.routes.append(Mount(ADMIN_PATH, app=_guarded(dashboard_app(service), guard)))
     if not settings.mcp.clients:
         app.add_middleware(LocalOnly)
     return app
@@ -143,6 +152,21 @@ class LocalOnly:
             await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _guarded(app: ASGIApp, guard: TransportSecurityMiddleware) -> ASGIApp:
+    """``app`` behind the MCP transport's Host and Origin checks (DNS rebinding, cross-site
+    posts). Its forms are not JSON, so the checks run as for a GET."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refused = await guard.validate_request(Request(scope), is_post=False)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return guarded
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
@@ -207,11 +231,16 @@ async def _serve(settings: Settings, *, everything: bool) -> int:
     tasks: list[asyncio.Task[Any]] = []
     stop = asyncio.Event()
     try:
-        servers.append(_uvicorn(http_app(server, settings)))
+        servers.append(_uvicorn(http_app(server, settings, service)))
         tasks.append(asyncio.create_task(servers[-1].serve(sockets=[mcp_socket])))
         url = mcp_url(settings, mcp_socket.getsockname()[1])
         user = "per bearer token" if needs_token else f'as user "{settings.mcp.stdio_user}"'
         _say(f"MCP server (streamable HTTP) listening on {url} ({user})")
+        if settings.admin.enabled:
+            _say(
+                f"dashboard on {url.removesuffix(settings.mcp.path)}{ADMIN_PATH}"
+                " (sign in with a token from: imagegate admin token)"
+            )
         if everything:
             tasks.extend(_start_callbacks(settings, service, servers))
             _start_bot(settings, service, tasks)

@@ -1,0 +1,5 @@
+"""The operators' dashboard (``/admin``): see ``app``."""
+
+from .app import dashboard_app
+
+__all__ = ["dashboard_app"]
