@@ -76,6 +76,15 @@ def read_overview(driver: Any) -> dict[str, Any]:
     }
 
 
+def loaded_width(driver: Any, image: Any) -> int:
+    """The natural width of an ``<img>`` once the browser has finished loading it."""
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    done = "return arguments[0].complete && arguments[0].naturalWidth"
+    driver.execute_script("arguments[0].loading = 'eager'", image)
+    return WebDriverWait(driver, 20).until(lambda d: d.execute_script(done, image))
+
+
 def shoot(driver: Any, folder: Path, name: str, *, phone: bool, dark: bool) -> Path:
     """A full-page screenshot at a phone (390 px) or desktop (1280 px) width."""
     width, height = (390, 844) if phone else (1280, 900)
@@ -130,13 +139,11 @@ async def test_signed_in_pages_match_the_ledger(seeded: Seeded, tmp_path: Path, 
                     shoot(driver, screenshots, "overview", phone=phone, dark=dark)
             # A thumbnail opens its job, which shows the full image.
             thumb = driver.find_element(By.CSS_SELECTOR, "#gallery a")
-            thumb_loaded = driver.execute_script(
-                "return arguments[0].querySelector('img').naturalWidth", thumb
-            )
+            thumb_loaded = loaded_width(driver, thumb.find_element(By.TAG_NAME, "img"))
             thumb.click()
             seen["job_id"] = driver.find_element(By.ID, "job-id").text
             image = driver.find_element(By.CSS_SELECTOR, ".images img")
-            seen["image_width"] = driver.execute_script("return arguments[0].naturalWidth", image)
+            seen["image_width"] = loaded_width(driver, image)
             seen["thumb_width"] = thumb_loaded
             pages.append(driver.page_source)
             driver.get(f"{base}/admin/users/discord%3A111")
