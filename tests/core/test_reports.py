@@ -1,4 +1,4 @@
-"""Reports read the ledger: credits by day and model, failures and refunds, runways from
+"""Reports read the ledger (on both backends): credits by day and model, failures and refunds, runways from
 balance snapshots; alerts are claimed once per condition and period."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ USER = Caller.parse("discord:5")
 
 
 @pytest.fixture
-async def clocked(tmp_path):
+async def clocked(tmp_path, backend):
+    """A service on each backend (SQLite, PostgreSQL) with a movable clock."""
     clock = Clock()
-    settings = make_settings(tmp_path, pricing={"default": 2})
+    settings = make_settings(tmp_path, database=backend, pricing={"default": 2})
     service = await ImageService.open(settings, sweeper=False, clock=clock)
     yield service, clock
     await service.aclose()
