@@ -1,5 +1,5 @@
-"""Reports read the ledger (on both backends): credits by day and model, failures and refunds, runways from
-balance snapshots; alerts are claimed once per condition and period."""
+"""Reports read the ledger (on both backends): credits by day and model, failures and
+refunds, runways from balance snapshots; alerts are claimed once per condition and period."""
 
 from __future__ import annotations
 
