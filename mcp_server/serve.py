@@ -326,6 +326,9 @@ def _bind(settings: Settings, host: str, port: int, section: str) -> socket.sock
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))
+        # Listen now, so "listening on" is true the moment it is printed: connections wait in
+        # the backlog until uvicorn (which starts in a task) accepts them.
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise ConfigError(
