@@ -33,6 +33,7 @@ from .settings import Settings, load_settings, parse_settings
 from .tokens import TokenInfo
 from .types import (
     EDIT_MODES,
+    IMAGE_URI_PREFIX,
     MAX_IMAGES_PER_JOB,
     MAX_PROMPT_CHARS,
     OPERATIONS,
@@ -48,6 +49,7 @@ from .types import (
     Operation,
     QuotaStatus,
     StoredImage,
+    image_reference,
     parse_size,
 )
 
@@ -64,6 +66,7 @@ __all__ = [
     "EditMode",
     "Estimate",
     "FORMAT_NAMES",
+    "IMAGE_URI_PREFIX",
     "IdempotencyConflictError",
     "ImageGateError",
     "ImageRequest",
@@ -106,6 +109,7 @@ __all__ = [
     "filter_form",
     "find_in_texts",
     "find_term",
+    "image_reference",
     "is_accepted_upload",
     "load_settings",
     "normalise_prompt",

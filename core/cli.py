@@ -121,15 +121,17 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance", type=float)
 
     edit = _job_parser(sub, "edit", "change an image (variation, inpaint, ...)", _edit)
-    edit.add_argument("image", type=Path)
+    edit.add_argument("image", help="a file, an image id or imagegate://images/{id}")
     edit.add_argument("--prompt", default="")
     edit.add_argument("--mode", required=True, choices=EDIT_MODES)
-    edit.add_argument("--mask", type=Path, help="white = repaint, black = keep")
+    edit.add_argument(
+        "--mask", help="white = repaint, black = keep (a file, image id or imagegate:// URI)"
+    )
     edit.add_argument("--strength", type=float)
     edit.add_argument("--seed", type=int)
 
     up = _job_parser(sub, "upscale", "upscale an image", _upscale)
-    up.add_argument("image", type=Path)
+    up.add_argument("image", help="a file, an image id or imagegate://images/{id}")
     up.add_argument("--scale", type=int, choices=(2, 4))
 
     models = sub.add_parser("models", help="list the configured models and their prices")
@@ -328,10 +330,11 @@ async def _generate(service: ImageService, args: argparse.Namespace) -> None:
 
 
 async def _edit(service: ImageService, args: argparse.Namespace) -> None:
-    image = await service.load_input(_read(args.image), what=f"image {args.image.name}")
+    caller = _caller(args)
+    image = await service.input_from(caller, args.image, _read, what=f"image {args.image}")
     mask = None
     if args.mask:
-        mask = await service.load_input(_read(args.mask), what=f"mask {args.mask.name}")
+        mask = await service.input_from(caller, args.mask, _read, what=f"mask {args.mask}")
     request = ImageRequest.checked(
         operation=args.mode,
         prompt=args.prompt,
@@ -341,24 +344,26 @@ async def _edit(service: ImageService, args: argparse.Namespace) -> None:
         seed=args.seed,
         model=args.model,
     )
-    result = await service.edit(_caller(args), request, idempotency_key=_key())
+    result = await service.edit(caller, request, idempotency_key=_key())
     _print_result(result, args)
 
 
 async def _upscale(service: ImageService, args: argparse.Namespace) -> None:
-    image = await service.load_input(_read(args.image), what=f"image {args.image.name}")
+    caller = _caller(args)
+    image = await service.input_from(caller, args.image, _read, what=f"image {args.image}")
     request = ImageRequest.checked(
         operation="upscale", image=image, scale=args.scale, model=args.model
     )
-    result = await service.upscale(_caller(args), request, idempotency_key=_key())
+    result = await service.upscale(caller, request, idempotency_key=_key())
     _print_result(result, args)
 
 
-def _read(path: Path) -> bytes:
+def _read(path: str) -> bytes:
+    """A file's bytes; FileNotFoundError passes (the name may be an image id instead)."""
     try:
-        return path.read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
-        raise InvalidRequestError(f"no such file: {path}") from None
+        raise
     except OSError as exc:
         raise InvalidRequestError(f"cannot read {path}: {exc.strerror}") from None
 
@@ -376,6 +381,7 @@ def _print_result(result: ImageResult, args: argparse.Namespace) -> None:
                     "job_id": result.job_id,
                     "images": [
                         {
+                            "id": image.id,
                             "path": str(path),
                             "mime": image.mime,
                             "width": image.width,

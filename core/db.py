@@ -244,6 +244,14 @@ migration(
 )
 
 
+migration(
+    "m008_image_owner_hash",  # recognise an upload as one of the user's results
+    """
+    CREATE INDEX image_owner_hash ON image(user_id, sha256);
+    """,
+)
+
+
 Params = Sequence[Any]
 
 

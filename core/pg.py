@@ -212,6 +212,14 @@ migration(
 )
 
 
+migration(
+    "m008_image_owner_hash",  # recognise an upload as one of the user's results
+    """
+    CREATE INDEX image_owner_hash ON image(user_id, sha256);
+    """,
+)
+
+
 _ATTEMPTS = 3
 # A race lost to a concurrent transaction: run the body again (see the module docstring).
 _RETRY = (

@@ -76,6 +76,7 @@ from .types import (
     Operation,
     QuotaStatus,
     StoredImage,
+    image_reference,
 )
 
 log = logging.getLogger("imagegate")
@@ -695,35 +696,74 @@ class ImageService:
         """A stored result as an input image (keeps the provider's id); ``shared`` as in
         ``image``."""
         stored, data = await self.image(caller, image_id, shared=shared)
-        return InputImage(
-            data=data,
-            mime=stored.mime,
-            width=stored.width,
-            height=stored.height,
-            source_image_id=stored.id,
-            provider=stored.model.partition(":")[0],
-            provider_image_id=stored.provider_image_id,
-        )
+        return _as_input(stored, data)
 
     async def load_input(
-        self, data: bytes, *, what: str = "input image", max_bytes: int | None = None
+        self,
+        data: bytes,
+        *,
+        what: str = "input image",
+        max_bytes: int | None = None,
+        caller: Caller | None = None,
     ) -> InputImage:
         """Check uploaded bytes by their size and header (no pixel is decoded yet: the job
         decodes them in full, off the event loop, once the caller is known to afford it).
         ``max_bytes``: a front end's ``max_input_bytes(frontend)``; by default ``[images]
-        max_input_bytes``.
+        max_input_bytes``. With ``caller``, bytes equal to one of the caller's stored results
+        are recognised as that result, as ``input_from_image`` would give it (keeping the
+        provider's own image id, which Deepmode's upscale needs).
 
         Raises:
             InvalidRequestError: too large, not an image, or too many pixels.
         """
         limits = self.settings.images
-        return await asyncio.to_thread(
+        checked = await asyncio.to_thread(
             images.load_input,
             data,
             max_bytes=min(max_bytes or limits.max_input_bytes, limits.max_input_bytes),
             max_pixels=limits.max_pixels,
             what=what,
         )
+        if caller is None:
+            return checked
+        digest = await asyncio.to_thread(_sha256, data)
+        found = await self.store.result_with_bytes(caller.key, digest)
+        return checked if found is None else _as_input(found, data)
+
+    async def input_from(
+        self,
+        caller: Caller,
+        value: str,
+        read: Callable[[str], bytes],
+        *,
+        what: str = "input image",
+        max_bytes: int | None = None,
+    ) -> InputImage:
+        """An input image named by a reference (``imagegate://images/{id}`` or a bare image
+        id, the caller's own) or else by whatever ``read(value)`` returns (a file's bytes),
+        recognised as one of the caller's results where it is one.
+
+        Raises:
+            NotFoundError: a reference to no image of the caller's.
+            InvalidRequestError: from ``read``, or the bytes are no usable image.
+        """
+        image_id = image_reference(value)
+        if image_id is None:
+            try:
+                data = read(value)
+            except FileNotFoundError:
+                return await self._input_by_bare_id(caller, value)
+            return await self.load_input(data, what=what, max_bytes=max_bytes, caller=caller)
+        return await self.input_from_image(caller, image_id)
+
+    async def _input_by_bare_id(self, caller: Caller, value: str) -> InputImage:
+        image_id = image_reference(value, bare=True)
+        if image_id is None:
+            raise InvalidRequestError(f"no such file: {value}")
+        try:
+            return await self.input_from_image(caller, image_id)
+        except NotFoundError:
+            raise NotFoundError(f"no such file, and no image {image_id!r} of yours") from None
 
     async def providers(self, *, balance: bool = False) -> list[ProviderInfo]:
         """Configured providers; with ``balance``, the account balance and the models served
@@ -1100,6 +1140,23 @@ def _expect(request: ImageRequest, operations: tuple[str, ...]) -> None:
         raise InvalidRequestError(
             f"operation {request.operation!r} is not one of: {', '.join(operations)}"
         )
+
+
+def _as_input(stored: StoredImage, data: bytes) -> InputImage:
+    """A stored result (with its bytes) as an input image that remembers where it came from."""
+    return InputImage(
+        data=data,
+        mime=stored.mime,
+        width=stored.width,
+        height=stored.height,
+        source_image_id=stored.id,
+        provider=stored.model.partition(":")[0],
+        provider_image_id=stored.provider_image_id,
+    )
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 async def _queue_wait(ticket: Ticket, job: dict[str, Any], progress: Progress | None) -> None:

@@ -221,6 +221,15 @@ class ImageStore:
         row = await self.db.fetchone("SELECT * FROM image WHERE image_id = ?", (image_id,))
         return None if row is None else (self._stored(row), row["user_id"])
 
+    async def result_with_bytes(self, user: str, sha256: str) -> StoredImage | None:
+        """The newest of ``user``'s stored results whose file has this hash (not lost)."""
+        row = await self.db.fetchone(
+            "SELECT * FROM image WHERE user_id = ? AND sha256 = ? AND lost IS NULL"
+            " ORDER BY created_at DESC LIMIT 1",
+            (user, sha256),
+        )
+        return None if row is None else self._stored(row)
+
     def _stored(self, row: Any) -> StoredImage:
         return StoredImage(
             id=row["image_id"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from .errors import (
     JobCancelledError,
     JobFailedError,
     JobInterruptedError,
+    NotFoundError,
 )
 from .moderation import normalise_prompt
 
@@ -39,6 +41,24 @@ EDIT_MODES: tuple[EditMode, ...] = ("variation", "sketch", "inpaint", "backgroun
 MAX_PROMPT_CHARS = 4000
 MAX_IMAGES_PER_JOB = 10
 MAX_SIDE = 4096
+IMAGE_URI_PREFIX = "imagegate://images/"
+_IMAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def image_reference(text: str, *, bare: bool = False) -> str | None:
+    """The image id that ``text`` names: ``imagegate://images/{id}``, or with ``bare`` also
+    the id alone; None when ``text`` is no reference.
+
+    Raises:
+        NotFoundError: an ``imagegate://images/`` URI whose id cannot exist.
+    """
+    text = text.strip()
+    if text.startswith(IMAGE_URI_PREFIX):
+        image_id = text.removeprefix(IMAGE_URI_PREFIX)
+        if not _IMAGE_ID.fullmatch(image_id):
+            raise NotFoundError(f"no image {image_id[:80]!r} of yours")
+        return image_id
+    return text if bare and _IMAGE_ID.fullmatch(text) else None
 
 
 class Caller(BaseModel):
@@ -243,7 +263,7 @@ class StoredImage(BaseModel):
     @property
     def uri(self) -> str:
         """The MCP resource URI of this image."""
-        return f"imagegate://images/{self.id}"
+        return f"{IMAGE_URI_PREFIX}{self.id}"
 
 
 class ImageResult(BaseModel):

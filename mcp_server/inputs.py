@@ -28,16 +28,19 @@ from typing import Any
 import httpcore
 import httpx
 
-from core import Caller, ImageService, InputImage, InvalidRequestError, NotFoundError
-
-IMAGE_URI_PREFIX = "imagegate://images/"
+from core import (
+    Caller,
+    ImageService,
+    InputImage,
+    InvalidRequestError,
+    image_reference,
+)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 TransportFactory = Callable[[dict[str, list[str]]], httpx.AsyncBaseTransport]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]{0,15}):")
-_IMAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -234,10 +237,8 @@ async def resolve_image(
     """
     value = value.strip()
     max_bytes = service.max_input_bytes("mcp")
-    if value.startswith(IMAGE_URI_PREFIX):
-        image_id = value.removeprefix(IMAGE_URI_PREFIX)
-        if not _IMAGE_ID.fullmatch(image_id):
-            raise NotFoundError(f"no image {image_id!r} of yours")
+    image_id = image_reference(value)
+    if image_id is not None:
         return await service.input_from_image(caller, image_id)
     scheme = _SCHEME.match(value)
     if scheme is None:
@@ -251,7 +252,7 @@ async def resolve_image(
             f"the {what} must be an imagegate://images/ URI, an https URL or base64 data,"
             f" not a {scheme[1].lower()}: URL"
         )
-    return await service.load_input(data, what=what, max_bytes=max_bytes)
+    return await service.load_input(data, what=what, max_bytes=max_bytes, caller=caller)
 
 
 def decode_data_uri(value: str, *, max_bytes: int, what: str = "image") -> bytes:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from core import (
     FORMAT_NAMES,
+    IMAGE_URI_PREFIX,
     MAX_IMAGES_PER_JOB,
     MAX_PROMPT_CHARS,
     Caller,
@@ -48,7 +49,7 @@ from core import (
 )
 
 from .auth import ClientTokenVerifier, auth_settings
-from .inputs import IMAGE_URI_PREFIX, UrlFetcher, resolve_image
+from .inputs import UrlFetcher, resolve_image
 from .jobs import JobTracker, TrackedJob
 from .render import (
     JobOut,

@@ -73,7 +73,7 @@ def test_generate_json_contract_and_byte_identical_rerun(tmp_path):
     }
     assert first["credits_charged"] == 3 and first["model"] == "placeholder:default"
     for image in first["images"]:
-        assert set(image) == {"path", "mime", "width", "height", "seed"}
+        assert set(image) == {"id", "path", "mime", "width", "height", "seed"}
         with Image.open(image["path"]) as img:
             img.load()
             assert img.size == (640, 384) and image["mime"] == "image/png"

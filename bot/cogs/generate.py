@@ -301,8 +301,8 @@ class GenerateCog(commands.Cog, name="Generate"):
         caller = caller_of(interaction)
 
         async def work(tracker: Tracker) -> Delivery:
-            source = await self.load(image, "image")
-            mask_input = await self.load(mask, "mask") if mask is not None else None
+            source = await self.load(caller, image, "image")
+            mask_input = await self.load(caller, mask, "mask") if mask is not None else None
             request = make_request(
                 operation=mode,
                 prompt=prompt,
@@ -362,7 +362,7 @@ class GenerateCog(commands.Cog, name="Generate"):
         caller = caller_of(interaction)
 
         async def work(tracker: Tracker) -> Delivery:
-            source = await self.load(image, "image")
+            source = await self.load(caller, image, "image")
             request = make_request(operation="upscale", image=source, scale=scale, model=model)
             result = await self.bot.service.upscale(
                 caller,
@@ -374,10 +374,13 @@ class GenerateCog(commands.Cog, name="Generate"):
 
         await self.bot.jobs.run(interaction, caller, work, what="Upscaling")
 
-    async def load(self, attachment: discord.Attachment, what: str) -> InputImage:
-        """Download an attachment and have the core check it (size, format, pixels)."""
+    async def load(self, caller: Caller, attachment: discord.Attachment, what: str) -> InputImage:
+        """Download an attachment and have the core check it (size, format, pixels) and
+        recognise it where it is one of the caller's own results."""
         data = await download(attachment, what)
-        return await self.bot.service.load_input(data, what=what, max_bytes=self.max_attachment)
+        return await self.bot.service.load_input(
+            data, what=what, max_bytes=self.max_attachment, caller=caller
+        )
 
     # --- message context menus --------------------------------------------------------------
 

@@ -173,3 +173,42 @@ def test_plain_output_leaves_out_a_seed_the_provider_did_not_report(tmp_path):
     assert image_line.endswith("  (64x64)")
     shown = _imagegate(config, "job", "show", job_line.split()[1], env=key)
     assert "64x64 (imagegate://images/" in shown.stdout and "None" not in shown.stdout
+
+
+def test_deepmode_upscales_its_own_result_by_file_id_or_uri(tmp_path):
+    spec = KINDS["deepmode"]
+    emu = create_emulator(spec.emulator, image_size=(64, 64), **spec.emulator_options)
+    key = {"IG_CLI_DEEPMODE_KEY": emu.api_key}
+    ref = f"p:{spec.model}"
+    with running(emu) as url:
+        config = _config(tmp_path, {"p": _provider("deepmode", url, emu)})
+        out = tmp_path / "out"
+        made = _imagegate(config, "generate", "a fox", "--json", "--out", str(out), env=key)
+        assert made.returncode == 0, made.stderr
+        image = json.loads(made.stdout)["images"][0]
+        copied = tmp_path / "elsewhere.png"  # the same bytes under another name
+        copied.write_bytes(Path(image["path"]).read_bytes())
+        image_id = image["id"]
+        upscales = [
+            _imagegate(config, "upscale", str(source), "--model", ref, "--json", env=key)
+            for source in (image["path"], copied, image_id, f"imagegate://images/{image_id}")
+        ]
+    for done in upscales:
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["images"][0]["width"] == 4 * image["width"]
+    upscale_calls = [r for r in emu.requests if r.path.endswith("/api/images/upscale")]
+    # Each time Deepmode was asked to upscale its own image, by the id it gave it.
+    assert len(upscale_calls) == 4 and len({c.json["image_id"] for c in upscale_calls}) == 1
+
+
+def test_an_unknown_image_reference_costs_nothing(tmp_path):
+    config = _config(tmp_path, {"placeholder": {"kind": "placeholder"}})
+    for source, words in (
+        ("nosuchid", "no such file, and no image 'nosuchid' of yours"),
+        ("imagegate://images/nosuchid", "no image 'nosuchid' of yours"),
+        ("missing.png", "no such file: missing.png"),
+    ):
+        done = _imagegate(config, "upscale", source, "--json", "--user", "cli:ann", env={})
+        assert done.returncode == 1 and words in done.stderr, done.stderr
+    quota = _imagegate(config, "quota", "show", "cli:ann", "--json", env={})
+    assert json.loads(quota.stdout)["remaining"] == 50
