@@ -34,6 +34,7 @@ class Registry:
                 api_key=provider.api_key(),
                 callbacks=callbacks,
                 max_download_bytes=settings.images.max_download_bytes,
+                max_pixels=settings.images.max_pixels,
             )
             self.contexts[name] = ctx
             for model_name in provider.models or ["default"]:

@@ -41,7 +41,7 @@ from ..errors import (
     ProviderUnavailableError,
 )
 from ..settings import ProviderSettings
-from ..types import GeneratedImage, ImageRequest, Operation
+from ..types import GeneratedImage, ImageRequest, InputImage, Operation
 
 if TYPE_CHECKING:
     from ..callbacks import CallbackHub
@@ -90,6 +90,7 @@ class ProviderContext:
     api_key: str | None = None
     callbacks: CallbackHub | None = None
     max_download_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 40_000_000  # [images] max_pixels: larger results are refused in plan()
 
     @property
     def base_url(self) -> str:
@@ -600,6 +601,35 @@ def _unreadable(ctx: ProviderContext, exc: ValidationError, what: str) -> Provid
         provider=ctx.name,
         detail=redact(str(exc)[:300], ctx.api_key),
     )
+
+
+def check_output_size(model: ImageModel, size: tuple[int, int], doing: str = "this job") -> None:
+    """Refuse, in ``plan()``, a result over ``[images] max_pixels``: imagegate would reject the
+    image only after the provider had billed the work, so the user would burn provider credit
+    for free. Every adapter calls this with the size its result will have (or, where the
+    provider picks it, the largest it documents).
+
+    Raises:
+        InvalidRequestError: naming the size, the limit and what to change.
+    """
+    width, height = size
+    limit = model.ctx.max_pixels
+    if width * height > limit:
+        raise InvalidRequestError(
+            f"{doing} would make a {width}x{height} image ({width * height / 1e6:.1f} MP) and the"
+            f" limit is {limit:,} pixels; use a smaller image, scale or size"
+        )
+
+
+def upscaled_size(model: ImageModel, image: InputImage, scale: int) -> tuple[int, int]:
+    """The size of ``image`` upscaled ``scale`` times, refused when over the pixel limit.
+
+    Raises:
+        InvalidRequestError: the result would be over ``[images] max_pixels``.
+    """
+    size = (image.width * scale, image.height * scale)
+    check_output_size(model, size, f"upscaling {image.width}x{image.height} x{scale}")
+    return size
 
 
 def keep_input_size(request: ImageRequest, who: str) -> None:

@@ -60,11 +60,13 @@ from .base import (
     RemoteJob,
     basic_auth,
     call_api,
+    check_output_size,
     keep_input_size,
     no_image,
     parse_options,
     redact,
     size_for_aspect,
+    upscaled_size,
 )
 
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
@@ -74,6 +76,7 @@ TEXT = ("prompt", "negative_prompt", "model", "image", "mask")
 FIELDS = {"seed": "seed", "steps": "steps", "guidance": "guidance", "strength": "strength",
           "scale": "scale", "negative_prompt": "negative_prompt"}  # fmt: skip
 DEFAULT_SIZE = (512, 512)
+ASSUMED_UPSCALE = 4  # an upscale workflow without {{scale}} (see _check_output)
 # What a typed placeholder gets when the request leaves its setting out.
 DEFAULTS = {"steps": 20, "guidance": 7.0, "strength": 0.75, "scale": 2}
 
@@ -196,6 +199,7 @@ class ComfyUIImageModel(ImageModel):
         if request.seed is not None and "seed" not in workflow.names:
             warnings.append(f"seed is ignored by this ComfyUI {op} workflow")
         values["width"], values["height"] = self._size(request, workflow)
+        self._check_output(request, workflow, values)
         uploads: dict[str, bytes] = {}
         if request.image is not None:
             uploads["image"] = request.image.data
@@ -207,6 +211,18 @@ class ComfyUIImageModel(ImageModel):
             "seeded": "seed" in workflow.names,
         }
         return Plan(op, request.n, request, body, tuple(warnings))
+
+    def _check_output(self, request: ImageRequest, workflow: Workflow, values: dict) -> None:
+        """Refuse a result over the pixel limit. An upscale workflow enlarges by ``{{scale}}``,
+        or, without one, by a factor only its nodes know: taken as 4, the usual model
+        upscalers' (4x-UltraSharp, RealESRGAN x4)."""
+        if request.operation != "upscale":
+            size = (values["width"], values["height"])
+            check_output_size(self, size, f"this ComfyUI {request.operation} workflow")
+            return
+        assert request.image is not None
+        scale = int(values["scale"]) if "scale" in workflow.names else ASSUMED_UPSCALE
+        upscaled_size(self, request.image, scale)
 
     def _size(self, request: ImageRequest, workflow: Workflow) -> tuple[int, int]:
         sized = {"width", "height"} <= workflow.names

@@ -33,6 +33,7 @@ from .base import (
     Plan,
     ProviderOptions,
     call_api,
+    check_output_size,
     download,
     encode_b64,
     ignored,
@@ -43,6 +44,7 @@ from .base import (
     provider_message,
     require_key,
     size_for_aspect,
+    upscaled_size,
 )
 
 ADAPTERS: dict[Operation, str] = {
@@ -105,12 +107,16 @@ class DeepImageImageModel(ImageModel):
             warnings += ["prompt is ignored by an upscale"] if request.prompt else []
             if request.size or request.aspect_ratio:
                 raise InvalidRequestError("an upscale's size follows from its scale (2, 3 or 4)")
-            percent = f"{(request.scale or 2) * 100}%"
+            scale = request.scale or 2
+            upscaled_size(self, image, scale)
+            percent = f"{scale * 100}%"
             body.update(url=_b64(image), width=percent, height=percent, generative_upscale=True)
         else:
             warnings += ignored(request, ("scale",), f"Deep-Image {op}")
             if op == "generate":
-                body["width"], body["height"] = _size(request)
+                size = _size(request)
+                check_output_size(self, size)
+                body["width"], body["height"] = size
             else:
                 assert image is not None
                 keep_input_size(request, f"Deep-Image {op}")

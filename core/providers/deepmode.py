@@ -25,18 +25,21 @@ from .base import (
     ProviderOptions,
     bearer,
     call_api,
+    check_output_size,
     download,
     ignored,
     keep_input_size,
     parse_data,
     parse_json,
     parse_options,
+    upscaled_size,
     wait_for_callback,
 )
 
 # The docs give two ratios and no pixel sizes; portrait is taken as 3:4.
 RATIOS = {"1:1": "square", "3:4": "portrait"}
 SINGLE = ("upscale", "inpaint", "avatar")  # one image per call
+ASSUMED_SIDE = 1024  # the longest side of a generated image (Deepmode does not publish sizes)
 
 
 class _Image(BaseModel):
@@ -122,6 +125,10 @@ class DeepmodeImageModel(ImageModel):
                     f" {request.aspect_ratio}; choose one of those aspect ratios"
                 )
             payload["ratio"] = ratio
+        # Deepmode picks the pixel size and does not publish it: assume at most ASSUMED_SIDE.
+        largest = ASSUMED_SIDE * (4 if options.upscale else 1)
+        doing = "Deepmode's x4 upscale option" if options.upscale else "Deepmode"
+        check_output_size(self, (largest, largest), f"{doing} (its largest size)")
         if options.upscale:
             payload["upscale"] = True
         return {"path": "/api/images/generate", "json": payload}
@@ -139,6 +146,7 @@ class DeepmodeImageModel(ImageModel):
             )
         if request.scale not in (None, 4):
             raise InvalidRequestError("Deepmode upscales x4 only; ask for scale 4 or leave it out")
+        upscaled_size(self, image, 4)
         return {"path": "/api/images/upscale", "json": {"image_id": image.provider_image_id}}
 
     def _remix_body(self, request: ImageRequest) -> dict[str, Any]:

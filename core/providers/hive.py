@@ -21,6 +21,7 @@ from .base import (
     Plan,
     ProviderOptions,
     call_api,
+    check_output_size,
     content_rejected,
     download,
     ignored,
@@ -91,6 +92,7 @@ class HiveImageModel(ImageModel):
             raise InvalidRequestError(
                 "Hive v2 makes 1024x1024 (1:1) images only; leave out the size or ask for 1:1"
             )
+        check_output_size(self, SIZE, "Hive v2")
         warnings = ignored(request, ("seed", "steps", "guidance", "strength", "scale"), "Hive v2")
         options: dict[str, Any] = {}
         if request.negative_prompt:

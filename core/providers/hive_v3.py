@@ -22,6 +22,7 @@ from .base import (
     ProviderOptions,
     bearer,
     call_api,
+    check_output_size,
     content_rejected,
     download,
     ignored,
@@ -86,7 +87,9 @@ class HiveV3ImageModel(ImageModel):
                 fields["negative_prompt"] = request.negative_prompt
             else:
                 warnings.append(f"negative_prompt is ignored by {self.model} (SDXL models only)")
-        if size := self._size(request):
+        size = self._size(request)
+        check_output_size(self, size or self._default_size, self.model)
+        if size:
             fields["image_size"] = {"width": size[0], "height": size[1]}
         if request.steps is not None:
             if request.steps > MAX_STEPS:
@@ -115,9 +118,14 @@ class HiveV3ImageModel(ImageModel):
                 )
             return request.size
         if request.aspect_ratio is None:
-            return None  # the model's default (1024x1024; 512x512 for emoji)
-        area = 512 * 512 if "emoji" in self.model else 1024 * 1024
-        return size_for_aspect(request.ratio() or 1.0, area=area, low=low, high=high)
+            return None  # the model's default
+        width, height = self._default_size
+        return size_for_aspect(request.ratio() or 1.0, area=width * height, low=low, high=high)
+
+    @property
+    def _default_size(self) -> tuple[int, int]:
+        """The model's size when none is sent: 1024x1024; 512x512 for emoji."""
+        return (512, 512) if "emoji" in self.model else (1024, 1024)
 
     async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
         fields = {**plan.body["input"], "num_images": count}

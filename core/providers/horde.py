@@ -39,6 +39,7 @@ from .base import (
     Plan,
     ProviderOptions,
     call_api,
+    check_output_size,
     content_rejected,
     decode_b64,
     download,
@@ -145,14 +146,15 @@ class HordeImageModel(ImageModel):
                                 "trusted_workers": options.trusted_workers}  # fmt: skip
         if self.model not in ("default", "any"):
             body["models"] = [self.model]
-        if op == "generate":
+        image = request.image
+        if image is None:
             warnings += ignored(request, ("strength",), "text to image")
             params["width"], params["height"] = _size(request)
         else:
-            image = request.image
-            assert image is not None
             keep_input_size(request, f"the Horde's {op}")
             params["width"], params["height"] = _snap(image.width), _snap(image.height)
+        check_output_size(self, (params["width"], params["height"]), "the Horde")
+        if image is not None:
             body["source_image"] = encode_b64(image.data)
             body["source_processing"] = PROCESSING[op]
             if request.strength is not None:

@@ -25,6 +25,7 @@ from .base import (
     ProviderOptions,
     bearer,
     call_api,
+    check_output_size,
     content_rejected,
     decode_b64,
     encode_b64,
@@ -36,6 +37,7 @@ from .base import (
 )
 
 FILL = "black-forest-labs/FLUX.1-Fill-dev"
+DEFAULT_SIZE = (1024, 1024)  # when no size is sent: the size the docs' examples use [NB-api]
 
 
 class _Timings(BaseModel):
@@ -103,22 +105,30 @@ class NebulaBlockImageModel(ImageModel):
                 body["negative_prompt"] = request.negative_prompt
             else:  # [NB-img]: negative_prompt is for SDXL only
                 warnings.append(f"negative_prompt is ignored by {self.model} (SDXL only)")
+        size = self._size(request, warnings)
+        check_output_size(self, size or DEFAULT_SIZE, self.model)
+        if size:
+            body["width"], body["height"] = size
         if self._fill:
             assert request.image is not None and request.mask is not None
-            width, height = self._fill_size(request, warnings)
-            body["width"], body["height"] = width, height
             # Raw base64 with no data: prefix, as in the docs' examples ("/9j/...").
             body["image"] = encode_b64(request.image.data)
             body["mask"] = encode_b64(normalize_mask(request.mask, request.image))
-        elif request.size is not None:
-            body["width"], body["height"] = request.size
-        elif request.aspect_ratio is not None:
-            body["width"], body["height"] = size_for_aspect(request.ratio() or 1.0, low=256)
         if request.steps is not None:
             body["num_steps"] = request.steps
         if request.guidance is not None:
             body["guidance_scale"] = request.guidance
         return Plan(request.operation, request.n, request, body, tuple(warnings))
+
+    def _size(self, request: ImageRequest, warnings: list[str]) -> tuple[int, int] | None:
+        """The size to send, or None for the model's default."""
+        if self._fill:
+            return self._fill_size(request, warnings)
+        if request.size is not None:
+            return request.size
+        if request.aspect_ratio is not None:
+            return size_for_aspect(request.ratio() or 1.0, low=256)
+        return None
 
     def _fill_size(self, request: ImageRequest, warnings: list[str]) -> tuple[int, int]:
         """FLUX.1-Fill-dev resizes to multiples of 16 [NB-img]: refuse a size it would change;

@@ -27,6 +27,7 @@ from .base import (
     ProviderOptions,
     bearer,
     call_api,
+    check_output_size,
     decode_b64,
     download,
     ignored,
@@ -106,8 +107,13 @@ class OpenAIImageModel(ImageModel):
         warnings = ignored(request, ("negative_prompt", "seed", "steps", "guidance"), who)
         warnings += ignored(request, ("strength", "scale"), who)
         fields: dict[str, Any] = {"prompt": request.prompt, "model": self.model}
-        if size := self._size(request, warnings):
+        size = self._size(request, warnings)
+        if size:
             fields["size"] = f"{size[0]}x{size[1]}"
+        # Sent no size, the API picks one: at most its largest (unknown for compatible services).
+        largest = size or (max(SIZES[self.family], key=_area) if self.family else None)
+        if largest:
+            check_output_size(self, largest, self.model)
         if self.family != "gpt-image":
             fields["response_format"] = "b64_json"
         fields.update(self._options(options))
@@ -230,6 +236,10 @@ class OpenAIImageModel(ImageModel):
                 status=response.status_code,
             )
         return None
+
+
+def _area(size: Size) -> int:
+    return size[0] * size[1]
 
 
 def _transparent_mask(gray_png: bytes) -> bytes:

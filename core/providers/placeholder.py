@@ -15,10 +15,9 @@ import random
 
 from PIL import Image, ImageDraw, ImageFilter, ImageOps, PngImagePlugin
 
-from ..errors import InvalidRequestError
 from ..images import decode, normalize_mask
 from ..types import GeneratedImage, ImageRequest, InputImage
-from .base import Capabilities, ImageModel, Plan
+from .base import Capabilities, ImageModel, Plan, check_output_size, upscaled_size
 
 DEFAULT_SIDE = 512
 MAX_OUTPUT_PIXELS = 40_000_000
@@ -47,7 +46,7 @@ class PlaceholderImageModel(ImageModel):
         body = {
             "prompt": request.prompt,
             "seed": request.seed,
-            "size": list(_output_size(request)),
+            "size": list(self._output_size(request)),
             "strength": 0.5 if request.strength is None else request.strength,
         }
         if request.operation == "upscale":
@@ -63,6 +62,23 @@ class PlaceholderImageModel(ImageModel):
             warnings=tuple(warnings),
         )
 
+    def _output_size(self, request: ImageRequest) -> tuple[int, int]:
+        """The result's size, refused when over the pixel limit."""
+        if request.operation == "upscale":
+            assert request.image is not None
+            return upscaled_size(self, request.image, request.scale or 2)
+        if request.image is not None:
+            size = request.image.width, request.image.height
+        elif request.size:
+            size = request.size
+        else:
+            ratio = request.ratio() or 1.0
+            width = round(DEFAULT_SIDE * math.sqrt(ratio) / 8) * 8
+            height = round(DEFAULT_SIDE / math.sqrt(ratio) / 8) * 8
+            size = width, height
+        check_output_size(self, size)
+        return size
+
     async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
         """Draw ``count`` images off the event loop (image work is CPU-bound)."""
         if plan.request.seed is None:
@@ -71,27 +87,6 @@ class PlaceholderImageModel(ImageModel):
         else:
             seeds = [plan.seed_for(i) or 0 for i in range(count)]
         return await asyncio.to_thread(lambda: [_draw(plan, seed) for seed in seeds])
-
-
-def _output_size(request: ImageRequest) -> tuple[int, int]:
-    if request.operation == "upscale":
-        assert request.image is not None
-        scale = request.scale or 2
-        size = (request.image.width * scale, request.image.height * scale)
-        if size[0] * size[1] > MAX_OUTPUT_PIXELS:
-            raise InvalidRequestError(
-                f"upscaling {request.image.width}x{request.image.height} x{scale} would exceed"
-                f" {MAX_OUTPUT_PIXELS:,} pixels; use a smaller image or scale"
-            )
-        return size
-    if request.image is not None:
-        return request.image.width, request.image.height
-    if request.size:
-        return request.size
-    ratio = request.ratio() or 1.0
-    width = round(DEFAULT_SIDE * math.sqrt(ratio) / 8) * 8
-    height = round(DEFAULT_SIDE / math.sqrt(ratio) / 8) * 8
-    return width, height
 
 
 def _draw(plan: Plan, seed: int) -> GeneratedImage:

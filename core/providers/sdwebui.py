@@ -33,6 +33,7 @@ from .base import (
     ProviderOptions,
     basic_auth,
     call_api,
+    check_output_size,
     decode_b64,
     encode_b64,
     ignored,
@@ -41,6 +42,7 @@ from .base import (
     parse_json,
     parse_options,
     size_for_aspect,
+    upscaled_size,
 )
 
 MAX_IMAGES = 4  # batch_size per call: what a consumer GPU holds at 512x512
@@ -129,7 +131,9 @@ class SDWebUIImageModel(ImageModel):
             body["override_settings"] = {"sd_model_checkpoint": self.model}
         if op == "generate":
             warnings += ignored(request, ("strength",), "text to image")
-            body["width"], body["height"] = _size(request)
+            size = _size(request)
+            check_output_size(self, size, "the WebUI")
+            body["width"], body["height"] = size
             return body, warnings
         image = request.image
         assert image is not None
@@ -151,10 +155,12 @@ class SDWebUIImageModel(ImageModel):
         fields = ("negative_prompt", "seed", "steps", "guidance", "strength")
         warnings = ignored(request, fields, "the WebUI's upscale")
         warnings += ["prompt is ignored by the WebUI's upscale"] if request.prompt else []
+        scale = request.scale or 2
+        upscaled_size(self, image, scale)
         body = {
             "image": encode_b64(image.data),
             "resize_mode": 0,
-            "upscaling_resize": request.scale or 2,
+            "upscaling_resize": scale,
             "upscaler_1": options.upscaler,
         }
         return body, warnings

@@ -130,6 +130,19 @@ async def test_decompression_bomb_is_refused(service):
         await service.load_input(bomb)
 
 
+async def test_a_result_over_the_pixel_limit_is_refused_before_anything_is_spent(tmp_path):
+    settings = make_settings(tmp_path, images={"max_pixels": 300 * 300})
+    async with await ImageService.open(settings, sweeper=False) as svc:
+        source = await svc.load_input(png_bytes((200, 200)))
+        with pytest.raises(InvalidRequestError, match="400x400 image .* limit is 90,000"):
+            await svc.upscale(ALICE, ImageRequest(operation="upscale", image=source, scale=2))
+        with pytest.raises(InvalidRequestError, match="512x512 image .* limit is 90,000"):
+            await svc.generate(ALICE, ImageRequest(prompt="x"))  # the placeholder's default
+        assert await svc.history(ALICE, ALICE) == []
+        made = await svc.generate(ALICE, ImageRequest(prompt="x", size=(256, 256)))
+        assert made.credits_charged == 1
+
+
 async def test_quota_exceeded_refuses_before_the_provider(tmp_path, backend):
     async with await ImageService.open(
         make_settings(tmp_path, database=backend, quota={"allowance": 2}), sweeper=False

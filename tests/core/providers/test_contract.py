@@ -33,7 +33,7 @@ from core.settings import ProviderKind
 from core.types import OPERATIONS
 from tests.emulators import Fault, create_emulator
 
-from .conftest import KINDS, adapter, decode, half_mask, input_image
+from .conftest import KINDS, adapter, decode, half_mask, input_image, png
 
 FILL = "black-forest-labs/FLUX.1-Fill-dev"
 VARIANTS = [(kind, spec.model) for kind, spec in KINDS.items()] + [
@@ -172,6 +172,36 @@ async def test_aspect_ratios_are_kept_or_refused(harness, kind, aspect):
         return
     image = result.images[0]
     assert abs(image.width / image.height - w / h_) < 0.05 * (w / h_), (image.width, image.height)
+
+
+LIMIT = 64 * 64  # [images] max_pixels at its lowest: exactly one 64x64 input image
+
+
+@pytest.mark.parametrize(("kind", "model"), VARIANTS, ids=IDS)
+async def test_a_result_over_the_pixel_limit_is_refused_before_any_call(harness, kind, model):
+    """Whatever plan() lets through comes back within ``[images] max_pixels``: the provider is
+    never paid for an image imagegate would then reject. At this limit every generation and
+    every upscale is too large; an edit that keeps its 64x64 input is not."""
+    h = await harness(kind, model=model, settings={"images": {"max_pixels": LIMIT}})
+    for op in sorted(h.service.registry.models[h.ref].capabilities.operations):
+        h.emu.clear()
+        try:
+            result = await h.run(_request(op, h.name, model=h.ref))
+        except InvalidRequestError as exc:
+            assert f"limit is {LIMIT:,} pixels" in str(exc), (op, str(exc))
+            assert h.calls() == [], op
+            continue
+        assert op not in ("generate", "upscale"), f"{op} was not refused"
+        assert all(i.width * i.height <= LIMIT for i in result.images), op
+
+
+async def test_deep_image_upscale_past_the_limit_costs_nothing(harness):
+    h = await harness("deepimage")
+    image = input_image(png((2048, 2048)))
+    request = ImageRequest(operation="upscale", image=image, scale=4, model=h.ref)
+    with pytest.raises(InvalidRequestError, match="8192x8192 image .67.1 MP.*40,000,000"):
+        await h.run(request)
+    assert h.calls() == [] and await h.remaining() == 100 and await h.captured() == 0
 
 
 # ----- errors: retried or not, never charged ---------------------------------------------------
