@@ -15,7 +15,7 @@ import discord
 from core import ConfigError, ImageGateError, ImageService, Settings
 
 from . import logs
-from .client import ImageBot
+from .client import ImageBot, bot_class
 
 
 def token_from_env(settings: Settings) -> str | None:
@@ -27,8 +27,8 @@ def token_from_env(settings: Settings) -> str | None:
 def create_bot(
     service: ImageService, settings: Settings, *, sync_commands: bool = True
 ) -> ImageBot:
-    """A bot bound to an open service (not connected yet)."""
-    return ImageBot(service, settings, sync_commands=sync_commands)
+    """A bot bound to an open service (not connected yet), sharded as configured."""
+    return bot_class(settings)(service, settings, sync_commands=sync_commands)
 
 
 async def start_bot(service: ImageService, settings: Settings, *, token: str | None = None) -> None:

@@ -36,7 +36,12 @@ class ImageTree(app_commands.CommandTree):
 
 
 class ImageBot(commands.Bot):
-    """The bot. Create with an open ``ImageService``; ``sync_commands=False`` skips the sync."""
+    """The bot. Create with an open ``ImageService``; ``sync_commands=False`` skips the sync.
+
+    With ``[discord] shard_count`` and one of its ``shard_ids``, this process is that one
+    shard (several processes split the servers and share one ledger on PostgreSQL);
+    ``ShardedImageBot`` runs several shards in one process.
+    """
 
     def __init__(
         self, service: ImageService, settings: Settings, *, sync_commands: bool = True
@@ -51,6 +56,7 @@ class ImageBot(commands.Bot):
             help_command=None,
             tree_cls=ImageTree,
             allowed_mentions=discord.AllowedMentions.none(),
+            **shard_options(settings),
         )
         self.service = service
         self.settings = settings
@@ -101,7 +107,12 @@ class ImageBot(commands.Bot):
     async def on_ready(self) -> None:
         user = self.user
         log.info(
-            "connected as %s (%s) to %d server(s)", user, user.id if user else "?", len(self.guilds)
+            "connected as %s (%s) to %d server(s); shard(s) %s of %s",
+            user,
+            user.id if user else "?",
+            len(self.guilds),
+            sorted(self.shards) if isinstance(self, ShardedImageBot) else [self.shard_id or 0],
+            self.shard_count or 1,
         )
 
     def schedule(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -119,3 +130,26 @@ class ImageBot(commands.Bot):
         for task in list(self._background):
             task.cancel()
         await super().close()
+
+
+class ShardedImageBot(ImageBot, commands.AutoShardedBot):
+    """``ImageBot`` running several shards in one process (discord.py's AutoShardedBot):
+    ``[discord] shard_ids`` (default: all) of ``shard_count`` (default: as many as Discord
+    recommends)."""
+
+
+def shard_options(settings: Settings) -> dict[str, Any]:
+    """discord.py's sharding arguments for the bot class ``bot_class`` picks."""
+    count, ids = settings.discord.shard_count, settings.discord.shard_ids
+    if count is None:
+        return {}
+    if ids is not None and len(ids) == 1:
+        return {"shard_id": ids[0], "shard_count": count}
+    return {"shard_ids": ids, "shard_count": count}
+
+
+def bot_class(settings: Settings) -> type[ImageBot]:
+    """``ImageBot``, or ``ShardedImageBot`` for several shards in this process."""
+    discord_settings = settings.discord
+    several = discord_settings.shard_ids is None or len(discord_settings.shard_ids) > 1
+    return ShardedImageBot if discord_settings.shard_count and several else ImageBot

@@ -666,6 +666,28 @@ class ImageService:
             raise NotFoundError(f"no job {job_id!r}{whose}")
         return job
 
+    async def wait_job(
+        self, caller: Caller, job_id: str, *, timeout_s: float, shared: bool = False
+    ) -> JobRecord:
+        """``job``, once it has finished or ``timeout_s`` has passed (then still running).
+
+        Waits on the database, not on this process: the job may be running in another process
+        or on another host (MCP replicas, Discord shards sharing one PostgreSQL database). It
+        looks again every 50 ms at first, then less often, up to once a second.
+
+        Raises:
+            NotFoundError: no such job, or not the caller's.
+        """
+        job = await self.job(caller, job_id, shared=shared)
+        deadline = time.monotonic() + timeout_s
+        pause = 0.05
+        while job.status == "running" and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 1.5, 1.0)
+            if await self.store.job_status(job_id) != "running":
+                job = await self.job(caller, job_id, shared=shared)
+        return job
+
     async def image(
         self, caller: Caller, image_id: str, *, shared: bool = False
     ) -> tuple[StoredImage, bytes]:

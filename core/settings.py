@@ -197,6 +197,22 @@ class DiscordSettings(_Section):
     # neither set, only the Discord application's owner or its team.
     admin_user_ids: list[int] = Field(default_factory=list)
     admin_guild_ids: list[int] = Field(default_factory=list)
+    # Sharding (several bot processes split the servers; all share one PostgreSQL database):
+    # shard_count shards in all, and the ones this process runs (default: all of them).
+    shard_count: int | None = Field(None, ge=1, le=10_000)
+    shard_ids: list[int] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _shards(self) -> DiscordSettings:
+        if self.shard_ids is not None:
+            if self.shard_count is None:
+                raise ValueError("shard_ids needs shard_count (how many shards in all)")
+            bad = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+            if bad or len(set(self.shard_ids)) != len(self.shard_ids):
+                raise ValueError(
+                    f"shard_ids must be distinct numbers from 0 to {self.shard_count - 1}"
+                )
+        return self
 
 
 class ModerationSettings(_Section):

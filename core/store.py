@@ -194,6 +194,11 @@ class ImageStore:
         rows = await self.db.fetchall("SELECT DISTINCT owner FROM job WHERE status = 'running'")
         return {row[0] for row in rows if row[0]}
 
+    async def job_status(self, job_id: str) -> str | None:
+        """Only the job's status (a cheap look while waiting for it), or None."""
+        row = await self.db.fetchone("SELECT status FROM job WHERE job_id = ?", (job_id,))
+        return None if row is None else row[0]
+
     async def job(self, job_id: str) -> JobRecord | None:
         row = await self.db.fetchone("SELECT * FROM job WHERE job_id = ?", (job_id,))
         if row is None:

@@ -420,13 +420,15 @@ async def get_job(
 ) -> Result:
     """Status and results of one of your jobs; waits up to wait_s for a running one. Free."""
     app, caller = _app(ctx)
+    bound = min(wait_s, app.settings.mcp.wait_bound_s)
     job = app.jobs.get(caller.key, job_id)
     if job is not None:
-        bound = min(wait_s, app.settings.mcp.wait_bound_s)
         finished = await _follow(ctx, app, job, bound, _Reporter(ctx), owner=False)
         return await _outcome(app, caller, job, finished, return_image)
     try:
-        record = await app.service.job(caller, job_id)
+        # Started by another process (a replica behind the same load balancer, or before a
+        # restart): followed through the database.
+        record = await app.service.wait_job(caller, job_id, timeout_s=bound)
         remaining = (await app.service.quota(caller)).remaining
     except ImageGateError as exc:
         return error_result(exc)

@@ -341,3 +341,34 @@ async def test_max_credits_refuses_before_reserving(tmp_path):
         assert await service.history(ALICE, ALICE) == []
         made = await service.generate(ALICE, request, max_credits=6)
         assert made.credits_charged == 6
+
+
+async def test_a_job_running_in_another_process_is_awaited_through_the_database(
+    tmp_path, backend, monkeypatch
+):
+    settings = make_settings(tmp_path, database=backend)
+    async with (
+        await ImageService.open(settings, sweeper=False) as runner,
+        await ImageService.open(settings, sweeper=False) as other,
+    ):
+        started, release = asyncio.Event(), asyncio.Event()
+        model = runner.registry.models["placeholder:default"]
+        original = model.do_generate
+
+        async def held(*args, **kwargs):
+            started.set()
+            await release.wait()
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(model, "do_generate", held)
+        job = asyncio.create_task(runner.generate(ALICE, ImageRequest(prompt="elsewhere")))
+        await started.wait()
+        [(job_id,)] = await other.db.fetchall("SELECT job_id FROM job")
+        assert (await other.wait_job(ALICE, job_id, timeout_s=0)).status == "running"
+        waiting = asyncio.create_task(other.wait_job(ALICE, job_id, timeout_s=60))
+        release.set()
+        done = await waiting
+        assert done.status == "succeeded" and len(done.images) == 1
+        assert (await job).job_id == job_id
+        with pytest.raises(NotFoundError):
+            await other.wait_job(BOB, job_id, timeout_s=0)

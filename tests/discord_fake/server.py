@@ -85,6 +85,19 @@ class _GatewaySession:
         self.identify: dict[str, Any] | None = None
         self.ready = False
         self.lock = asyncio.Lock()
+        self.events: list[tuple[str, Any]] = []  # every DISPATCH sent: (event name, data)
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(shard id, shard count) from IDENTIFY; (0, 1) for an unsharded bot."""
+        shard = (self.identify or {}).get("shard") or [0, 1]
+        return int(shard[0]), int(shard[1])
+
+    def serves(self, guild_id: int | None) -> bool:
+        """Whether Discord sends this session the events of ``guild_id`` (None: DMs, which
+        go to shard 0): shard id = (guild_id >> 22) % shard count."""
+        shard_id, count = self.shard
+        return shard_id == (0 if guild_id is None else (guild_id >> 22) % count)
 
     async def send(self, op: int, d: Any, t: str | None = None) -> None:
         async with self.lock:
@@ -92,6 +105,7 @@ class _GatewaySession:
             if op == 0:
                 self.seq += 1
                 s = self.seq
+                self.events.append((t or "", d))
             if not self.ws.closed:
                 await self.ws.send_str(json.dumps({"op": op, "d": d, "s": s, "t": t}))
 
@@ -151,6 +165,7 @@ class FakeDiscord:
         self._command_ids: dict[tuple[int | None, str, int], int] = {}
         self._cdn: dict[str, tuple[bytes, str]] = {}
         self._sessions: list[_GatewaySession] = []
+        self.recommended_shards = 1  # GET /gateway/bot: what an AutoShardedBot asks for
         self._sessions_by_id: dict[str, _GatewaySession] = {}
         self._dm_channels: dict[int, dict[str, Any]] = {}
         self._change: asyncio.Event | None = None
@@ -955,7 +970,7 @@ class FakeDiscord:
     async def _r_gateway_bot(self, call: Call) -> tuple[int, Any]:
         return 200, {
             "url": self.gateway_url,
-            "shards": 1,
+            "shards": self.recommended_shards,
             "session_start_limit": {
                 "total": 1000,
                 "remaining": 999,
@@ -1398,9 +1413,18 @@ class FakeDiscord:
         return bool(self._ready_sessions())
 
     async def dispatch_event(self, event: str, data: Any) -> None:
-        """Send a DISPATCH (op 0) event to every identified gateway session."""
+        """Send a DISPATCH (op 0) event to every identified gateway session that serves its
+        guild (all of them, unless bots are sharded: see ``_GatewaySession.serves``)."""
+        guild_id = data.get("guild_id") if isinstance(data, dict) else None
+        if event.startswith("GUILD_") and isinstance(data, dict) and guild_id is None:
+            guild_id = data.get("id")
         for sess in self._ready_sessions():
-            await sess.send(0, copy.deepcopy(data), event)
+            if sess.serves(None if guild_id is None else int(guild_id)):
+                await sess.send(0, copy.deepcopy(data), event)
+
+    def sessions(self) -> list[_GatewaySession]:
+        """The identified gateway sessions (one per connected shard), in connection order."""
+        return self._ready_sessions()
 
     async def request_reconnect(self) -> None:
         """Send op 7 RECONNECT; discord.py reconnects and RESUMEs (answered with RESUMED)."""
@@ -1464,10 +1488,11 @@ class FakeDiscord:
         sess.identify = d
         sess.session_id = secrets.token_hex(16)
         self._sessions_by_id[sess.session_id] = sess
+        guilds = [g for gid, g in self.guilds.items() if sess.serves(gid)]
         ready = {
             "v": 10,
             "user": self._bot_user_payload(),
-            "guilds": [{"id": str(gid), "unavailable": True} for gid in self.guilds],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
             "session_id": sess.session_id,
             "resume_gateway_url": self.gateway_url,
             "shard": d.get("shard") or [0, 1],
@@ -1481,7 +1506,7 @@ class FakeDiscord:
             "session_type": "normal",
         }
         await sess.send(0, ready, "READY")
-        for guild in self.guilds.values():
+        for guild in guilds:
             await sess.send(0, guild.gateway_payload(), "GUILD_CREATE")
         sess.ready = True
 
