@@ -319,7 +319,9 @@ def _process_worker(backend: dict, attempts: int, queue) -> None:
     queue.put(asyncio.run(run()))
 
 
-async def test_race_across_4_processes(backend):
+async def test_race_across_4_processes(tmp_path):
+    # SQLite; PostgreSQL's processes race in tests/test_replicas.py (3 MCP servers).
+    backend = {"path": str(tmp_path / "q.db")}
     await _store(backend)  # create and migrate before the processes race
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
