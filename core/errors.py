@@ -16,8 +16,10 @@ the job and given back)::
     ├── ConfigError                      config_error         no         tell_operator
     ├── InvalidRequestError              invalid_input        no         fix_request
     │   ├── UnknownModelError
-    │   ├── IdempotencyConflictError     same key, different request
-    │   └── SpendLimitError              over_max_credits: the job could cost more than allowed
+    │   └── IdempotencyConflictError     same key, different request
+    ├── SpendLimitError                  over_max_credits     no         fix_request
+    │   ├── SpendDeclinedError           spend_declined       no         resend_if_wanted
+    │   └── ConfirmationUnavailableError confirmation_required no        fix_request
     ├── NotFoundError                    not_found            no         check_reference
     ├── PermissionDeniedError            forbidden            no         tell_operator
     ├── QuotaError
@@ -146,19 +148,6 @@ class IdempotencyConflictError(InvalidRequestError):
     """An idempotency key was reused for a different request."""
 
 
-class SpendLimitError(InvalidRequestError):
-    """The job could cost more than the caller allowed for it (``max_credits``, or a spend
-    that needs the user's confirmation); refused before anything was reserved. ``price`` is
-    the most the job could cost, ``limit`` what was allowed."""
-
-    code = "over_max_credits"
-
-    def __init__(self, message: str, *, price: int, limit: int) -> None:
-        super().__init__(message)
-        self.price = price
-        self.limit = limit
-
-
 class NotFoundError(ImageGateError):
     """No such job or image, or it belongs to someone else (the two look the same on purpose)."""
 
@@ -214,6 +203,35 @@ class RateLimitedError(QuotaError):
     code = "rate_limited"
     advice = "retry"
     retryable = True
+
+
+class SpendLimitError(ImageGateError):
+    """The job could cost more than the caller allowed for it (``max_credits``); refused
+    before anything was reserved. ``price``: the most the job could cost; ``limit``: what
+    was allowed."""
+
+    code = "over_max_credits"
+    advice: ClassVar[Advice] = "fix_request"
+
+    def __init__(self, message: str, *, price: int, limit: int) -> None:
+        super().__init__(message)
+        self.price = price
+        self.limit = limit
+
+
+class SpendDeclinedError(SpendLimitError):
+    """A spend above the confirmation threshold (``limit``) that the user declined or left
+    unanswered; nothing was spent."""
+
+    code = "spend_declined"
+    advice = "resend_if_wanted"
+
+
+class ConfirmationUnavailableError(SpendLimitError):
+    """A spend above the confirmation threshold (``limit``) from a client that cannot ask the
+    user; the message says how to allow it. Nothing was spent."""
+
+    code = "confirmation_required"
 
 
 class ContentRejectedError(ImageGateError):

@@ -349,6 +349,27 @@ class ImageService:
             warnings=warnings,
         )
 
+    def max_cost(self, request: ImageRequest) -> int:
+        """The most ``request`` can cost, in memory (no planning, no I/O): ``n`` images at the
+        highest price among the models of its chain that can do its operation. ``estimate``
+        and the job itself (which plan it) may find less, never more.
+
+        Raises:
+            UnknownModelError: the model is unknown.
+            InvalidRequestError: no model of its chain can do the operation.
+        """
+        operation = request.operation
+        models = [
+            m
+            for m in self.registry.resolve(request.model)
+            if operation in m.capabilities.operations
+        ]
+        if not models:
+            raise InvalidRequestError(
+                f"{request.model or self.default_model} cannot do {operation}"
+            )
+        return request.n * max(self.registry.price(m.ref, operation) for m in models)
+
     def _prices(
         self, request: ImageRequest, chain: list[tuple[ImageModel, Plan]]
     ) -> dict[str, int]:

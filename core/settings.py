@@ -184,6 +184,8 @@ class MCPSettings(_Section):
     progress_interval_s: float = Field(5.0, gt=0)
     # Extra Host header values accepted over HTTP (DNS-rebinding guard), e.g. "mcp.example.org".
     allowed_hosts: list[str] = Field(default_factory=list)
+    # A call that can cost more credits than this asks the user first (elicitation); 0: never.
+    confirm_over: int = Field(0, ge=0)
 
 
 class DiscordSettings(_Section):

@@ -2,27 +2,35 @@
 opens ``ImageService``.
 
 Tools stay thin: check the input, build ``Caller`` and ``ImageRequest``, start one service call,
-render. Who calls: over stdio (and over HTTP with no clients configured) the ``[mcp] stdio_user``;
-over HTTP with clients configured, the user whose bearer token came with the request.
+render. The image tools do the first two in a resolver (``_prepare_*``, the SDK's dependency
+injection), so that a second resolver can ask the user to approve a larger spend (``consent``)
+about a request already known to be valid, before the tool body spends anything. (Their
+parameters define the input schema; the resolvers take them by name.)
+
+Who calls: over stdio (and over HTTP with no clients configured) the ``[mcp] stdio_user``; over
+HTTP with clients configured, the user whose bearer token came with the request.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, cast
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import CallToolResult, InputRequiredResult, Tool, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
@@ -49,6 +57,15 @@ from core import (
 )
 
 from .auth import ClientTokenVerifier, auth_settings
+from .consent import (
+    Budgets,
+    Consent,
+    SpendApproval,
+    Verdict,
+    allowed_cost,
+    budget_key,
+    decide,
+)
 from .inputs import UrlFetcher, resolve_image
 from .jobs import JobTracker, TrackedJob
 from .render import (
@@ -83,6 +100,7 @@ class AppState:
     fetcher: UrlFetcher
     stdio_caller: Caller
     require_token: bool
+    budgets: Budgets
 
     @property
     def settings(self) -> Settings:
@@ -101,6 +119,7 @@ class ImageGateServer(MCPServer[AppState]):
     real MIME type when it is read."""
 
     jobs: JobTracker
+    budgets: Budgets
     _listed: list[Tool] | None = None
 
     async def list_tools(self) -> list[Tool]:
@@ -189,16 +208,17 @@ def build_server(
         ) from None
     url_fetcher = fetcher or UrlFetcher()
     shared_jobs = JobTracker()
+    budgets = Budgets()
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
         if isinstance(source, ImageService):
-            yield AppState(source, shared_jobs, url_fetcher, stdio_caller, require_token)
+            yield AppState(source, shared_jobs, url_fetcher, stdio_caller, require_token, budgets)
             return
         service = await ImageService.open(settings)
         jobs = JobTracker()
         try:
-            yield AppState(service, jobs, url_fetcher, stdio_caller, require_token)
+            yield AppState(service, jobs, url_fetcher, stdio_caller, require_token, budgets)
         finally:
             await jobs.aclose()
             await service.aclose()
@@ -216,6 +236,7 @@ def build_server(
         **auth,
     )
     server.jobs = shared_jobs
+    server.budgets = budgets
     for fn, title, read_only in _TOOLS:
         server.add_tool(
             fn,
@@ -275,6 +296,46 @@ DryRun = Annotated[
 Result = Annotated[CallToolResult, JobOut]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An image tool's call, checked and turned into a request (or the error that stopped
+    it) by its ``_prepare_*`` resolver, with the service method that runs it."""
+
+    app: AppState
+    caller: Caller
+    request: ImageRequest | None = None
+    method: ServiceMethod | None = None
+    error: ImageGateError | None = None
+
+
+def _consent_after(prepare: Callable[..., Awaitable[Prepared]]) -> Callable[..., Any]:
+    """The consent resolver of the tool whose request ``prepare`` builds: the SDK finds a
+    resolver's dependencies in its annotations, so each tool needs its own, made here."""
+
+    async def consent(
+        ctx: Context, job: Prepared, max_credits: int | None, dry_run: bool
+    ) -> Verdict | Elicit[SpendApproval]:
+        key = budget_key(job.caller, _token_id(ctx))
+        return await decide(
+            ctx,
+            job.app.service,
+            job.app.budgets,
+            key,
+            job.request,
+            max_credits=max_credits,
+            dry_run=dry_run,
+        )
+
+    consent.__annotations__ = {
+        "ctx": Context,
+        "job": Annotated[Prepared, Resolve(prepare)],
+        "max_credits": int | None,
+        "dry_run": bool,
+        "return": Verdict | Elicit[SpendApproval],
+    }
+    return consent
+
+
 # --- tools ------------------------------------------------------------------------------------
 
 
@@ -300,11 +361,27 @@ async def generate_image(
     return_image: ReturnImageParam = None,
     max_credits: MaxCredits = None,
     dry_run: DryRun = False,
+    *,
+    job: Annotated[Prepared, Resolve(_prepare_generate)],
+    consent: Annotated[Consent, Resolve(_consent_generate)],
 ) -> Result:
     """Generate images from a text prompt. Costs the model's price per delivered image (see
     list_models); failed or cancelled jobs are refunded. Returns per image an
     imagegate://images/{id} URI, size and seed, plus a small preview. A job that outlasts the
     wait returns status "running" with a job_id for get_job."""
+    return await _spend(ctx, job, consent, return_image, max_credits, dry_run)
+
+
+async def _prepare_generate(
+    ctx: Context,
+    prompt: str,
+    n: int,
+    size: str | None,
+    aspect_ratio: str | None,
+    negative_prompt: str | None,
+    seed: int | None,
+    model: str | None,
+) -> Prepared:
     app, caller = _app(ctx)
     try:
         request = ImageRequest.checked(
@@ -318,10 +395,11 @@ async def generate_image(
             model=model,
         )
     except ImageGateError as exc:
-        return error_result(exc)
-    return await _run(
-        ctx, app, caller, request, app.service.generate, return_image, max_credits, dry_run
-    )
+        return Prepared(app, caller, error=exc)
+    return Prepared(app, caller, request, app.service.generate)
+
+
+_consent_generate = _consent_after(_prepare_generate)
 
 
 async def edit_image(
@@ -354,8 +432,25 @@ async def edit_image(
     return_image: ReturnImageParam = None,
     max_credits: MaxCredits = None,
     dry_run: DryRun = False,
+    *,
+    job: Annotated[Prepared, Resolve(_prepare_edit)],
+    consent: Annotated[Consent, Resolve(_consent_edit)],
 ) -> Result:
     """Edit an image in one of five modes. Costs and results as generate_image."""
+    return await _spend(ctx, job, consent, return_image, max_credits, dry_run)
+
+
+async def _prepare_edit(
+    ctx: Context,
+    image: str,
+    mode: EditMode,
+    prompt: str,
+    mask: str | None,
+    strength: float | None,
+    n: int,
+    seed: int | None,
+    model: str | None,
+) -> Prepared:
     app, caller = _app(ctx)
     try:
         source = await resolve_image(app.service, caller, image, app.fetcher, what="image")
@@ -375,10 +470,11 @@ async def edit_image(
             model=model,
         )
     except ImageGateError as exc:
-        return error_result(exc)
-    return await _run(
-        ctx, app, caller, request, app.service.edit, return_image, max_credits, dry_run
-    )
+        return Prepared(app, caller, error=exc)
+    return Prepared(app, caller, request, app.service.edit)
+
+
+_consent_edit = _consent_after(_prepare_edit)
 
 
 async def upscale_image(
@@ -389,17 +485,27 @@ async def upscale_image(
     return_image: ReturnImageParam = None,
     max_credits: MaxCredits = None,
     dry_run: DryRun = False,
+    *,
+    job: Annotated[Prepared, Resolve(_prepare_upscale)],
+    consent: Annotated[Consent, Resolve(_consent_upscale)],
 ) -> Result:
     """Enlarge an image 2x or 4x. Costs and results as generate_image."""
+    return await _spend(ctx, job, consent, return_image, max_credits, dry_run)
+
+
+async def _prepare_upscale(
+    ctx: Context, image: str, scale: int | None, model: str | None
+) -> Prepared:
     app, caller = _app(ctx)
     try:
         source = await resolve_image(app.service, caller, image, app.fetcher, what="image")
         request = ImageRequest.checked(operation="upscale", image=source, scale=scale, model=model)
     except ImageGateError as exc:
-        return error_result(exc)
-    return await _run(
-        ctx, app, caller, request, app.service.upscale, return_image, max_credits, dry_run
-    )
+        return Prepared(app, caller, error=exc)
+    return Prepared(app, caller, request, app.service.upscale)
+
+
+_consent_upscale = _consent_after(_prepare_upscale)
 
 
 async def get_job(
@@ -482,6 +588,31 @@ _TOOLS: list[tuple[Callable[..., Any], str, bool]] = [
 # --- running jobs -----------------------------------------------------------------------------
 
 
+async def _spend(
+    ctx: Context,
+    job: Prepared,
+    consent: Consent,
+    return_image: ReturnImage | None,
+    max_credits: int | None,
+    dry_run: bool,
+) -> CallToolResult:
+    """Price the job (``dry_run``) or, once its spend is approved, run it, waiting up to the
+    bound; never more than the user approved."""
+    if job.error is not None:
+        return error_result(job.error)
+    app, caller, request, method = job.app, job.caller, job.request, job.method
+    assert request is not None and method is not None  # a Prepared without error has both
+    try:
+        if dry_run:
+            return estimate_result(await app.service.estimate(caller, request))
+        key = budget_key(caller, _token_id(ctx))
+        approved = allowed_cost(consent, app.service, app.budgets, key, request)
+    except ImageGateError as exc:
+        return error_result(exc, remaining=(await app.service.quota(caller)).remaining)
+    limits = [x for x in (max_credits, approved) if x is not None]
+    return await _run(ctx, app, caller, request, method, return_image, min(limits, default=None))
+
+
 async def _run(
     ctx: Context,
     app: AppState,
@@ -490,14 +621,8 @@ async def _run(
     method: ServiceMethod,
     return_image: ReturnImage | None,
     max_credits: int | None,
-    dry_run: bool,
 ) -> CallToolResult:
-    """Price the job (``dry_run``) or run it, waiting up to the bound."""
-    if dry_run:
-        try:
-            return estimate_result(await app.service.estimate(caller, request))
-        except ImageGateError as exc:
-            return error_result(exc)
+    """Run the job, waiting up to the bound with progress notifications."""
     key = _idempotency_key(ctx, caller)
 
     def call(progress: Progress) -> Coroutine[Any, Any, ImageResult]:
@@ -604,11 +729,24 @@ def _app(ctx: Context) -> tuple[AppState, Caller]:
 
 
 def _token_user(ctx: Context) -> str | None:
+    token = _access_token(ctx)
+    return token.subject if token is not None else None
+
+
+def _token_id(ctx: Context) -> str:
+    """A short digest of the caller's bearer token ("local" without one): what spending
+    allowances are kept per."""
+    token = _access_token(ctx)
+    if token is None:
+        return "local"
+    return hashlib.sha256(token.token.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _access_token(ctx: Context) -> AccessToken | None:
     request = ctx.request_context.request
     scope = getattr(request, "scope", None)
     user = scope.get("user") if isinstance(scope, dict) else None
-    token = user.access_token if isinstance(user, AuthenticatedUser) else get_access_token()
-    return token.subject if token is not None else None
+    return user.access_token if isinstance(user, AuthenticatedUser) else get_access_token()
 
 
 def _idempotency_key(ctx: Context, caller: Caller) -> str | None:

@@ -79,3 +79,25 @@ async def test_the_error_text_alone_carries_the_facts(tmp_path):
     text = seen["result"]["content"][0]["text"]
     assert text.startswith("quota_exceeded: ") and "Nothing was charged" in text
     assert "1 credit(s) left" in text and "get_quota" in text
+
+
+async def test_spend_consent_through_the_typescript_client(tmp_path):
+    """Form elicitation as the TypeScript SDK client answers it (during the call, 2025-11-25):
+    accepted with an allowance, then covered by it, then declined once it is used up."""
+    settings = make_settings(tmp_path, quota={"allowance": 10}, mcp={"confirm_over": 1})
+    args = {"prompt": "a fox", "n": 2, "return_image": "none"}
+    calls = [{"name": "generate_image", "arguments": args}] * 3
+    answers = [
+        {"action": "accept", "content": {"also_allow": 2, "minutes": 5}},
+        {"action": "decline"},
+    ]
+    async with running(settings) as url:
+        seen = await run_ts(url, calls, elicit=answers)
+        async with Client(url) as client:
+            left = (await client.call_tool("get_quota", {})).structured_content["remaining"]
+    first, second, third = (r["result"] for r in seen["results"])
+    assert len(seen["asked"]) == 2 and "up to 2 credits" in seen["asked"][0]["message"]
+    assert seen["asked"][0]["requestedSchema"]["properties"]["also_allow"]["type"] == "integer"
+    assert not first.get("isError") and not second.get("isError")
+    assert third["isError"] and third["structuredContent"]["error"]["code"] == "spend_declined"
+    assert left == 6
