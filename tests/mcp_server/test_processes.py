@@ -9,11 +9,15 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 
 import anyio
 from mcp import Client, StdioServerParameters
+
+from core import Settings
+from mcp_server.serve import _bind
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,11 +82,16 @@ async def test_imagegate_serve_prints_its_url_and_answers(tmp_path):
         curl = re.search(r"or with curl: (curl .*)", text)
         assert curl, text
         if shutil.which("curl") and shutil.which("bash"):
+            # As printed, plus curl's own errors and the status, should it fail.
             shown = await asyncio.create_subprocess_exec(
-                "bash", "-c", curl[1], stdout=asyncio.subprocess.PIPE
+                "bash",
+                "-c",
+                curl[1] + " -S -w '\nHTTP %{http_code}'",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
             )
             output, _ = await shown.communicate()
-            assert b"Made 1 image with placeholder:default" in output, output
+            assert b"Made 1 image with placeholder:default" in output, (shown.returncode, output)
         async with Client(url[1]) as client:
             status = (await client.call_tool("get_quota", {})).structured_content
             assert status["user"] == "mcp:alice"
@@ -123,3 +132,14 @@ async def test_http_behind_a_proxy_without_clients_refuses_to_start(tmp_path):
         lines = err.decode().splitlines()
         assert process.returncode == 1 and out == b"", (command, lines)
         assert len(lines) == 1 and key in lines[0] and "mcp token USER" in lines[0], lines
+
+
+def test_the_announced_socket_already_accepts_connections(tmp_path):
+    """``serve`` prints "listening on" before uvicorn starts: a client that connects at once
+    (the printed curl line, run by a script) must wait in the backlog, not be refused."""
+    sock = _bind(Settings(), "127.0.0.1", 0, "[mcp]")
+    try:
+        with socket.create_connection(sock.getsockname()[:2], timeout=5):
+            pass
+    finally:
+        sock.close()
