@@ -3,8 +3,8 @@
 Each run starts ``bench.soak_crash_child`` (an ``ImageService`` with an OpenAI-compatible
 emulator and the placeholder provider, three workers making jobs) and kills it with SIGKILL:
 even runs right after a chosen step of a job commits (``KILL_POINTS``, in turn), odd runs at
-a random moment. Then this process "restarts" it (``ImageService.open``, which releases what
-the dead process held) and checks:
+a random moment. Then this process waits for the dead one's lease to lapse (``LEASE_S``) and
+"restarts" it (``ImageService.open``, which releases what the dead process held) and checks:
 
 - ``audit``: no hold open, every ledger sums to its account, one capture or one refund per
   hold, every charge equal to the images delivered, every job record agreeing with its hold;
@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRANT = 1_000_000
 USER = "crash"
 KEY_ENV = "IMAGEGATE_CRASH_OPENAI_KEY"
+LEASE_S = 0.3  # the dead child's holds are released this long after its last renewal
 
 
 @dataclass
@@ -86,7 +87,7 @@ class CrashReport:
 
 def _config(tmp: Path, base_url: str, database: dict[str, Any] | None) -> Path:
     path = tmp / "crash.toml"
-    section = {"path": str(tmp / "crash.db"), **(database or {})}
+    section = {"path": str(tmp / "crash.db"), "lease_s": LEASE_S, **(database or {})}
     lines = "\n".join(f"{key} = {json.dumps(value)}" for key, value in section.items())
     path.write_text(
         f"""
@@ -289,6 +290,7 @@ async def _verify(
     ended = {e["key"]: e for e in events if e["event"] in ("done", "fail")}
     unanswered = [k for k in started if k not in ended]
     report.states_at_kill.update(await _states(settings, unanswered))
+    await asyncio.sleep(LEASE_S)  # the dead child's lease runs out
     service = await ImageService.open(settings, sweeper=False)  # the restart
     try:
         problems: list[str] = []

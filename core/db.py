@@ -14,6 +14,7 @@ connection.
 
 SQLite facts that shape the SQLite backend (see reference/core-and-quotas.md, B3 and B4):
 - WAL lets readers and the single writer work at once; all processes must be on one host.
+  Which of them are alive is decided by their leases in the ``instance`` table (core.leases).
 - A deferred transaction that reads then writes fails at once with SQLITE_BUSY under
   contention, whatever the busy timeout; every write here starts with ``BEGIN IMMEDIATE``.
 - Thread hand-offs cost far more than SQLite itself (B4: about five awaits per transaction
@@ -248,6 +249,23 @@ migration(
     "m008_image_owner_hash",  # recognise an upload as one of the user's results
     """
     CREATE INDEX image_owner_hash ON image(user_id, sha256);
+    """,
+)
+
+
+migration(
+    "m009_instance_leases",
+    """
+    CREATE TABLE instance (
+      instance_id TEXT PRIMARY KEY,
+      host        TEXT NOT NULL,
+      pid         INTEGER NOT NULL,
+      started_at  INTEGER NOT NULL,
+      renewed_at  INTEGER NOT NULL,
+      expires_at  INTEGER NOT NULL
+    );
+    CREATE INDEX hold_owner ON hold(owner) WHERE state = 'held';
+    CREATE INDEX job_running ON job(owner) WHERE status = 'running';
     """,
 )
 

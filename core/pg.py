@@ -220,6 +220,21 @@ migration(
 )
 
 
+migration(
+    "m009_instance_leases",
+    """
+    CREATE TABLE instance (
+      instance_id TEXT PRIMARY KEY,
+      host        TEXT NOT NULL,
+      pid         BIGINT NOT NULL,
+      started_at  BIGINT NOT NULL,
+      renewed_at  BIGINT NOT NULL,
+      expires_at  BIGINT NOT NULL
+    );
+    CREATE INDEX hold_owner ON hold(owner) WHERE state = 'held';
+    """,
+)
+
 _ATTEMPTS = 3
 # A race lost to a concurrent transaction: run the body again (see the module docstring).
 _RETRY = (

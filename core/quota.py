@@ -20,6 +20,7 @@ from typing import Any
 
 from .db import Database, Tx
 from .errors import IdempotencyConflictError, QuotaExceededError, RateLimitedError
+from .leases import LAPSED
 from .types import LedgerEntry, QuotaStatus
 
 
@@ -140,21 +141,15 @@ class QuotaStore:
         closed = await self.db.transact(_close_hold, hold_id, actual, refund_kind, now_ms)
         return None if closed is None else closed[1]
 
-    async def sweep(self, *, is_dead_owner: Callable[[str], bool] | None = None) -> int:
-        """Release expired holds (and, with ``is_dead_owner``, holds of crashed processes).
+    async def sweep(self, *, instance: str | None = None) -> int:
+        """Release the holds no live process will finish: those whose owner's lease lapsed
+        (never ``instance``'s own, this process's), and owner-less holds past their expiry.
+        A hold whose owner's lease is live never expires, however long its job takes.
 
         Returns how many were released.
         """
         now_ms, _ = self._now()
-        rows = await self.db.fetchall(
-            "SELECT hold_id, owner, expires_at FROM hold WHERE state = 'held'"
-        )
-        released = 0
-        for hold_id, owner, expires_at in rows:
-            dead = bool(owner and is_dead_owner and is_dead_owner(owner))
-            if expires_at <= now_ms or dead:
-                released += await self._finish(hold_id, 0, "expire") is not None
-        return released
+        return await self.db.transact(_sweep, instance or "", now_ms)
 
     async def grant(
         self, user: str, credits: int, *, reason: str, policy: Policy, actor: str | None = None
@@ -322,6 +317,18 @@ async def _reserve(
     if also is not None:
         await also(tx, hold)
     return hold
+
+
+async def _sweep(tx: Tx, instance: str, now_ms: int) -> int:
+    rows = await tx.fetchall(
+        "SELECT hold_id FROM hold WHERE state = 'held' AND ((owner IS NULL AND expires_at <= ?)"
+        f" OR (owner IS NOT NULL AND owner <> ? AND owner {LAPSED}))",
+        (now_ms, instance, now_ms),
+    )
+    released = 0
+    for row in rows:
+        released += await _close_hold(tx, row[0], 0, "expire", now_ms) is not None
+    return released
 
 
 async def _settle_and_report(

@@ -4,7 +4,8 @@ Every job goes: check the request and plan it (bad input costs nothing) -> reser
 run the orchestrator -> store what arrived -> settle for the delivered images (or release on
 any failure, timeout or cancellation) -> report. Nothing is charged twice (idempotency keys),
 nothing delivered is lost (stored before settling), and a crash never locks credits away
-(holds expire, and holds of dead processes are released at start-up).
+(every process holds a lease in the database; the holds and jobs of a process whose lease
+lapsed are released by the next start-up or sweep, see core.leases).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +40,7 @@ from .errors import (
     SpendLimitError,
 )
 from .http import make_http_client
+from .leases import Leases
 from .moderation import find_in_texts
 from .orchestrator import Delivered, Orchestrator, Outcome
 from .progress import Progress, forward_to, reporting_to
@@ -132,9 +133,11 @@ class ImageService:
         self._balance_errors: dict[str, tuple[int, str]] = {}
         self.orchestrator = Orchestrator(max_retries=settings.defaults.max_retries)
         self.queues = ProviderQueues()
-        self.owner = _process_owner()
+        self.leases = Leases(db, settings.database.lease_s, clock)
+        self.owner = self.leases.instance_id  # of every hold and job this process makes
         self._owns_http = owns_http
         self._sweeper: asyncio.Task[None] | None = None
+        self._lease_keeper: asyncio.Task[None] | None = None
         self._decode_slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2) - 1))
 
     @classmethod
@@ -148,8 +151,11 @@ class ImageService:
         check_default: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> ImageService:
-        """Open the database, build the models, release holds left by crashed processes, and
-        check the files of the images recorded last (``ImageStore.check_recent``).
+        """Open the database, build the models, take this process's lease, release what
+        processes whose lease lapsed left behind, and check the files of the images recorded
+        last (``ImageStore.check_recent``). The lease is renewed in the background until
+        ``aclose``; ``sweeper`` also releases, every ``[quota] sweep_interval_s``, what other
+        processes leave behind later.
 
         ``receive_callbacks``: this process serves ``service.callbacks.app`` (``imagegate
         serve`` does), so providers may answer asynchronously when ``[callbacks] public_url``
@@ -177,6 +183,12 @@ class ImageService:
         service = cls(
             settings, db, client, registry, callbacks, owns_http=http is None, clock=clock
         )
+        try:
+            await service.leases.register()
+        except BaseException:
+            await service.aclose()
+            raise
+        service._lease_keeper = asyncio.create_task(service.leases.keep())
         await service.recover()
         await service.store.check_recent()
         if sweeper:
@@ -184,10 +196,14 @@ class ImageService:
         return service
 
     async def aclose(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._lease_keeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._lease_keeper is not None:
+            with contextlib.suppress(Exception):  # else it lapses by itself
+                await self.leases.drop()
         if self._owns_http:
             await self.http.aclose()
         await self.db.close()
@@ -854,7 +870,7 @@ class ImageService:
             period=quota.period,
             rate_per_minute=quota.rate_per_minute,
             max_in_flight=quota.max_in_flight,
-            hold_ttl_s=max(quota.hold_ttl_s, self.settings.defaults.job_deadline_s + 60),
+            hold_ttl_s=quota.hold_ttl_s,  # only for holds without an owner (core.leases)
         )
 
     async def quota(self, caller: Caller) -> QuotaStatus:
@@ -1158,10 +1174,11 @@ class ImageService:
     # --- housekeeping -----------------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Release expired holds and those of crashed processes; mark their jobs interrupted."""
-        released = await self.quotas.sweep(is_dead_owner=self._is_dead_owner)
-        dead = {o for o in await self.store.running_owners() if self._is_dead_owner(o)}
-        await self.store.interrupt_jobs_of(dead)
+        """Release the holds of processes whose lease lapsed (and expired owner-less ones),
+        finish their jobs as interrupted, and forget their leases. Returns holds released."""
+        released = await self.quotas.sweep(instance=self.owner)
+        await self.store.interrupt_lapsed(self.owner)
+        await self.leases.forget_lapsed()
         if released:
             log.info("released %d abandoned hold(s)", released)
         return released
@@ -1173,9 +1190,6 @@ class ImageService:
                 await self.recover()
             except Exception:  # the sweeper must outlive a transient database error
                 log.exception("hold sweeper failed")
-
-    def _is_dead_owner(self, owner: str) -> bool:
-        return owner != self.owner and _owner_is_dead(owner)
 
 
 def _expect(request: ImageRequest, operations: tuple[str, ...]) -> None:
@@ -1260,29 +1274,6 @@ def _plans(models: list[ImageModel], request: ImageRequest) -> list[tuple[ImageM
 def _model_of(delivered: list[Delivered]) -> str:
     refs = list(dict.fromkeys(d.model.ref for d in delivered))
     return ", ".join(refs)
-
-
-def _process_owner() -> str:
-    """This process's identity for holds: host, pid and the pid's start time."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}/{pid}/{_start_time(pid)}"
-
-
-def _start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
-
-
-def _owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` was a process on this host that no longer runs."""
-    host, _, rest = owner.partition("/")
-    pid_text, _, started = rest.partition("/")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    return _start_time(int(pid_text)) != started if started != "?" else False
 
 
 def default_cli_user() -> str:

@@ -76,6 +76,9 @@ class DatabaseSettings(_Section):
     path: Path = Path("data/imagegate.db")
     busy_timeout_ms: int = Field(5000, ge=0)
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # Each process renews its lease every lease_s / 3; another process releases its holds and
+    # interrupts its jobs only once the lease has lapsed (core.leases).
+    lease_s: float = Field(15.0, ge=0.1, le=3600, allow_inf_nan=False)
     # The NAME of the environment variable holding a postgresql:// URL (it may carry a
     # password, so never the URL itself in the file). Set and non-empty: PostgreSQL.
     url_env: EnvName | None = None
@@ -156,6 +159,8 @@ class QuotaSettings(_Section):
     period: Literal["day", "week", "month"] = "day"
     rate_per_minute: int = Field(0, ge=0)
     max_in_flight: int = Field(0, ge=0)
+    # Expiry of a hold that no process owns (none that ImageService makes): holds of a process
+    # live as long as its lease ([database] lease_s).
     hold_ttl_s: float = Field(900.0, gt=0)
     sweep_interval_s: float = Field(60.0, gt=0)
     guilds: list[GuildQuota] = Field(default_factory=list)

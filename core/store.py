@@ -36,6 +36,7 @@ from .db import Database, Tx
 from .errors import NotFoundError
 from .ids import random_hex
 from .images import EXTENSIONS, ImageInfo, preview, sniff_mime
+from .leases import LAPSED
 from .types import GeneratedImage, ImageRequest, InputImage, JobRecord, StoredImage
 
 log = logging.getLogger("imagegate")
@@ -184,15 +185,11 @@ class ImageStore:
         row = (status, credits_charged, json.dumps(warnings), error, self._ms(), job_id)
         await self.db.transact(_update_job, row)
 
-    async def interrupt_jobs_of(self, owners: set[str]) -> int:
-        """Mark running jobs of crashed processes as interrupted; returns how many."""
-        if not owners:
-            return 0
-        return await self.db.transact(_interrupt_jobs, sorted(owners), self._ms())
-
-    async def running_owners(self) -> set[str]:
-        rows = await self.db.fetchall("SELECT DISTINCT owner FROM job WHERE status = 'running'")
-        return {row[0] for row in rows if row[0]}
+    async def interrupt_lapsed(self, instance: str) -> int:
+        """Finish the running jobs of processes whose lease lapsed (never ``instance``'s, this
+        process's own): interrupted, or delivered when their charge was already taken.
+        Returns how many were marked interrupted."""
+        return await self.db.transact(_interrupt_jobs, instance, self._ms())
 
     async def job_status(self, job_id: str) -> str | None:
         """Only the job's status (a cheap look while waiting for it), or None."""
@@ -433,14 +430,13 @@ async def _mark_lost(tx: Tx, rows: list[tuple[str, str, str]]) -> None:
     )
 
 
-async def _interrupt_jobs(tx: Tx, owners: list[str], now_ms: int) -> int:
-    marks = ",".join("?" * len(owners))
+async def _interrupt_jobs(tx: Tx, instance: str, now_ms: int) -> int:
     jobs = await tx.fetchall(
         "SELECT j.job_id, j.request, h.state, h.settled_amount,"
         " (SELECT count(*) FROM image i WHERE i.job_id = j.job_id)"
         " FROM job j LEFT JOIN hold h ON h.hold_id = j.hold_id"
-        f" WHERE j.status = 'running' AND j.owner IN ({marks})",
-        owners,
+        f" WHERE j.status = 'running' AND j.owner <> ? AND j.owner {LAPSED}",
+        (instance, now_ms),
     )
     interrupted = 0
     for job_id, request, hold_state, settled, images in jobs:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import tomllib
 from pathlib import Path
 
@@ -297,7 +298,9 @@ asyncio.run(main())
 
 
 def test_kill_9_during_a_job_loses_and_duplicates_nothing(tmp_path):
+    lease_s = 0.2  # the next process releases the dead one's holds once its lease lapsed
     config = _config(tmp_path)
+    config.write_text(config.read_text().replace("[images]", f"lease_s = {lease_s}\n[images]"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for _ in range(3):
         proc = subprocess.Popen(
@@ -311,6 +314,7 @@ def test_kill_9_during_a_job_loses_and_duplicates_nothing(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
+        time.sleep(lease_s)
         held = json.loads(
             run(tmp_path, "quota", "show", "cli:victim", "--json", config=config).stdout
         )

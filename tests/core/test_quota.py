@@ -200,15 +200,6 @@ async def test_sweeper_releases_expired_holds(backend):
     assert [e.kind for e in await store.history("u")][:1] == ["expire"]
 
 
-async def test_sweeper_releases_holds_of_dead_owners_only(backend):
-    store = await _store(backend)
-    policy = Policy(allowance=5)
-    await store.reserve("u", amount=1, idem_key="a", request_hash="h", policy=policy, owner="dead")
-    await store.reserve("u", amount=1, idem_key="b", request_hash="h", policy=policy, owner="alive")
-    assert await store.sweep(is_dead_owner=lambda owner: owner == "dead") == 1
-    assert (await store.status("u", policy)).in_flight == 1
-
-
 async def test_rate_limit_and_in_flight_cap(backend):
     clock = Clock()
     store = await _store(backend, clock)

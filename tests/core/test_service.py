@@ -220,22 +220,6 @@ async def test_rerun_after_restart_reuses_settings_with_a_new_seed(tmp_path, bac
         assert again.job_id != first.job_id
 
 
-async def test_restart_releases_holds_of_a_dead_process(tmp_path, backend):
-    settings = make_settings(tmp_path, database=backend)
-    async with await ImageService.open(settings, sweeper=False) as svc:
-        await svc.quotas.reserve(
-            ALICE.key,
-            amount=3,
-            idem_key="k",
-            request_hash="h",
-            policy=svc.policy(ALICE),
-            owner="somehost-that-is-this-host",
-        )
-    async with await ImageService.open(settings, sweeper=False) as svc:
-        # owners on other hosts are left to the TTL
-        assert (await svc.quota(ALICE)).held == 3
-
-
 async def test_a_shown_result_can_be_built_on_by_someone_else_who_pays(service):
     made = await service.generate(ALICE, ImageRequest(prompt="a fox", n=2, seed=3))
     with pytest.raises(NotFoundError):

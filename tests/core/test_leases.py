@@ -1,0 +1,141 @@
+"""Instance leases, on both backends: only the holds and jobs of a process whose lease lapsed
+are released.
+
+Several ``Leases`` on one database stand for several processes (the two-process test with
+separate PID namespaces is ``tests/reliability/test_leases_processes.py``); a fake clock
+moves time on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from core import Caller, ImageRequest, ImageService, parse_settings
+from core.db import open_database
+from core.leases import Leases
+from core.quota import Policy, QuotaStore
+from tests.conftest import make_settings
+from tests.core.test_quota import Clock
+from tests.emulators import Fault, create_emulator
+
+POLICY = Policy(allowance=10, hold_ttl_s=1)
+
+
+async def _hold(store: QuotaStore, key: str, owner: str | None) -> str:
+    hold = await store.reserve(
+        "u", amount=1, idem_key=key, request_hash="h", policy=POLICY, owner=owner
+    )
+    return hold.hold_id
+
+
+async def _states(store: QuotaStore, holds: dict[str, str]) -> dict[str, str]:
+    return {name: (await store.hold_state(hold_id) or ("?",))[0] for name, hold_id in holds.items()}
+
+
+@pytest.fixture
+async def store(backend):
+    """A quota store on a fake clock (``store.clock``), on each backend."""
+    settings = parse_settings({"database": backend})
+    store = QuotaStore(await open_database(settings.database), Clock())
+    yield store
+    await store.db.close()
+
+
+async def test_only_holds_of_lapsed_leases_are_released(store):
+    clock, db = store.clock, store.db
+    alive, frozen, me = (Leases(db, 10, clock) for _ in range(3))
+    for lease in (alive, frozen, me):
+        await lease.register()
+    holds = {
+        "alive": await _hold(store, "a", alive.instance_id),
+        "frozen": await _hold(store, "f", frozen.instance_id),
+        "mine": await _hold(store, "m", me.instance_id),
+        "unknown": await _hold(store, "u", "oldhost/123/456"),  # no lease: an old version
+        "ownerless": await _hold(store, "o", None),
+    }
+    assert await store.sweep(instance=me.instance_id) == 1  # only the unknown owner's
+    clock.now += 9  # past every hold's TTL (1 s): a hold with a live lease stays held
+    assert await alive.renew() and await me.renew()
+    assert await store.sweep(instance=me.instance_id) == 1  # the owner-less one expired
+    assert (await _states(store, holds))["frozen"] == "held"
+    clock.now += 2  # frozen's lease (10 s) has lapsed; alive's and mine were renewed
+    assert await store.sweep(instance=me.instance_id) == 1
+    assert await _states(store, holds) == {
+        "alive": "held",
+        "frozen": "expired",
+        "mine": "held",
+        "unknown": "expired",
+        "ownerless": "expired",
+    }
+    # Even with its own lease lapsed, a process never releases its own holds.
+    clock.now += 60
+    assert await store.sweep(instance=me.instance_id) == 1  # alive's, at last
+    assert (await _states(store, holds))["mine"] == "held"
+    assert await store.check_ledger() == []
+    # The frozen process wakes up: its renewal reports the lapse and takes a new lease.
+    assert await frozen.forget_lapsed() == 2  # alive's and mine (not its own)
+    assert not await frozen.renew()
+    assert await frozen.renew()
+
+
+async def test_a_second_service_leaves_a_live_one_alone(tmp_path, backend):
+    """Two services on one database (one host, one pid namespace or not): the second
+    releases nothing of the first while it lives, and its holds once it has gone."""
+    settings = make_settings(tmp_path, database=backend, quota={"hold_ttl_s": 0.001})
+    caller = Caller(frontend="cli", user_id="alice")
+    async with await ImageService.open(settings, sweeper=False) as second:
+        first = await ImageService.open(settings, sweeper=False)
+        try:
+            assert first.owner != second.owner
+            await first.quotas.reserve(
+                caller.key,
+                amount=3,
+                idem_key="k",
+                request_hash="h",
+                policy=first.policy(caller),
+                owner=first.owner,
+            )
+            assert await second.recover() == 0
+            assert (await second.quota(caller)).held == 3
+        finally:
+            await first.aclose()  # ends its lease: what it left held is anybody's to release
+        assert await second.recover() == 1
+        assert (await second.quota(caller)).held == 0
+
+
+async def test_jobs_queued_longer_than_a_lease_and_the_hold_ttl_are_charged(tmp_path, monkeypatch):
+    """Three jobs on a provider that takes one call at a time, each call 0.6 s: the last one
+    queues 1.2 s, longer than the lease (1 s) and the old hold lifetime (0.05 s), while a
+    second service sweeps the same database every 20 ms. Every job is charged in full."""
+    emu = create_emulator("openai", api_key="sk-queue-test", image_size=(64, 64))
+    emu.inject(Fault(delay_s=0.6, path="/images/"), times=3)
+    monkeypatch.setenv("IG_QUEUE_KEY", "sk-queue-test")
+    settings = make_settings(
+        tmp_path,
+        database={"lease_s": 1.0},
+        providers={
+            "openai": {
+                "kind": "openai",
+                "base_url": "http://openai.test" + emu.base_path,
+                "api_key_env": "IG_QUEUE_KEY",
+                "models": ["dall-e-2"],
+                "max_concurrency": 1,
+            }
+        },
+        quota={"allowance": 10, "hold_ttl_s": 0.05, "sweep_interval_s": 0.02},
+    )
+    caller = Caller(frontend="cli", user_id="alice")
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=emu.app)) as http,
+        await ImageService.open(settings, http=http, sweeper=False) as service,
+        await ImageService.open(settings, http=http, sweeper=True),
+    ):
+        request = ImageRequest(prompt="a queue", model="openai:dall-e-2")
+        results = await asyncio.gather(*(service.generate(caller, request) for _ in range(3)))
+        assert [r.credits_charged for r in results] == [1, 1, 1]
+        assert (await service.quota(caller)).remaining == 7
+        kinds = [e.kind for e in await service.history(caller, caller)]
+        assert sorted(kinds) == ["capture"] * 3 + ["hold"] * 3  # nothing expired or refunded
