@@ -68,17 +68,39 @@ class CallbackHub:
         return waiter
 
     async def _receive(self, request: Request) -> JSONResponse:
-        waiter = self._waiters.get(request.path_params["token"])
+        token = request.path_params["token"]
+        waiter = self._waiters.get(token)
         if waiter is None or waiter.future.done():
-            self.ignored += 1
-            # Unknown, duplicate or late: say nothing useful to a prober.
-            return JSONResponse({"status": "ignored"}, status_code=404 if waiter is None else 200)
-        body = await request.body()
-        if len(body) > MAX_CALLBACK_BYTES:
+            return self._ignore(waiter)
+        body = await read_capped(request, MAX_CALLBACK_BYTES)
+        if body is None:
             return JSONResponse({"status": "too large"}, status_code=413)
+        if self._waiters.get(token) is not waiter or waiter.future.done():
+            return self._ignore(waiter)  # a duplicate won while this body arrived, or too late
         try:
             payload = json.loads(body)
         except ValueError:
             return JSONResponse({"status": "bad json"}, status_code=400)
         waiter.future.set_result(payload)
         return JSONResponse({"status": "ok"})
+
+    def _ignore(self, waiter: CallbackWaiter | None) -> JSONResponse:
+        self.ignored += 1
+        # Unknown, duplicate or late: say nothing useful to a prober.
+        return JSONResponse({"status": "ignored"}, status_code=404 if waiter is None else 200)
+
+
+async def read_capped(request: Request, cap: int) -> bytes | None:
+    """The request's body, or None as soon as it is known to be over ``cap`` bytes (by its
+    declared length, or while it streams in): an oversized body is never held whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -119,11 +119,22 @@ class ImageGateError(Exception):
         }
 
 
+MAX_WAIT_S = 86_400.0  # a wait reported as longer than a day (or infinite) counts as a day
+
+
+def finite_seconds(seconds: float | None) -> float | None:
+    """Seconds that came from outside (a Retry-After header, a backend's time estimate; JSON
+    and float() both read ``1e999`` as infinity) made safe to compute with: NaN is unknown
+    (None), a negative wait is none, anything over ``MAX_WAIT_S`` is ``MAX_WAIT_S``."""
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_WAIT_S)
+
+
 def _whole_seconds(seconds: float) -> int:
     """At least 1 s, rounded up; a huge or non-finite wait is reported as one day."""
-    if not math.isfinite(seconds) or seconds > 86_400:
-        return 86_400
-    return max(1, math.ceil(seconds))
+    safe = finite_seconds(seconds)
+    return max(1, math.ceil(MAX_WAIT_S if safe is None else safe))
 
 
 class ConfigError(ImageGateError):

@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+
+from .errors import finite_seconds
 
 log = logging.getLogger("imagegate")
 
@@ -47,6 +50,14 @@ class ProviderProgress:
     step: int | None = None
     steps: int | None = None
     fraction: float | None = None  # 0..1, where the backend gives only that
+
+    def __post_init__(self) -> None:
+        # A backend's numbers arrive unchecked (JSON reads 1e999 as infinity): made finite
+        # here, where every adapter's report enters, so that no front end's rounding fails.
+        object.__setattr__(self, "wait_s", finite_seconds(self.wait_s))
+        if self.fraction is not None:
+            fraction = None if math.isnan(self.fraction) else min(1.0, max(0.0, self.fraction))
+            object.__setattr__(self, "fraction", fraction)
 
     def detail(self) -> str:
         """One line for a person: "queued at ComfyUI, position 3, about 40 s left"."""

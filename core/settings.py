@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -69,7 +70,8 @@ EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # TOML has inf and nan: no setting means either (an infinite deadline breaks every job).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DatabaseSettings(_Section):
@@ -142,6 +144,17 @@ class PricingSettings(_Section):
     default: int | None = Field(1, ge=0)
     operations: dict[str, int] = Field(default_factory=dict)
     models: dict[str, int | dict[str, int]] = Field(default_factory=dict)
+
+    @field_validator("operations", "models")
+    @classmethod
+    def _not_negative(cls, prices: dict[str, Any]) -> dict[str, Any]:
+        for name, price in prices.items():
+            per_operation = price if isinstance(price, dict) else {"": price}
+            for operation, value in per_operation.items():
+                if value < 0:
+                    where = f"{name}.{operation}" if operation else name
+                    raise ValueError(f"{where} = {value}: a price cannot be negative")
+        return prices
 
 
 class GuildQuota(_Section):

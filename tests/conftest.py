@@ -82,3 +82,16 @@ def backend(
         return {"path": str(tmp_path / "imagegate.db")}
     monkeypatch.setenv(PG_URL_ENV, request.getfixturevalue("pg_url"))
     return {"path": str(tmp_path / "unused.db"), "url_env": PG_URL_ENV}
+
+
+class Firehose:
+    """A request body of ``chunks`` pieces of ``size`` bytes that counts the pieces taken: a
+    server that reads with a size cap stops taking them soon after the cap."""
+
+    def __init__(self, size: int, chunks: int) -> None:
+        self.size, self.chunks, self.sent = size, chunks, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.chunks):
+            self.sent += 1
+            yield b"x" * self.size

@@ -136,6 +136,24 @@ def test_edit_inpaint_and_upscale_from_files(tmp_path):
         (("models",), "[quota]\nallowanse = 3\n", "[quota] allowanse: unknown key", "config_error"),
         (("models",), "[providers.x]\nkind = 'nope'\n", "[providers.x] kind", "config_error"),
         (("models",), "not toml [", "not valid TOML", "config_error"),
+        (
+            ("models",),
+            "[pricing.operations]\nupscale = -2\n",
+            "[pricing] operations: upscale = -2: a price cannot be negative",
+            "config_error",
+        ),
+        (
+            ("models",),
+            "[pricing.models]\n'placeholder:default' = {upscale = -1}\n",
+            "placeholder:default.upscale = -1: a price cannot be negative",
+            "config_error",
+        ),
+        (
+            ("models",),
+            "[defaults]\njob_deadline_s = inf\n",
+            "[defaults] job_deadline_s: Input should be a finite number",
+            "config_error",
+        ),
     ],
 )
 def test_bad_input_gives_one_line_and_no_traceback(tmp_path, args, extra, expected, code):

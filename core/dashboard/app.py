@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ..callbacks import read_capped
 from ..errors import ImageGateError, InvalidRequestError, NotFoundError
 from ..reports import Usage, runway_text
 from ..service import ImageService
@@ -109,8 +110,10 @@ class _Dashboard:
     async def login(self, request: Request) -> Response:
         if request.method == "GET":
             return self._login_form(request, status=200)
-        body = await request.body()
-        form = parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace"))
+        body = await read_capped(request, MAX_FORM_BYTES)
+        if body is None:  # a sign-in form is a few hundred bytes; never hold a flood
+            return self._render(request, "login.html", {"next": "", "failed": True}, 413)
+        form = parse_qs(body.decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0].strip()
         opened = await self.service.open_session(token) if token else None
         if opened is None:

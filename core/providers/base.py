@@ -39,6 +39,7 @@ from ..errors import (
     ProviderResponseError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    finite_seconds,
 )
 from ..settings import ProviderSettings
 from ..types import GeneratedImage, ImageRequest, InputImage, Operation
@@ -289,7 +290,7 @@ def _parsed(url: str) -> httpx.URL:
 def error_for_status(ctx: ProviderContext, response: httpx.Response) -> ProviderError:
     """The error class a failed HTTP status maps to (408/409/429/5xx are retryable)."""
     status = response.status_code
-    detail = redact(response.text[:500], ctx.api_key)
+    detail = redact(response.text, ctx.api_key, 500)
     message = provider_message(response, ctx.api_key)
     kwargs: dict[str, Any] = {"provider": ctx.name, "status": status, "detail": detail}
     name = ctx.name
@@ -327,33 +328,55 @@ def provider_message(response: httpx.Response, secret: str | None) -> str:
             message = error.get("message") or message
         elif isinstance(error, str) and not message:  # {"error": "<code>", "message": ...}
             message = error
-    return redact(str(message)[:200], secret) if message else ""
+    return redact(str(message), secret, 200) if message else ""
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), within
+    0..``MAX_WAIT_S`` (``inf`` or ``1e999`` is a day; NaN is no value)."""
     if value := response.headers.get("retry-after-ms"):
         try:
-            return float(value) / 1000
+            return finite_seconds(float(value) / 1000)
         except ValueError:
             pass
     value = response.headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return finite_seconds(float(value))
     except ValueError:
         pass
     try:  # a provider's garbled header must not turn a 429 into a crash
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - time.time()) if when else None
+    return finite_seconds(when.timestamp() - time.time()) if when else None
 
 
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with the secret (if any) replaced."""
-    return text.replace(secret, "[redacted]") if secret else text
+SECRET_PREFIX_CHARS = 8  # this much of a key's start, or more, is redacted wherever it shows
+
+
+def redact(text: str, secret: str | None, limit: int | None = None) -> str:
+    """``text`` with the secret replaced, and any piece of it of ``SECRET_PREFIX_CHARS`` or more
+    characters from its start (a key the provider echoed cut short); then cut to ``limit``
+    characters. Always redact before cutting: a cut through the key would leave a prefix
+    that no longer matches the key."""
+    if secret:
+        text = _without_key_prefixes(text, secret)
+    return text if limit is None else text[:limit]
+
+
+def _without_key_prefixes(text: str, secret: str) -> str:
+    head = secret[:SECRET_PREFIX_CHARS]
+    parts: list[str] = []
+    start = 0
+    while (found := text.find(head, start)) >= 0:
+        end = found + len(head)
+        while end - found < len(secret) and end < len(text) and text[end] == secret[end - found]:
+            end += 1
+        parts += [text[start:found], "[redacted]"]
+        start = end
+    return "".join(parts) + text[start:]
 
 
 def parse_json(
@@ -599,7 +622,7 @@ def _unreadable(ctx: ProviderContext, exc: ValidationError, what: str) -> Provid
     return ProviderResponseError(
         f"{ctx.name} sent {what} we could not read",
         provider=ctx.name,
-        detail=redact(str(exc)[:300], ctx.api_key),
+        detail=redact(str(exc), ctx.api_key, 300),
     )
 
 

@@ -340,7 +340,7 @@ class ComfyUIImageModel(ImageModel):
         if event == "execution_interrupted":
             why = "it was interrupted on the server"
         else:
-            why = redact(str(data.get("exception_message", "an error"))[:200], self.ctx.api_key)
+            why = redact(str(data.get("exception_message", "an error")), self.ctx.api_key, 200)
         raise ProviderUnavailableError(
             f"{self.ctx.name} could not run the workflow ({why.strip()})", provider=self.ctx.name
         )
@@ -374,7 +374,7 @@ class ComfyUIImageModel(ImageModel):
         first = details[0] if details else error
         text = f"{first.get('message', '')}: {first.get('details', '')}".strip(": ")
         return ProviderRejectedError(
-            f"{self.ctx.name} rejected the workflow ({redact(text[:200], self.ctx.api_key)});"
+            f"{self.ctx.name} rejected the workflow ({redact(text, self.ctx.api_key, 200)});"
             " tell the operator",
             provider=self.ctx.name,
             status=400,

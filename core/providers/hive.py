@@ -136,7 +136,7 @@ class HiveImageModel(ImageModel):
             )
         first = task.status[0]
         if str(first.status.code) != "0":
-            message = redact(first.status.message[:200], self.ctx.api_key)
+            message = redact(first.status.message, self.ctx.api_key, 200)
             if any(mark in message.lower() for mark in _MODERATION):
                 raise content_rejected(self.ctx, message)
             raise ProviderResponseError(

@@ -162,7 +162,7 @@ class NebulaBlockImageModel(ImageModel):
         )
         reply = parse_json(self.ctx, response, _Reply)
         if reply.status != "success":
-            message = redact(reply.message[:200], self.ctx.api_key)
+            message = redact(reply.message, self.ctx.api_key, 200)
             if "moderation" in message.lower():
                 raise content_rejected(self.ctx, message)
             raise ProviderResponseError(

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from core import Caller, ImageRequest, ImageService
-from tests.conftest import make_settings
+from core import Caller, ImageRequest, ImageService, dashboard_app
+from tests.conftest import Firehose, make_settings
 
 from .conftest import DAY, OPS, Clock, serving
 
@@ -138,3 +138,11 @@ async def test_host_and_origin_checks_guard_the_dashboard(site):
     assert (await http.get("/admin/?days=9999")).status_code == 400
     assert (await http.get("/admin/jobs/nope")).status_code == 404
     assert (await http.get("/admin/users/not-a-user")).status_code == 400
+
+
+async def test_a_flooded_sign_in_form_is_refused_while_it_streams(site):
+    body = Firehose(16 * 1024, 4096)  # 64 MB, were it read whole
+    transport = httpx.ASGITransport(app=dashboard_app(site["service"]))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        response = await http.post("/login", content=body)
+    assert response.status_code == 413 and body.sent <= 2

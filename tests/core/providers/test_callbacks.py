@@ -6,8 +6,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
+import core.callbacks
 from core import JobTimeoutError
 from core.errors import ProviderTimeoutError
+from tests.conftest import Firehose
 from tests.emulators import Fault
 
 ASYNC = {
@@ -85,3 +87,20 @@ async def test_deepmode_upscale_also_runs_by_callback(harness):
     assert call.json["image_id"] == made.images[0].provider_image_id
     assert call.json["callback"].startswith(h.service.callbacks.public_url)
     assert result.images[0].width == made.images[0].width * 4
+
+
+async def test_an_oversized_callback_is_refused_while_it_streams(harness, monkeypatch):
+    h = await harness("deepmode", callbacks=True)
+    monkeypatch.setattr(core.callbacks, "MAX_CALLBACK_BYTES", 64 * 1024)
+    waiter = h.service.callbacks.expect()
+    body = Firehose(16 * 1024, 4096)  # 64 MB, were it read whole
+    # Through ASGI the body is handed over only as the receiver asks for it (a server such as
+    # uvicorn may go on draining a connection, but not into the receiver's memory).
+    transport = httpx.ASGITransport(app=h.service.callbacks.app)
+    async with httpx.AsyncClient(transport=transport) as http:
+        response = await http.post(waiter.url, content=body)
+        assert response.status_code == 413
+        assert body.sent <= 5, body.sent
+        assert not waiter.future.done()
+        ok = await http.post(waiter.url, json={"status": "done"})
+    assert ok.status_code == 200 and await waiter.wait(1) == {"status": "done"}

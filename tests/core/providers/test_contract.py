@@ -315,6 +315,26 @@ async def test_api_keys_never_reach_errors_or_logs(harness, kind, caplog):
     assert h.key not in caplog.text
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+async def test_no_piece_of_a_key_survives_a_cut_or_a_provider_cutting_it(harness, kind):
+    h = await harness(kind)
+    key = h.key
+    bodies = [
+        {"message": "z" * 188 + key},  # messages are cut at 200 characters: inside the key
+        {"message": f"bad key {key[:12]}..."},  # the provider echoed a cut key
+        {"error": {"message": f"{'y' * 190}{key}", "code": "x"}},
+        *({"message": "w" * pad + key} for pad in range(474, 500, 4)),  # details: cut at 500
+    ]
+    for body in bodies:
+        h.emu.inject(Fault(status=400, body=body))
+        with pytest.raises(Exception) as raised:  # noqa: B017 - any error; its text is checked
+            await h.generate()
+        error = raised.value
+        for text in (str(error), getattr(error, "detail", ""), repr(error.__dict__)):
+            assert key[:8] not in text, (body, text)
+        h.emu.clear()
+
+
 # ----- helpers ---------------------------------------------------------------------------------
 
 
