@@ -266,7 +266,13 @@ async def test_postgres_a_lost_unique_key_race_is_run_again(pg_url: str):
     await inside.wait()
     # Sees no row (not committed yet), inserts, waits on the first's key, loses, runs again.
     second = asyncio.create_task(db.transact(put_if_absent, "a:1", False))
-    while len(runs) < 2:
+    # Release only once the second waits on the first's key: released as soon as it merely
+    # started, the first could commit before the second's SELECT ran, which then finds the row
+    # (two runs, not three: a race the load on the machine decides).
+    while not await db.fetchall(
+        "SELECT 1 FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    ):
         await asyncio.sleep(0.01)
     release.set()
     assert (await first, await second) == ("made", "found")
