@@ -20,6 +20,7 @@ IDS = {
     "bench_overhead": "overhead",
     "bench_fanout": "fan-out",
     "bench_ledger": "ledger",
+    "bench_ledger_pg": "ledger-pg",
     "bench_large": "large",
     "bench_mcp": "mcp",
     "bench_discord": "discord",
