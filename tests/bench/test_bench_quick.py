@@ -21,6 +21,7 @@ IDS = {
     "bench_fanout": "fan-out",
     "bench_ledger": "ledger",
     "bench_ledger_pg": "ledger-pg",
+    "bench_replicas": "replicas",
     "bench_large": "large",
     "bench_mcp": "mcp",
     "bench_discord": "discord",
