@@ -4,7 +4,9 @@ one PostgreSQL database and one images folder, as replicas behind a load balance
 - 300 concurrent ``generate_image`` calls from three tokens, spread over the replicas, against
   small allowances: exactly the allowance succeeds for each user, and the ledger sums match;
 - an image made on one replica is readable from the others;
-- ``get_job`` on one replica answers for a job running on another (through the database).
+- ``get_job`` on one replica answers for a job running on another (through the database);
+- a replica killed with SIGKILL mid-job: its hold is released by another replica once its
+  lease has lapsed, and not before; the job is marked interrupted and nothing is lost.
 
 The replicas start once for the module (each takes a second or two to import and open).
 """
@@ -19,6 +21,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -41,7 +44,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWANCE = 7
-TOKENS = {name: f"replica-test-token-{name}-0123456789" for name in ("ann", "bob", "cat", "dan")}
+USERS = ("ann", "bob", "cat", "dan", "eve")
+TOKENS = {name: f"replica-test-token-{name}-0123456789" for name in USERS}
 KEY_ENV = "IMAGEGATE_REPLICA_DEEPIMAGE_KEY"
 
 
@@ -52,11 +56,13 @@ class Replicas:
     urls: list[str]
     settings: Any
     emulator: Any
+    env: dict[str, str]
+    folder: Path
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
     logs: list[list[str]] = field(default_factory=list)
 
 
-def _config(tmp: Path, provider_url: str) -> str:
+def _config(tmp: Path, provider_url: str, lease_s: float = 15) -> str:
     clients = "".join(
         f'[[mcp.clients]]\nuser = "{user}"\n'
         f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
@@ -67,10 +73,12 @@ def _config(tmp: Path, provider_url: str) -> str:
 [database]
 url_env = "{PG_URL_ENV}"
 pool_size = 6
+lease_s = {lease_s}
 [images]
 dir = "{tmp / "images"}"
 [quota]
 allowance = {ALLOWANCE}
+sweep_interval_s = 0.5
 [mcp]
 port = 0
 {clients}
@@ -127,7 +135,7 @@ async def replicas(tmp_path_factory, pg_server: PostgresServer) -> AsyncIterator
             settings = parse_settings(
                 __import__("tomllib").loads(config.read_text()), source=str(config)
             )
-            state = Replicas([], settings, emulator)
+            state = Replicas([], settings, emulator, env, tmp)
             try:
                 state.logs = [[], [], []]
                 # The first migrates the new database; the other two then start together.
@@ -239,3 +247,48 @@ async def test_get_job_on_one_replica_answers_for_a_job_running_on_another(repli
         assert done.structured_content["job_id"] == job_id
         assert len(done.structured_content["images"]) == 1
         assert (await started).structured_content["job_id"] == job_id
+
+
+async def test_a_killed_replicas_hold_is_released_after_its_lease_and_not_before(
+    replicas: Replicas,
+):
+    short = replicas.folder / "short-lease.toml"
+    provider = replicas.settings.providers["deepimage"].base_url
+    short.write_text(_config(replicas.folder, provider, lease_s=2), encoding="utf-8")
+    process, url = await _start(short, replicas.env, [])
+    replicas.emulator.inject(Fault(slow_job=True))  # the job is still running when it dies
+    hold_sql = "SELECT hold_id, state, owner, job_id FROM hold WHERE user_id = 'mcp:eve'"
+    lease_sql = "SELECT expires_at FROM instance WHERE instance_id = ?"
+    async with await ImageService.open(replicas.settings, sweeper=False) as service:
+        db = service.db
+        # The client's connection dies with the replica: what it raises is not the point.
+        with contextlib.suppress(Exception):
+            async with connect(url, "eve") as client:
+                request = {"prompt": "doomed", "model": "deepimage:default"}
+                call = asyncio.create_task(client.call_tool("generate_image", request))
+                call.add_done_callback(lambda task: task.cancelled() or task.exception())
+                while (hold := await db.fetchone(hold_sql)) is None:
+                    await asyncio.sleep(0.05)
+                lease_end = (await db.fetchone(lease_sql, (hold["owner"],)))[0]
+                process.kill()  # SIGKILL: no clean exit, no dropped lease
+                await process.wait()
+        await process.wait()
+        looked_at = int(time.time() * 1000)
+        state = (await db.fetchone(hold_sql))["state"]
+        row = await db.fetchone(lease_sql, (hold["owner"],))
+        lease_end = row[0] if row is not None else lease_end  # a last renewal, if any
+        if looked_at < lease_end:  # looked before the lease lapsed: still held
+            assert state == "held"
+        with anyio.fail_after(60):
+            while (await db.fetchone(hold_sql))["state"] == "held":
+                await asyncio.sleep(0.1)
+        released = await db.fetchone(
+            "SELECT created_at FROM ledger WHERE hold_id = ? AND kind = 'expire'",
+            (hold["hold_id"],),
+        )
+        assert released is not None and released[0] >= lease_end
+        job = await service.store.job(hold["job_id"])
+        assert job is not None and job.status == "interrupted"
+        status = await service.quota(Caller(frontend="mcp", user_id="eve"))
+        assert (status.remaining, status.held) == (ALLOWANCE, 0)
+        assert await service.quotas.check_ledger() == []
