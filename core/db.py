@@ -270,6 +270,15 @@ migration(
 )
 
 
+migration(
+    "m010_job_cancel",  # a cancel request that the process running the job acts on
+    """
+    ALTER TABLE job ADD COLUMN cancel_requested_at INTEGER;
+    CREATE INDEX image_user ON image(user_id, created_at);
+    """,
+)
+
+
 Params = Sequence[Any]
 
 

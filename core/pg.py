@@ -235,6 +235,16 @@ migration(
     """,
 )
 
+
+migration(
+    "m010_job_cancel",  # a cancel request that the process running the job acts on
+    """
+    ALTER TABLE job ADD COLUMN cancel_requested_at BIGINT;
+    CREATE INDEX image_user ON image(user_id, created_at);
+    """,
+)
+
+
 _ATTEMPTS = 3
 # A race lost to a concurrent transaction: run the body again (see the module docstring).
 _RETRY = (

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -68,9 +68,11 @@ from .types import (
     Caller,
     Estimate,
     GeneratedImage,
+    ImagePage,
     ImageRequest,
     ImageResult,
     InputImage,
+    JobPage,
     JobRecord,
     LedgerEntry,
     ModelInfo,
@@ -85,6 +87,7 @@ log = logging.getLogger("imagegate")
 _SMALL_IMAGE_BYTES = 1024 * 1024  # decoding one takes a few ms and little memory
 _QUEUE_REPORT_INTERVAL_S = 1.0  # a queued job's position is reported at most this often
 _SMALL_IMAGE_PIXELS = 1024 * 1024  # inputs: bytes say little (a flat 40 MP PNG is 100 kB)
+CANCEL_POLL_S = 1.0  # how often a process looks for cancel requests for its running jobs
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ class ImageService:
         self._owns_http = owns_http
         self._sweeper: asyncio.Task[None] | None = None
         self._lease_keeper: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._local: dict[str, _LocalJob] = {}  # jobs running in this process, by id
         self._decode_slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2) - 1))
 
     @classmethod
@@ -193,10 +198,11 @@ class ImageService:
         await service.store.check_recent()
         if sweeper:
             service._sweeper = asyncio.create_task(service._sweep_forever())
+            service._watcher = asyncio.create_task(service._watch_cancels())
         return service
 
     async def aclose(self) -> None:
-        for task in (self._sweeper, self._lease_keeper):
+        for task in (self._sweeper, self._lease_keeper, self._watcher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -438,13 +444,72 @@ class ImageService:
         )
         if hold.replayed:
             return await self._replay(caller, hold)
+        local = self._local[job_id] = _LocalJob(
+            self._execute(caller, request, chain, prices, hold, job_id, progress)
+        )
         try:
-            return await self._execute(caller, request, chain, prices, hold, job_id, progress)
+            return await local.result()
         except BaseException as exc:
             charged = await asyncio.shield(self._abandon(hold, job_id, exc))
             if isinstance(exc, ImageGateError):
                 exc.ended_job(job_id, charged=charged, refunded=charged == 0)
             raise
+        finally:
+            del self._local[job_id]
+            local.closed.set()
+
+    async def cancel(self, caller: Caller, job_id: str) -> JobRecord:
+        """Stop one of the caller's running jobs: its hold is released, so it is charged
+        nothing (unless it had already been charged for delivered images). A job running in
+        this process stops at once; one in another process sharing the database stops within
+        about ``CANCEL_POLL_S`` (the request is recorded, and that process acts on it).
+
+        Returns the job as it stands then: ``cancelled``, still ``running`` with
+        ``cancel_requested`` (elsewhere), or already finished (nothing to cancel).
+
+        Raises:
+            NotFoundError: no such job, or not the caller's.
+        """
+        job = await self.job(caller, job_id)
+        if job.status != "running":
+            return job
+        await self.store.request_cancel(job_id)
+        local = self._local.get(job_id)
+        if local is not None:
+            local.task.cancel()
+            await asyncio.shield(local.closed.wait())
+        log.info("job %s: cancel requested by %s", job_id, caller.key)
+        return await self.job(caller, job_id)
+
+    async def _watch_cancels(self) -> None:
+        """Stop the jobs of this process that another process asked to cancel."""
+        while True:
+            await asyncio.sleep(CANCEL_POLL_S)
+            if not self._local:
+                continue
+            try:
+                wanted = await self.store.cancels_requested(list(self._local))
+            except Exception:  # the watcher must outlive a transient database error
+                log.exception("cancel watcher failed")
+                continue
+            for job_id in wanted:
+                if (local := self._local.get(job_id)) is not None:
+                    local.task.cancel()
+
+    async def jobs(self, caller: Caller, *, limit: int = 20, cursor: str | None = None) -> JobPage:
+        """A page of the caller's jobs with their images, newest first (status, cost, error);
+        pass ``next_cursor`` back for the next page.
+
+        Raises:
+            InvalidRequestError: ``limit`` is not 1-100, or a cursor this service did not give.
+        """
+        return await self.store.jobs_of(caller.key, limit=_page_size(limit), cursor=cursor)
+
+    async def images(
+        self, caller: Caller, *, limit: int = 50, cursor: str | None = None
+    ) -> ImagePage:
+        """A page of the caller's stored images, newest first; raises as ``jobs``."""
+        return await self.store.images_of(caller.key, limit=_page_size(limit), cursor=cursor)
 
     def _screen(self, request: ImageRequest) -> None:
         """Refuse a request whose text (as the provider would receive it) holds one of the
@@ -1190,6 +1255,32 @@ class ImageService:
                 await self.recover()
             except Exception:  # the sweeper must outlive a transient database error
                 log.exception("hold sweeper failed")
+
+
+class _LocalJob:
+    """A job's work running in this process, as its own task: ``cancel`` stops that task, not
+    the caller's. ``closed`` is set once the job's outcome is recorded."""
+
+    def __init__(self, work: Coroutine[Any, Any, ImageResult]) -> None:
+        self.task = asyncio.ensure_future(work)
+        self.closed = asyncio.Event()
+
+    async def result(self) -> ImageResult:
+        """The job's result; a cancelled job raises ``JobCancelledError`` (the caller's own
+        cancellation still raises ``CancelledError``, and stops the job too)."""
+        try:
+            return await self.task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.task.cancelled() and current is not None and not current.cancelling():
+                raise JobCancelledError("the job was cancelled on request") from None
+            raise
+
+
+def _page_size(limit: int) -> int:
+    if not 1 <= limit <= 100:
+        raise InvalidRequestError("limit must be between 1 and 100")
+    return limit
 
 
 def _expect(request: ImageRequest, operations: tuple[str, ...]) -> None:

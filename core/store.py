@@ -33,11 +33,19 @@ from pathlib import Path
 from typing import Any
 
 from .db import Database, Tx
-from .errors import NotFoundError
+from .errors import InvalidRequestError, NotFoundError
 from .ids import random_hex
 from .images import EXTENSIONS, ImageInfo, preview, sniff_mime
 from .leases import LAPSED
-from .types import GeneratedImage, ImageRequest, InputImage, JobRecord, StoredImage
+from .types import (
+    GeneratedImage,
+    ImagePage,
+    ImageRequest,
+    InputImage,
+    JobPage,
+    JobRecord,
+    StoredImage,
+)
 
 log = logging.getLogger("imagegate")
 
@@ -203,6 +211,69 @@ class ImageStore:
         images = await self.db.fetchall(
             "SELECT * FROM image WHERE job_id = ? ORDER BY idx", (job_id,)
         )
+        return self._record(row, [self._stored(r) for r in images])
+
+    async def jobs_of(self, user: str, *, limit: int, cursor: str | None) -> JobPage:
+        """A page of ``user``'s jobs with their images, newest first.
+
+        Raises:
+            InvalidRequestError: ``cursor`` is not one a page handed out."""
+        rows, next_cursor = await self._page("job", "job_id", user, limit, cursor)
+        images: dict[str, list[StoredImage]] = {row["job_id"]: [] for row in rows}
+        if rows:
+            marks = ",".join("?" * len(rows))
+            for r in await self.db.fetchall(
+                f"SELECT * FROM image WHERE job_id IN ({marks}) ORDER BY idx", tuple(images)
+            ):
+                images[r["job_id"]].append(self._stored(r))
+        jobs = [self._record(row, images[row["job_id"]]) for row in rows]
+        return JobPage(jobs=jobs, next_cursor=next_cursor)
+
+    async def images_of(self, user: str, *, limit: int, cursor: str | None) -> ImagePage:
+        """A page of ``user``'s stored images (lost ones left out), newest first; raises as
+        ``jobs_of``."""
+        rows, next_cursor = await self._page("image", "image_id", user, limit, cursor)
+        return ImagePage(images=[self._stored(r) for r in rows], next_cursor=next_cursor)
+
+    async def _page(
+        self, table: str, id_column: str, user: str, limit: int, cursor: str | None
+    ) -> tuple[list[Any], str | None]:
+        """Keyset paging, newest first: a page starts strictly after the last row shown, by
+        (created_at, id), so rows added meanwhile never shift a page. A cursor is
+        "<ms>.<id>". Returns the page's rows and the next page's cursor (None: last page)."""
+        where = " AND lost IS NULL" if table == "image" else ""
+        params: tuple[Any, ...] = (user,)
+        if cursor is not None:
+            stamp, _, key = cursor.partition(".")
+            if not (stamp.isdecimal() and len(stamp) <= 15 and key.isalnum() and len(key) <= 64):
+                raise InvalidRequestError("that cursor is not one this server gave out")
+            where += f" AND (created_at < ? OR (created_at = ? AND {id_column} < ?))"
+            params += (int(stamp), int(stamp), key)
+        rows = await self.db.fetchall(
+            f"SELECT * FROM {table} WHERE user_id = ?{where}"
+            f" ORDER BY created_at DESC, {id_column} DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        if len(rows) <= limit:
+            return rows, None
+        last = rows[limit - 1]
+        return rows[:limit], f"{last['created_at']}.{last[id_column]}"
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Record that a running job should stop (the process running it acts on it)."""
+        await self.db.transact(_request_cancel, job_id, self._ms())
+
+    async def cancels_requested(self, job_ids: list[str]) -> list[str]:
+        """Those of ``job_ids`` still running with a cancel request recorded."""
+        marks = ",".join("?" * len(job_ids))
+        rows = await self.db.fetchall(
+            f"SELECT job_id FROM job WHERE job_id IN ({marks}) AND status = 'running'"
+            " AND cancel_requested_at IS NOT NULL",
+            tuple(job_ids),
+        )
+        return [row[0] for row in rows]
+
+    def _record(self, row: Any, images: list[StoredImage]) -> JobRecord:
         return JobRecord(
             job_id=row["job_id"],
             user=row["user_id"],
@@ -210,12 +281,13 @@ class ImageStore:
             model=row["model"],
             status=row["status"],
             request=json.loads(row["request"]),
-            images=[self._stored(r) for r in images],
+            images=images,
             credits_charged=row["credits_charged"],
             warnings=json.loads(row["warnings"]),
             error=row["error"],
             created_at=datetime.fromtimestamp(row["created_at"] / 1000, UTC),
             finished_at=_dt(row["finished_at"]),
+            cancel_requested=row["cancel_requested_at"] is not None,
         )
 
     async def image(self, image_id: str) -> tuple[StoredImage, str] | None:
@@ -420,6 +492,14 @@ async def _update_job(tx: Tx, row: tuple[Any, ...]) -> None:
         "UPDATE job SET status = ?, credits_charged = ?, warnings = ?, error = ?, finished_at = ?"
         " WHERE job_id = ?",
         row,
+    )
+
+
+async def _request_cancel(tx: Tx, job_id: str, now_ms: int) -> None:
+    await tx.execute(
+        "UPDATE job SET cancel_requested_at = ? WHERE job_id = ? AND status = 'running'"
+        " AND cancel_requested_at IS NULL",
+        (now_ms, job_id),
     )
 
 

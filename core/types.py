@@ -316,6 +316,7 @@ class JobRecord(BaseModel):
     error: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
+    cancel_requested: bool = False  # asked to stop; the process running it will
 
     def failure(self) -> ImageGateError | None:
         """The error a failed, interrupted or cancelled job ended with, carrying its billing
@@ -332,6 +333,21 @@ class JobRecord(BaseModel):
         charged = self.credits_charged
         error.ended_job(self.job_id, charged=charged, refunded=charged == 0)
         return error
+
+
+class JobPage(BaseModel):
+    """A page of a user's jobs, newest first; ``next_cursor`` asks for the next (None: the
+    last page)."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None = None
+
+
+class ImagePage(BaseModel):
+    """A page of a user's stored images, newest first; ``next_cursor`` as in ``JobPage``."""
+
+    images: list[StoredImage]
+    next_cursor: str | None = None
 
 
 class QuotaStatus(BaseModel):

@@ -15,7 +15,14 @@ import base64
 import math
 from typing import Literal, cast
 
-from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
+from mcp.types import (
+    CallToolResult,
+    ContentBlock,
+    ImageContent,
+    Resource,
+    ResourceLink,
+    TextContent,
+)
 from pydantic import BaseModel, Field
 
 from core import (
@@ -24,6 +31,7 @@ from core import (
     ImageGateError,
     ImageResult,
     ImageService,
+    JobPage,
     JobRecord,
     NotFoundError,
     SpendLimitError,
@@ -105,21 +113,11 @@ async def job_result(
         credits_charged=charged,
         credits_remaining=remaining,
         warnings=warnings,
-        images=[
-            ImageOut(uri=i.uri, mime=i.mime, width=i.width, height=i.height, seed=i.seed)
-            for i in images
-        ],
+        images=[_image_out(i) for i in images],
     )
     links: list[ContentBlock] = [
-        ResourceLink(
-            type="resource_link",
-            uri=i.uri,
-            name=f"{i.id}.{EXTENSIONS.get(i.mime, 'img')}",
-            title=f"Image {n} of job {job_id}",
-            mime_type=i.mime,
-            description=f"full-size {i.width}x{i.height} image",
-        )
-        for n, i in enumerate(images, 1)
+        ResourceLink(type="resource_link", **image_resource(i).model_dump(exclude_none=True))
+        for i in images
     ]
     text = TextContent(type="text", text=_summary(out))
     return CallToolResult(
@@ -187,6 +185,111 @@ def estimate_result(estimate: Estimate) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text="\n".join(lines))],
         structured_content=out.model_dump(mode="json"),
+    )
+
+
+def image_resource(image: StoredImage) -> Resource:
+    """A stored image as ``resources/list`` and resource links show it."""
+    return Resource(
+        uri=image.uri,
+        name=f"{image.id}.{EXTENSIONS.get(image.mime, 'img')}",
+        title=f"Image {image.index + 1} of job {image.job_id}",
+        mime_type=image.mime,
+        description=f"full-size {image.width}x{image.height} image",
+        size=image.size_bytes,
+    )
+
+
+def cancel_result(record: JobRecord, remaining: int | None) -> CallToolResult:
+    """What ``cancel_job`` did: stopped the job, asked its process to, or nothing (it had
+    finished)."""
+    out = JobOut(
+        status=record.status,
+        job_id=record.job_id,
+        model=record.model,
+        images=[_image_out(i) for i in record.images],
+        credits_charged=record.credits_charged,
+        credits_remaining=remaining,
+        warnings=record.warnings,
+    )
+    job = f"Job {record.job_id}"
+    if record.status == "running":
+        text = (
+            f"{job} runs in another server process, which was asked to stop it; it stops within"
+            " seconds and is charged nothing. get_job shows when it has."
+        )
+    elif record.status == "cancelled" and record.cancel_requested:
+        text = f"{job} was cancelled: charged {record.credits_charged} credit(s)."
+    else:
+        text = f"{job} had already ended ({record.status}); nothing to cancel."
+    left = "" if remaining is None else f" {remaining} credit(s) left."
+    return CallToolResult(
+        content=[TextContent(type="text", text=text + left)],
+        structured_content=out.model_dump(mode="json"),
+    )
+
+
+class JobLine(BaseModel):
+    """One job in ``list_jobs``."""
+
+    job_id: str
+    status: JobStatus
+    operation: str
+    model: str
+    prompt: str
+    created_at: str
+    credits_charged: int
+    images: list[str]
+    error: str | None = None
+
+
+class JobsOut(BaseModel):
+    """A page of the caller's jobs, newest first; pass ``next_cursor`` for the next page."""
+
+    jobs: list[JobLine]
+    next_cursor: str | None = None
+
+
+def jobs_result(page: JobPage) -> CallToolResult:
+    """``list_jobs``: one line of text per job, and the page as ``JobsOut``."""
+    out = JobsOut(
+        jobs=[
+            JobLine(
+                job_id=j.job_id,
+                status=j.status,
+                operation=j.operation,
+                model=j.model,
+                prompt=_clip(str(j.request.get("prompt") or ""), 120),
+                created_at=j.created_at.isoformat(timespec="seconds"),
+                credits_charged=j.credits_charged,
+                images=[i.uri for i in j.images if not i.lost],
+                error=j.error,
+            )
+            for j in page.jobs
+        ],
+        next_cursor=page.next_cursor,
+    )
+    lines = [
+        f"{j.created_at} {j.job_id} {j.operation} {j.status}, {j.credits_charged} credit(s):"
+        f" {' '.join(j.images) or '(no images)'}"
+        + (f' "{_clip(j.prompt, 60)}"' if j.prompt else "")
+        for j in out.jobs
+    ] or ["No jobs yet."]
+    if out.next_cursor:
+        lines.append(f'More: call list_jobs with cursor "{out.next_cursor}".')
+    return CallToolResult(
+        content=[TextContent(type="text", text="\n".join(lines))],
+        structured_content=out.model_dump(mode="json"),
+    )
+
+
+def _clip(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+def _image_out(image: StoredImage) -> ImageOut:
+    return ImageOut(
+        uri=image.uri, mime=image.mime, width=image.width, height=image.height, seed=image.seed
     )
 
 
@@ -299,9 +402,12 @@ HINTS: dict[str, str] = {
 _ERROR_STATUS: dict[str, JobStatus] = {"cancelled": "cancelled", "interrupted": "interrupted"}
 
 
-def error_result(exc: ImageGateError, *, remaining: int | None = None) -> CallToolResult:
+def error_result(
+    exc: ImageGateError, *, remaining: int | None = None, structured: bool = True
+) -> CallToolResult:
     """An ``isError`` result: readable text plus a ``JobOut`` whose ``error`` holds the facts
-    the error carries (retryable, when, what it cost, whether it was refunded)."""
+    the error carries (retryable, when, what it cost, whether it was refunded). Tools whose
+    output schema is not ``JobOut`` pass ``structured=False``: the text alone then."""
     facts = exc.as_dict()
     out = ErrorOut(
         code=exc.code,
@@ -331,7 +437,7 @@ def error_result(exc: ImageGateError, *, remaining: int | None = None) -> CallTo
     )
     return CallToolResult(
         content=[TextContent(type="text", text=" ".join(parts))],
-        structured_content=job.model_dump(mode="json"),
+        structured_content=job.model_dump(mode="json") if structured else None,
         is_error=True,
     )
 

@@ -1,4 +1,4 @@
-"""The MCP server: six tools, the ``imagegate://images/{id}`` resource, and a lifespan that
+"""The MCP server: eight tools, the ``imagegate://images/{id}`` resources, and a lifespan that
 opens ``ImageService``.
 
 Tools stay thin: check the input, build ``Caller`` and ``ImageRequest``, start one service call,
@@ -27,11 +27,21 @@ from typing import Annotated, Any, Literal, cast
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
+from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
-from mcp.types import CallToolResult, InputRequiredResult, Tool, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    InputRequiredResult,
+    ListResourcesResult,
+    PaginatedRequestParams,
+    Tool,
+    ToolAnnotations,
+)
 from pydantic import BaseModel, Field, ValidationError
 
 from core import (
@@ -70,10 +80,14 @@ from .inputs import UrlFetcher, resolve_image
 from .jobs import JobTracker, TrackedJob
 from .render import (
     JobOut,
+    JobsOut,
     ReturnImage,
+    cancel_result,
     error_result,
     estimate_result,
+    image_resource,
     image_result,
+    jobs_result,
     record_result,
     running_result,
 )
@@ -85,7 +99,8 @@ INSTRUCTIONS = (
     "imagegate makes and edits images, paid from your credits. list_models shows models and"
     " prices, get_quota your balance. Image tools return imagegate://images/{id} URIs: read one"
     " as a resource for the full image, or pass it as `image` to edit_image or upscale_image. A"
-    ' result with status "running" is collected with get_job.'
+    ' result with status "running" is collected with get_job (or stopped with cancel_job);'
+    " list_jobs finds earlier jobs and images."
 )
 
 ServiceMethod = Callable[..., Coroutine[Any, Any, ImageResult]]
@@ -114,6 +129,9 @@ class AppState:
         return None if self.require_token else self.stdio_caller
 
 
+RESOURCES_PAGE = 50  # images per resources/list page
+
+
 class ImageGateServer(MCPServer[AppState]):
     """``MCPServer`` that lists its tools with compact schemas and reports each stored image's
     real MIME type when it is read."""
@@ -137,6 +155,28 @@ class ImageGateServer(MCPServer[AppState]):
                 for tool in await super().list_tools()
             ]
         return self._listed
+
+    async def _handle_list_resources(
+        self, ctx: ServerRequestContext[AppState], params: PaginatedRequestParams | None
+    ) -> ListResourcesResult:
+        """The caller's stored images, newest first, a page at a time (the SDK's own handler
+        lists only fixed resources, and knows neither the caller nor the cursor)."""
+        app = ctx.lifespan_context
+        caller = app.caller(Context(request_context=ctx, mcp_server=self))
+        if caller is None:
+            return ListResourcesResult(resources=[], ttl_ms=0, cache_scope="private")
+        try:
+            page = await app.service.images(
+                caller, limit=RESOURCES_PAGE, cursor=params.cursor if params else None
+            )
+        except ImageGateError as exc:
+            raise MCPError(INVALID_PARAMS, exc.message) from None
+        return ListResourcesResult(
+            resources=[image_resource(image) for image in page.images],
+            next_cursor=page.next_cursor,
+            ttl_ms=0,
+            cache_scope="private",  # one user's list: never shared between tokens
+        )
 
     async def read_resource(
         self, uri: Any, context: Context[AppState, Any] | None = None
@@ -237,12 +277,12 @@ def build_server(
     )
     server.jobs = shared_jobs
     server.budgets = budgets
-    for fn, title, read_only in _TOOLS:
+    for fn, hints in _TOOLS:
         server.add_tool(
             fn,
-            title=title,
+            title=hints.title,
             description=" ".join((fn.__doc__ or "").split()),
-            annotations=_annotations(title, read_only),
+            annotations=hints,
         )
     server.resource(
         IMAGE_URI_PREFIX + "{image_id}",
@@ -508,11 +548,14 @@ async def _prepare_upscale(
 _consent_upscale = _consent_after(_prepare_upscale)
 
 
+JobId = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="From a result or list_jobs.")
+]
+
+
 async def get_job(
     ctx: Context,
-    job_id: Annotated[
-        str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="From a running result.")
-    ],
+    job_id: JobId,
     wait_s: Annotated[
         float,
         Field(
@@ -539,6 +582,35 @@ async def get_job(
     except ImageGateError as exc:
         return error_result(exc)
     return await record_result(app.service, record, remaining, _mode(app, return_image))
+
+
+async def cancel_job(ctx: Context, job_id: JobId) -> Result:
+    """Stop one of your running jobs you no longer want (one still "running" after a call, or
+    in list_jobs): its held credits are released and it is charged nothing. Free."""
+    app, caller = _app(ctx)
+    try:
+        record = await app.service.cancel(caller, job_id)
+        remaining = (await app.service.quota(caller)).remaining
+    except ImageGateError as exc:
+        return error_result(exc)
+    return cancel_result(record, remaining)
+
+
+async def list_jobs(
+    ctx: Context,
+    limit: Annotated[int, Field(ge=1, le=50, description="Jobs per page.")] = 10,
+    cursor: Annotated[
+        str | None, Field(max_length=100, description="next_cursor of the previous page.")
+    ] = None,
+) -> Annotated[CallToolResult, JobsOut]:
+    """Your jobs, newest first: status, cost, prompt and image URIs; to find an earlier image
+    or job again. Free."""
+    app, caller = _app(ctx)
+    try:
+        page = await app.service.jobs(caller, limit=limit, cursor=cursor)
+    except ImageGateError as exc:
+        return error_result(exc, structured=False)
+    return jobs_result(page)
 
 
 class ModelsOut(BaseModel):
@@ -575,13 +647,38 @@ async def read_image(image_id: str, ctx: Context) -> bytes:
     return data
 
 
-_TOOLS: list[tuple[Callable[..., Any], str, bool]] = [
-    (generate_image, "Generate image", False),
-    (edit_image, "Edit image", False),
-    (upscale_image, "Upscale image", False),
-    (get_job, "Get job", True),
-    (list_models, "List models", True),
-    (get_quota, "Get quota", True),
+def _reads(title: str) -> ToolAnnotations:
+    return ToolAnnotations(title=title, read_only_hint=True, open_world_hint=False)
+
+
+def _spends(title: str) -> ToolAnnotations:
+    return ToolAnnotations(
+        title=title,
+        read_only_hint=False,
+        destructive_hint=False,
+        idempotent_hint=False,
+        open_world_hint=True,
+    )
+
+
+_TOOLS: list[tuple[Callable[..., Any], ToolAnnotations]] = [
+    (generate_image, _spends("Generate image")),
+    (edit_image, _spends("Edit image")),
+    (upscale_image, _spends("Upscale image")),
+    (get_job, _reads("Get job")),
+    (
+        cancel_job,
+        ToolAnnotations(
+            title="Cancel job",
+            read_only_hint=False,
+            destructive_hint=True,  # stops work the user asked for
+            idempotent_hint=True,
+            open_world_hint=False,
+        ),
+    ),
+    (list_jobs, _reads("List jobs")),
+    (list_models, _reads("List models")),
+    (get_quota, _reads("Get quota")),
 ]
 
 
@@ -786,18 +883,6 @@ def connection_state(ctx: Context) -> dict[str, Any] | None:
 
 def _mode(app: AppState, return_image: ReturnImage | None) -> ReturnImage:
     return return_image or app.settings.mcp.return_image
-
-
-def _annotations(title: str, read_only: bool) -> ToolAnnotations:
-    if read_only:
-        return ToolAnnotations(title=title, read_only_hint=True, open_world_hint=False)
-    return ToolAnnotations(
-        title=title,
-        read_only_hint=False,
-        destructive_hint=False,
-        idempotent_hint=False,
-        open_world_hint=True,
-    )
 
 
 def _version() -> str:

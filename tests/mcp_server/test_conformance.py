@@ -15,18 +15,22 @@ from .tsclient import run_ts
 
 PNG = b64(png())
 
-# (tool, arguments, expected error code; None: a success; "sdk": refused by the SDK itself)
+# (tool, arguments, expected error code; None: a success; "plain": an error in text alone,
+# from the SDK itself or a tool whose output schema has no error object)
 CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("edit_image", {"image": "not base64 !!", "mode": "variation"}, "invalid_input"),
     ("upscale_image", {"image": "http://example.com/a.png"}, "invalid_input"),
     ("generate_image", {"prompt": "x", "model": "nope:nothing"}, "invalid_input"),
-    ("generate_image", {"prompt": "x", "n": 99}, "sdk"),
+    ("generate_image", {"prompt": "x", "n": 99}, "plain"),
     ("get_job", {"job_id": "nosuchjob", "wait_s": 0}, "not_found"),
-    ("no_such_tool", {}, "sdk"),
+    ("no_such_tool", {}, "plain"),
     ("generate_image", {"prompt": "fine", "return_image": "none"}, None),
     ("generate_image", {"prompt": "x", "n": 3}, "quota_exceeded"),
     ("generate_image", {"prompt": "x", "n": 2, "max_credits": 1}, "over_max_credits"),
     ("upscale_image", {"image": PNG, "dry_run": True}, None),
+    ("cancel_job", {"job_id": "nosuchjob"}, "not_found"),
+    ("list_jobs", {"limit": 2}, None),
+    ("list_jobs", {"cursor": "not-a-cursor"}, "plain"),
     ("list_models", {}, None),
     ("get_quota", {}, None),
 ]
@@ -40,7 +44,7 @@ def check(name: str, expected: str | None, result: dict[str, Any], schemas: dict
     structured = result.get("structuredContent")
     if expected is None:
         assert structured is not None, name
-    elif expected != "sdk":
+    elif expected != "plain":
         assert text.startswith(f"{expected}: "), text
         assert structured["error"]["code"] == expected and structured["error"]["message"] in text
         assert "charged" in text

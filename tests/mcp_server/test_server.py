@@ -39,10 +39,11 @@ async def test_tools_are_listed_with_annotations_schemas_and_descriptions(servic
         tools = {t.name: t for t in (await client.list_tools()).tools}
         [template] = (await client.list_resource_templates()).resource_templates
     assert template.uri_template == "imagegate://images/{image_id}"
-    assert set(tools) == {*IMAGE_TOOLS, "list_models", "get_quota"}
+    assert set(tools) == {*IMAGE_TOOLS, "cancel_job", "list_jobs", "list_models", "get_quota"}
     for name, tool in tools.items():
         assert tool.description and tool.annotations is not None
-        assert tool.annotations.read_only_hint is (name in ("list_models", "get_quota", "get_job"))
+        readers = ("list_models", "get_quota", "get_job", "list_jobs")
+        assert tool.annotations.read_only_hint is (name in readers)
         assert tool.output_schema is not None, name
         for param, schema in tool.input_schema.get("properties", {}).items():
             assert schema.get("description"), f"{name}.{param} has no description"
@@ -63,6 +64,7 @@ async def test_tools_are_listed_with_annotations_schemas_and_descriptions(servic
         "background",
         "avatar",
     ]
+    assert tools["cancel_job"].annotations.destructive_hint is True
 
 
 async def test_tool_descriptions_and_input_schemas_stay_small(service):
