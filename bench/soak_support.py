@@ -4,7 +4,7 @@
 and counts every way a credit could go wrong: a hold still open, a ledger that does not sum to
 its account, a second capture or refund, a charge that differs from what was delivered, a job
 whose record disagrees with its hold. A phase passes when every count except ``refunds`` (and
-the informational ``partial_refunds``) is zero.
+the informational ``partial_refunds`` and ``late_charges``) is zero.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class Audit:
     jobs: int = 0
     charged: int = 0  # credits captured, in total
     refunds: int = 0  # holds given back in full (released or expired)
+    late_charges: int = 0  # holds released while their job lived, charged when it delivered
     partial_refunds: int = 0  # settled holds whose unused part was given back
     stuck_holds: int = 0  # still 'held'
     ledger_mismatches: int = 0  # users whose ledger does not sum to their account
@@ -141,7 +142,14 @@ async def audit(service: ImageService, *, finished: bool = True) -> Audit:
     result.holds = len(holds)
     for hold_id, state, amount, settled, job_id in holds:
         kinds = entries[hold_id]
-        if kinds["hold"] != 1 or kinds["capture"] > 1 or kinds["release"] + kinds["expire"] > 1:
+        late = kinds["late_charge"]  # released, then charged when its job delivered after all
+        result.late_charges += late
+        if (
+            kinds["hold"] != 1
+            or kinds["capture"] > 1
+            or kinds["release"] + kinds["expire"] > 1
+            or late > 1
+        ):
             result.double_entries += 1
             result.problems.append(f"hold {hold_id}: ledger entries {dict(kinds)}")
         job = jobs.get(job_id or "")
@@ -150,7 +158,8 @@ async def audit(service: ImageService, *, finished: bool = True) -> Audit:
             continue
         if state == "settled":
             result.charged += captured[hold_id]
-            if captured[hold_id] != settled or refunded[hold_id] != amount - settled:
+            refund = amount if late else amount - settled
+            if captured[hold_id] != settled or refunded[hold_id] != refund:
                 result.missing_refunds += 1
                 result.problems.append(
                     f"hold {hold_id}: settled {settled} of {amount}, captured"

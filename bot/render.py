@@ -82,7 +82,12 @@ def timestamp(moment: datetime | None, style: str = "R") -> str:
 
 
 def quota_text(status: QuotaStatus) -> str:
-    """The one line /quota leads with: the remaining credits as a number."""
+    """The one line /quota leads with: the remaining credits as a number (or what is owed)."""
+    if status.remaining < 0:
+        return (
+            f"You owe **{-status.remaining}** {'credit' if status.remaining == -1 else 'credits'};"
+            " your next allowance pays it first."
+        )
     return (
         f"You have **{status.remaining}** {'credit' if status.remaining == 1 else 'credits'} left."
     )
@@ -103,6 +108,13 @@ def quota_embed(status: QuotaStatus, *, title: str = "Your credits") -> discord.
     if status.held:
         running += f" ({credits(status.held)} on hold)"
     embed.add_field(name="Jobs in flight", value=running, inline=False)
+    if status.late_charged or status.debt:
+        embed.add_field(
+            name=f"Charged late this {status.period}",
+            value=f"{credits(status.late_charged)} for images delivered after their reservation"
+            f" was released; {credits(status.debt)} owed, paid first by your next allowance",
+            inline=False,
+        )
     return embed
 
 

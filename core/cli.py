@@ -529,9 +529,11 @@ async def _quota_history(service: ImageService, args: argparse.Namespace) -> Non
         return
     for e in entries:
         by = f"  (by {e.actor})" if e.actor else ""
+        debt = f"  debt {e.d_debt:+d}" if e.d_debt else ""
         print(
-            f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.kind:9}  allowance_used {e.d_allowance_used:+d}"
-            f"  granted {e.d_granted:+d}  held {e.d_held:+d}  {e.reason or ''}{by}"
+            f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.kind:11}  allowance_used"
+            f" {e.d_allowance_used:+d}  granted {e.d_granted:+d}  held {e.d_held:+d}{debt}"
+            f"  {e.reason or ''}{by}"
         )
 
 
@@ -539,10 +541,17 @@ def _print_quota(status: Any, as_json: bool) -> None:
     if as_json:
         print(status.model_dump_json())
         return
+    late = ""
+    if status.late_charged or status.debt:
+        late = (
+            f"; {status.late_charged} charged late this {status.period} (delivered after their"
+            f" reservation was released), {status.debt} owed"
+        )
     print(
         f"{status.user}: {status.remaining} credit(s) left (allowance {status.allowance} per"
         f" {status.period}, granted {status.granted}, held {status.held},"
         f" {status.in_flight} job(s) running); resets {status.resets_at:%Y-%m-%d %H:%M} UTC"
+        f"{late}"
     )
 
 

@@ -279,6 +279,41 @@ migration(
 )
 
 
+# Late charges (core.quota): a hold released while its job lived is charged when the job
+# delivers; what no credit covers is owed (``account.debt``, ``ledger.d_debt``). SQLite cannot
+# alter a CHECK, so the ledger is rebuilt again (entry ids and their counter kept).
+migration(
+    "m011_late_charges",
+    """
+    ALTER TABLE account ADD COLUMN debt INTEGER NOT NULL DEFAULT 0 CHECK (debt >= 0);
+    CREATE TABLE ledger_new (
+      entry_id        INTEGER PRIMARY KEY AUTOINCREMENT,
+      user_id         TEXT NOT NULL,
+      hold_id         TEXT,
+      kind            TEXT NOT NULL CHECK (kind IN
+                        ('grant','reset','hold','capture','release','expire','adjust',
+                         'allowance','late_charge')),
+      d_allowance_used INTEGER NOT NULL DEFAULT 0,
+      d_granted       INTEGER NOT NULL DEFAULT 0,
+      d_held          INTEGER NOT NULL DEFAULT 0,
+      reason          TEXT,
+      created_at      INTEGER NOT NULL,
+      actor           TEXT,
+      d_debt          INTEGER NOT NULL DEFAULT 0,
+      UNIQUE (hold_id, kind)
+    );
+    INSERT INTO ledger_new (entry_id, user_id, hold_id, kind, d_allowance_used, d_granted,
+      d_held, reason, created_at, actor)
+      SELECT entry_id, user_id, hold_id, kind, d_allowance_used, d_granted, d_held, reason,
+      created_at, actor FROM ledger;
+    DROP TABLE ledger;
+    ALTER TABLE ledger_new RENAME TO ledger;
+    CREATE INDEX ledger_user ON ledger(user_id, entry_id);
+    CREATE INDEX ledger_created ON ledger(created_at);
+    CREATE INDEX ledger_late ON ledger(user_id, created_at) WHERE kind = 'late_charge';
+    """,
+)
+
 Params = Sequence[Any]
 
 

@@ -19,11 +19,11 @@ from .errors import ConfigError, ImageGateError, InvalidRequestError
 
 # Portable queries whose answers must be the same in the source and the copy.
 _CHECKS = {
-    "balances": "SELECT user_id, period, allowance_used, granted, held, allowance_override"
-    " FROM account",
+    "balances": "SELECT user_id, period, allowance_used, granted, held, allowance_override,"
+    " debt FROM account",
     "ledger sums": "SELECT user_id, count(*), CAST(SUM(d_allowance_used) AS BIGINT),"
-    " CAST(SUM(d_granted) AS BIGINT), CAST(SUM(d_held) AS BIGINT), max(entry_id)"
-    " FROM ledger GROUP BY user_id",
+    " CAST(SUM(d_granted) AS BIGINT), CAST(SUM(d_held) AS BIGINT),"
+    " CAST(SUM(d_debt) AS BIGINT), max(entry_id) FROM ledger GROUP BY user_id",
     "holds": "SELECT state, count(*), CAST(SUM(from_allowance + from_granted) AS BIGINT),"
     " CAST(SUM(COALESCE(settled_amount, 0)) AS BIGINT) FROM hold GROUP BY state",
     "jobs": "SELECT status, count(*), CAST(SUM(credits_charged) AS BIGINT) FROM job"

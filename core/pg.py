@@ -245,6 +245,19 @@ migration(
 )
 
 
+migration(
+    "m011_late_charges",
+    """
+    ALTER TABLE account ADD COLUMN debt BIGINT NOT NULL DEFAULT 0 CHECK (debt >= 0);
+    ALTER TABLE ledger DROP CONSTRAINT ledger_kind;
+    ALTER TABLE ledger ADD CONSTRAINT ledger_kind CHECK (kind IN
+      ('grant','reset','hold','capture','release','expire','adjust','allowance','late_charge'));
+    ALTER TABLE ledger ADD COLUMN d_debt BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX ledger_late ON ledger(user_id, created_at) WHERE kind = 'late_charge';
+    """,
+)
+
+
 _ATTEMPTS = 3
 # A race lost to a concurrent transaction: run the body again (see the module docstring).
 _RETRY = (

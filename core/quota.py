@@ -1,8 +1,11 @@
 """Per-user credits: reserve -> settle | release, with an append-only ledger.
 
 A user's credits are the period's allowance (drawn first, reset each UTC day/week/month) plus
-granted credits that never expire. Reserving moves credits into ``held``; settling charges only
-what was delivered and gives the rest back; releasing gives everything back. Each step is one
+granted credits that never expire, minus any debt. Reserving moves credits into ``held``;
+settling charges only what was delivered and gives the rest back; releasing gives everything
+back. Settling a hold that was released meanwhile (its process's lease lapsed) still charges
+what was delivered, as a ``late_charge`` entry: from the allowance, then granted credits, and
+the rest as debt, which the next period's allowance pays first. Each step is one
 short transaction, guarded by the hold's state, so it happens at most once. The same
 transaction bodies run on SQLite and PostgreSQL (``core.db``, ``core.pg`` say how each keeps
 concurrent reservers from overspending). Invariant (``check_ledger``): per user, the ledger's
@@ -53,6 +56,16 @@ def period_key(period: str, now: datetime) -> str:
         year, week, _ = now.isocalendar()
         return f"{year}-W{week:02d}"
     return now.strftime("%Y-%m")
+
+
+def period_start(period: str, now: datetime) -> datetime:
+    """When the period containing ``now`` began (UTC)."""
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=now.weekday())
+    return day.replace(day=1)
 
 
 def period_end(period: str, now: datetime) -> datetime:
@@ -121,7 +134,9 @@ class QuotaStore:
         also: Callable[[Tx, int], Awaitable[Any]] | None = None,
     ) -> tuple[int, QuotaStatus]:
         """``settle``, plus the hold's owner's credits right after it; ``await also(tx, charged)``
-        runs in the same transaction (the job's outcome is recorded with its charge).
+        runs in the same transaction (the job's outcome is recorded with its charge). A hold
+        released meanwhile (its process's lease lapsed) is charged all the same, as a
+        ``late_charge`` (see the module docstring); only a hold settled before charges nothing.
 
         Raises:
             LookupError: there is no such hold.
@@ -174,7 +189,7 @@ class QuotaStore:
     async def status(self, user: str, policy: Policy) -> QuotaStatus:
         """The user's credits now (read-only: an unseen user gets the policy's defaults)."""
         _, now = self._now()
-        row = await self.db.fetchone(_STATUS_SQL, (user, user))
+        row = await self.db.fetchone(_STATUS_SQL, _status_params(user, policy, now))
         return _status(row, user, policy, now)
 
     async def check_affordable(self, user: str, amount: int, policy: Policy) -> None:
@@ -192,7 +207,7 @@ class QuotaStore:
         """The user's most recent ledger entries, newest first."""
         rows = await self.db.fetchall(
             "SELECT entry_id, user_id, kind, d_allowance_used, d_granted, d_held, hold_id,"
-            " reason, created_at, actor FROM ledger WHERE user_id = ?"
+            " reason, created_at, actor, d_debt FROM ledger WHERE user_id = ?"
             " ORDER BY entry_id DESC LIMIT ?",
             (user, limit),
         )
@@ -208,6 +223,7 @@ class QuotaStore:
                 reason=r[7],
                 created_at=datetime.fromtimestamp(r[8] / 1000, UTC),
                 actor=r[9],
+                d_debt=r[10],
             )
             for r in rows
         ]
@@ -222,42 +238,61 @@ class QuotaStore:
     async def check_ledger(self) -> list[str]:
         """Users whose ledger does not sum to their account row (empty when all is well)."""
         rows = await self.db.fetchall(
-            "SELECT a.user_id, a.allowance_used, a.granted, a.held,"
+            "SELECT a.user_id, a.allowance_used, a.granted, a.held, a.debt,"
             " CAST(COALESCE(SUM(l.d_allowance_used), 0) AS BIGINT),"
             " CAST(COALESCE(SUM(l.d_granted), 0) AS BIGINT),"
             " CAST(COALESCE(SUM(l.d_held), 0) AS BIGINT),"
+            " CAST(COALESCE(SUM(l.d_debt), 0) AS BIGINT),"
             " (SELECT CAST(COALESCE(SUM(from_allowance + from_granted), 0) AS BIGINT) FROM hold h"
             "   WHERE h.user_id = a.user_id AND h.state = 'held')"
             " FROM account a LEFT JOIN ledger l ON l.user_id = a.user_id"
-            " GROUP BY a.user_id, a.allowance_used, a.granted, a.held"
+            " GROUP BY a.user_id, a.allowance_used, a.granted, a.held, a.debt"
         )
-        return [r[0] for r in rows if (r[1], r[2], r[3]) != (r[4], r[5], r[6]) or r[3] != r[7]]
+        return [r[0] for r in rows if r[1:5] != r[5:9] or r[3] != r[9]]
 
 
 # --- transaction bodies (``Database.transact``): portable SQL, ``?`` placeholders -----------
 
 
-_STATUS_SQL = (  # parameters: (user, user)
-    "SELECT a.period, a.allowance_used, a.granted, a.held, a.allowance_override,"
-    " (SELECT count(*) FROM hold WHERE user_id = ? AND state = 'held')"
+_STATUS_SQL = (  # parameters: ``_status_params``
+    "SELECT a.period, a.allowance_used, a.granted, a.held, a.allowance_override, a.debt,"
+    " (SELECT count(*) FROM hold WHERE user_id = ? AND state = 'held'),"
+    " (SELECT CAST(COALESCE(SUM(d_held), 0) AS BIGINT) FROM ledger"
+    "   WHERE user_id = ? AND kind = 'late_charge' AND created_at >= ?)"
     " FROM (SELECT 1) AS one LEFT JOIN account a ON a.user_id = ?"
 )
 
 
+def _status_params(user: str, policy: Policy, now: datetime) -> tuple[Any, ...]:
+    since = int(period_start(policy.period, now).timestamp() * 1000)
+    return (user, user, since, user)
+
+
 def _status(row: Any | None, user: str, policy: Policy, now: datetime) -> QuotaStatus:
-    period, used, granted, held, override, in_flight = row or (None, 0, 0, 0, None, 0)
-    used = used if period == period_key(policy.period, now) else 0
+    period, used, granted, held, override, debt, in_flight, late = row or (
+        (None, 0, 0, 0, None, 0, 0, 0)
+    )
     allowance = policy.allowance if override is None else override
+    if period != period_key(policy.period, now):  # as the next write will roll it over
+        used, debt = _new_period(allowance, debt or 0)
     return QuotaStatus(
         user=user,
-        remaining=max(0, allowance - used) + (granted or 0),
+        remaining=max(0, allowance - used) + (granted or 0) - (debt or 0),
         allowance=allowance,
         granted=granted or 0,
         held=held or 0,
         in_flight=in_flight or 0,
         period=policy.period,
         resets_at=period_end(policy.period, now),
+        debt=debt or 0,
+        late_charged=late or 0,
     )
+
+
+def _new_period(allowance: int, debt: int) -> tuple[int, int]:
+    """(allowance used, debt) at the start of a period: the allowance pays the debt first."""
+    paid = min(debt, allowance)
+    return paid, debt - paid
 
 
 async def _reserve(
@@ -278,11 +313,11 @@ async def _reserve(
         return replay
     # The account row stays locked from here to the commit (PostgreSQL): the checks below
     # see every hold this user's other reserves committed.
-    used, granted, allowance = await _account(tx, user, policy, now_ms, now)
+    used, granted, allowance, debt = await _account(tx, user, policy, now_ms, now)
     await _check_in_flight(tx, user, policy)
     available_allowance = max(0, allowance - used)
-    if available_allowance + granted < amount:
-        raise _exceeded(available_allowance + granted, amount, policy, now)
+    if available_allowance + granted - debt < amount:
+        raise _exceeded(available_allowance + granted - debt, amount, policy, now)
     await _take_rate_slot(tx, user, policy, now_ms)
     from_allowance = min(amount, available_allowance)
     from_granted = amount - from_allowance
@@ -341,16 +376,59 @@ async def _settle_and_report(
     also: Callable[[Tx, int], Awaitable[Any]] | None,
 ) -> tuple[int, QuotaStatus]:
     closed = await _close_hold(tx, hold_id, actual, "release", now_ms)
-    if closed is None:  # finished already (swept, say): nothing more is charged
-        row = await tx.fetchone("SELECT user_id FROM hold WHERE hold_id = ?", (hold_id,))
-        if row is None:
-            raise LookupError(f"no hold {hold_id}")
-        closed = (row[0], 0)
+    if closed is None:  # released already (its process's lease lapsed): charge it anyway
+        closed = await _late_charge(tx, hold_id, actual, policy, now_ms, now)
     user, charged = closed
     if also is not None:
         await also(tx, charged)
-    status = await tx.fetchone(_STATUS_SQL, (user, user))
+    status = await tx.fetchone(_STATUS_SQL, _status_params(user, policy, now))
     return charged, _status(status, user, policy, now)
+
+
+async def _late_charge(
+    tx: Tx, hold_id: str, actual: int, policy: Policy, now_ms: int, now: datetime
+) -> tuple[str, int]:
+    """Charge ``actual`` (capped at the hold) for a hold that was released or expired: from
+    the allowance left, then granted credits, the rest as debt. The hold becomes settled, so
+    this happens at most once. Returns (user, amount charged; 0 if settled before)."""
+    row = await tx.fetchone(
+        "UPDATE hold SET state = 'settled', settled_amount = CASE WHEN"
+        " from_allowance + from_granted < ? THEN from_allowance + from_granted ELSE ? END"
+        " WHERE hold_id = ? AND state IN ('released', 'expired') AND ? > 0"
+        " RETURNING user_id, settled_amount",
+        (actual, actual, hold_id, actual),
+    )
+    if row is None:  # settled already, or nothing to charge
+        row = await tx.fetchone("SELECT user_id FROM hold WHERE hold_id = ?", (hold_id,))
+        if row is None:
+            raise LookupError(f"no hold {hold_id}")
+        return row[0], 0
+    user, charged = row
+    used, granted, allowance, _ = await _account(tx, user, policy, now_ms, now)
+    from_allowance = min(charged, max(0, allowance - used))
+    from_granted = min(charged - from_allowance, granted)
+    owed = charged - from_allowance - from_granted
+    await tx.execute(
+        "UPDATE account SET allowance_used = allowance_used + ?, granted = granted - ?,"
+        " debt = debt + ?, updated_at = ? WHERE user_id = ?",
+        (from_allowance, from_granted, owed, now_ms, user),
+    )
+    # Taken as a hold that is captured at once: reports count every charge as a capture.
+    reason = "delivered after its reservation was released (its process's lease had lapsed)"
+    await _ledger(
+        tx,
+        user,
+        "late_charge",
+        now_ms,
+        hold_id,
+        used=from_allowance,
+        granted=-from_granted,
+        held=charged,
+        debt=owed,
+        reason=reason,
+    )
+    await _ledger(tx, user, "capture", now_ms, hold_id, held=-charged)
+    return user, charged
 
 
 async def _close_hold(
@@ -407,7 +485,7 @@ async def _grant(
     now_ms: int,
     now: datetime,
 ) -> None:
-    _, granted, _ = await _account(tx, user, policy, now_ms, now)
+    _, granted, _, _ = await _account(tx, user, policy, now_ms, now)
     if granted + credits < 0:
         raise QuotaExceededError(
             f"{user} has only {granted} granted credits", remaining=granted, needed=-credits
@@ -429,7 +507,7 @@ async def _set_allowance(
     now_ms: int,
     now: datetime,
 ) -> None:
-    _, _, before = await _account(tx, user, policy, now_ms, now)
+    _, _, before, _ = await _account(tx, user, policy, now_ms, now)
     await tx.execute(
         "UPDATE account SET allowance_override = ?, updated_at = ? WHERE user_id = ?",
         (allowance, now_ms, user),
@@ -460,27 +538,31 @@ async def _existing_hold(tx: Tx, idem_key: str, request_hash: str) -> Hold | Non
 
 async def _account(
     tx: Tx, user: str, policy: Policy, now_ms: int, now: datetime
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, int]:
     """Create the account if needed, lock it (PostgreSQL: until the commit) and roll its period
-    over; returns (used, granted, allowance), the allowance being the user's override or else
-    the policy's."""
+    over (the new allowance pays any debt first); returns (used, granted, allowance, debt), the
+    allowance being the user's override or else the policy's."""
     period = period_key(policy.period, now)
     row = await tx.fetchone(
         "INSERT INTO account (user_id, period, updated_at) VALUES (?, ?, ?)"
         # Updating a column other than the key: a key update would make SQLite check every
         # hold of the account (a full scan of ``hold``) for its foreign key.
         " ON CONFLICT (user_id) DO UPDATE SET updated_at = excluded.updated_at"
-        " RETURNING period, allowance_used, granted, allowance_override",
+        " RETURNING period, allowance_used, granted, allowance_override, debt",
         (user, period, now_ms),
     )
-    old_period, used, granted, override = row
+    old_period, used, granted, override, debt = row
+    allowance = policy.allowance if override is None else override
     if old_period != period:
+        paid, left = _new_period(allowance, debt)
         await tx.execute(
-            "UPDATE account SET period = ?, allowance_used = 0 WHERE user_id = ?", (period, user)
+            "UPDATE account SET period = ?, allowance_used = ?, debt = ? WHERE user_id = ?",
+            (period, paid, left, user),
         )
-        await _ledger(tx, user, "reset", now_ms, None, used=-used, reason=f"new period {period}")
-        used = 0
-    return used, granted, policy.allowance if override is None else override
+        reason = f"new period {period}" + (f"; {paid} of it paid the debt" if paid else "")
+        await _ledger(tx, user, "reset", now_ms, None, used=paid - used, debt=-paid, reason=reason)
+        used, debt = paid, left
+    return used, granted, allowance, debt
 
 
 async def _check_in_flight(tx: Tx, user: str, policy: Policy) -> None:
@@ -527,10 +609,15 @@ async def _take_rate_slot(tx: Tx, user: str, policy: Policy, now_ms: int) -> Non
 
 def _exceeded(remaining: int, needed: int, policy: Policy, now: datetime) -> QuotaExceededError:
     resets = period_end(policy.period, now)
+    have = (
+        f"you have {remaining} left"
+        if remaining >= 0
+        else f"you owe {-remaining} (for images delivered after their reservation was released)"
+    )
     return QuotaExceededError(
-        f"not enough credits: this job needs {needed} and you have {remaining} left;"
+        f"not enough credits: this job needs {needed} and {have};"
         f" your allowance resets at {resets:%Y-%m-%d %H:%M} UTC",
-        remaining=remaining,
+        remaining=max(0, remaining),
         needed=needed,
         retry_at=resets,
     )
@@ -546,11 +633,12 @@ async def _ledger(
     used: int = 0,
     granted: int = 0,
     held: int = 0,
+    debt: int = 0,
     reason: str | None = None,
     actor: str | None = None,
 ) -> None:
     await tx.execute(
-        "INSERT INTO ledger (user_id, hold_id, kind, d_allowance_used, d_granted, d_held, reason,"
-        " created_at, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (user, hold_id, kind, used, granted, held, reason, now_ms, actor),
+        "INSERT INTO ledger (user_id, hold_id, kind, d_allowance_used, d_granted, d_held, d_debt,"
+        " reason, created_at, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (user, hold_id, kind, used, granted, held, debt, reason, now_ms, actor),
     )

@@ -351,7 +351,13 @@ class ImagePage(BaseModel):
 
 
 class QuotaStatus(BaseModel):
-    """A user's credits as ``quota show --json`` and ``get_quota`` report them."""
+    """A user's credits as ``quota show --json`` and ``get_quota`` report them.
+
+    ``remaining`` is below zero while the user owes credits (``debt``): a job delivered after
+    its reservation had been released is charged anyway (a ``late_charge`` ledger entry), and
+    what no credit covered then is paid first by the next allowance. ``late_charged``: credits
+    charged that way in the current period.
+    """
 
     user: str
     remaining: int
@@ -361,6 +367,8 @@ class QuotaStatus(BaseModel):
     in_flight: int
     period: str
     resets_at: datetime | None
+    debt: int = 0
+    late_charged: int = 0
 
 
 class LedgerEntry(BaseModel):
@@ -375,6 +383,7 @@ class LedgerEntry(BaseModel):
     hold_id: str | None
     reason: str | None
     created_at: datetime
+    d_debt: int = 0  # credits owed (``late_charge`` adds, a period reset pays)
     # Who made an operator's change (grant, adjust, allowance): a user key such as ``cli:ops``.
     actor: str | None = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import hashlib
 import io
@@ -19,8 +20,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core import parse_settings
+from core import Caller, ImageService, load_settings, parse_settings
 from tests.conftest import png_bytes
+from tests.core.test_late_charges import charge_late
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGEGATE = [sys.executable, "-m", "core.cli"]
@@ -244,6 +246,8 @@ def test_quota_admin_commands(tmp_path):
         "in_flight",
         "period",
         "resets_at",
+        "debt",
+        "late_charged",
     }
     assert (shown["remaining"], shown["granted"], shown["allowance"]) == (10, 7, 3)
     history = json.loads(run(tmp_path, "quota", "history", "discord:42", "--json").stdout)
@@ -255,6 +259,28 @@ def test_quota_admin_commands(tmp_path):
     run(tmp_path, "quota", "allowance", "discord:42", "default")
     lines = run(tmp_path, "quota", "history", "discord:42").stdout.splitlines()
     assert lines[0].endswith(f"allowance 3 -> the default (50) per day  (by {me})")
+
+
+def test_quota_show_and_history_include_late_charges(tmp_path):
+    config = _config(tmp_path, "[quota]\nallowance = 3\n")
+
+    async def late() -> None:
+        async with await ImageService.open(load_settings(config), sweeper=False) as service:
+            await charge_late(service, Caller(frontend="discord", user_id="7"), 2, spent=2)
+
+    asyncio.run(late())
+    # The other job's hold went with the process that made it; the late charge stays.
+    shown = run(tmp_path, "quota", "show", "discord:7", config=config).stdout
+    assert "1 credit(s) left" in shown and "held 0" in shown
+    assert "2 charged late this day (delivered after their reservation was released), 1 owed" in (
+        shown
+    )
+    lines = run(tmp_path, "quota", "history", "discord:7", config=config).stdout.splitlines()
+    late = "late_charge  allowance_used +1  granted +0  held +2  debt +1  delivered after"
+    assert sum(late in line for line in lines) == 1
+    listed = run(tmp_path, "quota", "history", "discord:7", "--json", config=config).stdout
+    kinds = [(e["kind"], e["d_debt"]) for e in json.loads(listed)]
+    assert kinds[1:3] == [("capture", 0), ("late_charge", 1)]
 
 
 def test_admin_token_printed_once_listed_and_revoked(tmp_path):

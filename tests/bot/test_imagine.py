@@ -10,6 +10,7 @@ import pytest
 from core import Caller, ContentRejectedError
 from core.errors import ProviderAuthError
 from tests.bot.conftest import FOLLOWUP, ProviderGate, Running, labels, running
+from tests.core.test_late_charges import charge_late
 from tests.discord_fake import FakeDiscord
 
 
@@ -123,6 +124,23 @@ async def test_quota_exhausted_is_a_private_refusal(fake_discord: FakeDiscord, s
         fields = {f["name"]: f["value"] for f in quota.original_message["embeds"][0]["fields"]}
         assert fields["Remaining"] == "1" and fields["Allowance per day"] == "1"
         assert fields["Jobs in flight"] == "0 jobs" and "<t:" in fields["Allowance resets"]
+
+
+async def test_quota_shows_a_late_charge_and_what_is_owed(fake_discord: FakeDiscord, settings_for):
+    fake = fake_discord
+    async with running(fake, settings_for(quota={"allowance": 2})) as env:
+        caller = Caller(frontend="discord", user_id=str(fake.user.id))
+        await charge_late(env.service, caller, 2, spent=1)
+        quota = await fake.slash("quota")
+        await fake.wait_until(lambda: bool((quota.original_message or {}).get("content")), 5, "q")
+        assert quota.original_message["content"] == (
+            "You owe **1** credit; your next allowance pays it first."
+        )
+        fields = {f["name"]: f["value"] for f in quota.original_message["embeds"][0]["fields"]}
+        assert fields["Charged late this day"] == (
+            "2 credits for images delivered after their reservation was released;"
+            " 1 credit owed, paid first by your next allowance"
+        )
 
 
 async def test_in_flight_cap_refuses_a_second_job(

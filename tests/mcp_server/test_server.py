@@ -18,6 +18,7 @@ from PIL import Image
 from core import Caller, ImageService
 from core.errors import ContentRejectedError, ProviderUnavailableError
 from mcp_server.server import _idempotency_key, build_server, connection_state
+from tests.core.test_late_charges import charge_late
 
 from .conftest import Gate, make_settings, png
 
@@ -321,8 +322,18 @@ async def test_list_models_and_get_quota(service):
         "in_flight",
         "period",
         "resets_at",
+        "debt",
+        "late_charged",
     }
     assert status["user"] == "mcp:local" and status["allowance"] == 10
+
+
+async def test_get_quota_shows_late_charges_and_debt(service):
+    await charge_late(service, Caller(frontend="mcp", user_id="local"), 4, spent=8)
+    async with Client(build_server(service)) as client:
+        status = await quota(client)
+    assert (status["remaining"], status["debt"], status["late_charged"]) == (-2, 2, 4)
+    assert status["held"] == 8
 
 
 async def test_server_built_from_settings_opens_and_closes_its_service(settings_factory):
