@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -432,15 +432,18 @@ class ImageService:
                 owner=self.owner,
             )
 
-        hold = await self.quotas.reserve(
-            caller.key,
-            amount=most,
-            idem_key=idempotency_key or f"auto:{job_id}",
-            request_hash=_hash(caller.key, model_ref, record),
-            policy=self.policy(caller),
-            job_id=job_id,
-            owner=self.owner,
-            also=record_job,
+        hold = await self._reserve_or_undo(
+            job_id,
+            self.quotas.reserve(
+                caller.key,
+                amount=most,
+                idem_key=idempotency_key or f"auto:{job_id}",
+                request_hash=_hash(caller.key, model_ref, record),
+                policy=self.policy(caller),
+                job_id=job_id,
+                owner=self.owner,
+                also=record_job,
+            ),
         )
         if hold.replayed:
             return await self._replay(caller, hold)
@@ -510,6 +513,27 @@ class ImageService:
     ) -> ImagePage:
         """A page of the caller's stored images, newest first; raises as ``jobs``."""
         return await self.store.images_of(caller.key, limit=_page_size(limit), cursor=cursor)
+
+    async def _reserve_or_undo(self, job_id: str, reserving: Awaitable[Hold]) -> Hold:
+        """Await a reservation (hold and job record, one transaction) so that cancelling the
+        caller never strands it: a transaction under way commits whatever happens to its
+        caller (an MCP client that disconnects, say), so on cancellation this waits for it
+        and releases what it made, marking the job cancelled, before the cancellation goes on.
+        """
+        transaction = asyncio.ensure_future(reserving)
+        try:
+            return await asyncio.shield(transaction)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._undo_reservation(transaction, job_id))
+            raise
+
+    async def _undo_reservation(self, transaction: asyncio.Future[Hold], job_id: str) -> None:
+        try:
+            hold = await transaction
+        except Exception:  # refused or failed: nothing was reserved
+            return
+        if not hold.replayed:
+            await self._abandon(hold, job_id, asyncio.CancelledError())
 
     def _screen(self, request: ImageRequest) -> None:
         """Refuse a request whose text (as the provider would receive it) holds one of the
