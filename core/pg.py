@@ -260,10 +260,13 @@ migration(
 
 _ATTEMPTS = 3
 # A race lost to a concurrent transaction: run the body again (see the module docstring).
+# Also a statement prepared before another process migrated the schema (a rolling upgrade of
+# replicas): asyncpg prepares it afresh on the next run.
 _RETRY = (
     asyncpg.UniqueViolationError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
+    asyncpg.InvalidCachedStatementError,
 )
 _MIGRATION_LOCK = 0x1A6E_6A7E  # pg_advisory_xact_lock key: one process migrates at a time
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from core import ConfigError, parse_settings
@@ -305,3 +306,20 @@ def test_placeholders_are_numbered_outside_quotes():
     assert redact("failed for postgresql://u:pw@h/db (pw)", "postgresql://u:pw@h/db") == (
         "failed for *** (***)"
     )
+
+
+async def test_postgres_survives_a_schema_change_by_another_process(pg_url: str):
+    db = await PostgresDatabase.open(pg_url, pool_size=1)
+    await db.upgrade()
+    await db.transact(_put, "a:1")
+
+    async def read_all(tx: Tx) -> list[Any]:
+        return await tx.fetchall("SELECT * FROM scope_setting")
+
+    assert len(await db.transact(read_all)) == 1  # prepared, and cached on its connection
+    other = await asyncpg.connect(pg_url)  # a replica that migrated first, say
+    await other.execute("ALTER TABLE scope_setting ADD COLUMN note TEXT")
+    await other.close()
+    rows = await db.transact(read_all)  # the cached plan is stale: prepared again
+    assert [tuple(r) for r in rows] == [("a:1", "{}", None, 0, None)]
+    await db.close()
