@@ -107,7 +107,7 @@ class ImageStore:
         ~10 ms, so the hash, the check and the write all happen here."""
         sha = hashlib.sha256(data).hexdigest()
         path = self.path_for(sha, mime)
-        if _size(path) != len(data):  # new, or a damaged copy that these bytes repair
+        if not _holds(path, data):  # new, or a damaged copy that these bytes repair
             try:
                 _atomic_write(path, data, self.durable)
             except FileNotFoundError:  # the first image in this directory (no mkdir per image)
@@ -617,6 +617,14 @@ def _sync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether ``path`` holds exactly ``data`` (read only when the size matches)."""
+    try:
+        return _size(path) == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def _size(path: Path) -> int | None:
