@@ -23,6 +23,7 @@ from .errors import (
     JobTimeoutError,
     ProviderError,
     ProviderResponseError,
+    ProviderTimeoutError,
 )
 from .images import ImageInfo
 from .providers.base import ImageModel, Plan
@@ -156,10 +157,13 @@ class Orchestrator:
                     for image in images[:count]
                 ]
         except TimeoutError:
-            raise JobTimeoutError(
-                f"{model.ref} did not finish before the job deadline; nothing was charged for"
-                " the missing images"
-            ) from None
+            raise _job_timeout(model) from None
+        except ProviderTimeoutError:
+            # The adapter's own deadline check and the timeout above watch the same instant;
+            # whichever wakes first, a job past its deadline reports one error.
+            if self.clock() < deadline:
+                raise
+            raise _job_timeout(model) from None
 
     async def _with_retries(
         self, model: ImageModel, plan: Plan, count: int, deadline: float, outcome: Outcome
@@ -184,6 +188,13 @@ class Orchestrator:
             return exc.retry_after if exc.retry_after <= MAX_RETRY_AFTER_S else None
         backoff = self.base_delay_s * 2**attempt
         return backoff * random.uniform(1.0, 1.25)
+
+
+def _job_timeout(model: ImageModel) -> JobTimeoutError:
+    return JobTimeoutError(
+        f"{model.ref} did not finish before the job deadline; nothing was charged for"
+        " the missing images"
+    )
 
 
 async def _settled(call: Awaitable[list[Delivered]]) -> list[Delivered] | ImageGateError:

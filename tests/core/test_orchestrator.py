@@ -14,6 +14,7 @@ from core.errors import (
     ProviderAuthError,
     ProviderRateLimitedError,
     ProviderRejectedError,
+    ProviderTimeoutError,
     ProviderUnavailableError,
 )
 from core.orchestrator import Orchestrator, split
@@ -174,6 +175,24 @@ async def test_deadline_stops_a_hanging_provider(monkeypatch):
     loop = asyncio.get_running_loop()
     outcome = await orchestrator.run(_chain(model, n=1), loop.time() + 0.05, _accept)
     assert isinstance(outcome.error, JobTimeoutError)
+
+
+async def test_a_provider_timeout_once_the_deadline_passed_is_the_job_timeout():
+    clock = FakeClock()
+    deadline = clock() + 10
+
+    class NoticesTheDeadline(ScriptedModel):
+        async def do_generate(self, plan, count, deadline):
+            clock.now = deadline  # its own check woke before the orchestrator's timer
+            raise ProviderTimeoutError("the provider did not answer in time")
+
+    late = NoticesTheDeadline("a", [])
+    outcome = await _orchestrator(clock, retries=0).run(_chain(late, n=1), deadline, _accept)
+    assert isinstance(outcome.error, JobTimeoutError)
+    # Before the deadline it stays the provider's timeout (retried, and may fail over).
+    slow = ScriptedModel("b", [ProviderTimeoutError("slow")])
+    outcome = await _orchestrator(clock, retries=0).run(_chain(slow, n=1), clock() + 10, _accept)
+    assert isinstance(outcome.error, ProviderTimeoutError)
 
 
 async def test_provider_returning_more_images_than_asked_is_truncated():
