@@ -1,16 +1,19 @@
 """``make soak``: the reliability figures of issue 8, measured in one run.
 
     python -m bench.soak [--quick] [--jobs N] [--users N] [--fault-rate F] [--crash-runs N]
-                         [--fuzz-examples N] [--no-matrix] [--seed S] [--out PATH]
+                         [--pidns-runs N] [--fuzz-examples N] [--no-matrix] [--seed S]
+                         [--out PATH]
 
 Phases (each in its own module): the fault matrix (``soak_matrix``), the load soak
 (``soak_load``: jobs through one ``ImageService`` with random faults), crash recovery
-(``soak_crash``: kill -9 and restart, many times), hostile input (``soak_hostile``) and fuzzing
-(``soak_fuzz``); the load soak's database is then moved to PostgreSQL (``soak_dbcopy``). A
-secrets guard (``tests/secrets_guard.py``) watches every log record and error message of the
-whole run for the API keys it used, and the database is scanned for them at the end. Prints
-the figures with a pass/fail line per check, writes them to ``bench/results/soak.json``, and
-exits non-zero if any check failed.
+(``soak_crash``: kill -9 and restart, many times), two processes in separate PID namespaces
+sharing one database (``soak_pidns``: frozen and killed, jobs queued longer than a lease), a
+zero-credit user's largest edit against the event loop (``soak_lag``), hostile input
+(``soak_hostile``) and fuzzing (``soak_fuzz``); the load soak's database is then moved to
+PostgreSQL (``soak_dbcopy``). A secrets guard (``tests/secrets_guard.py``) watches every log
+record and error message of the whole run for the API keys it used, and the database is
+scanned for them at the end. Prints the figures with a pass/fail line per check, writes them
+to ``bench/results/soak.json``, and exits non-zero if any check failed.
 
 ``--quick`` is a smoke run for the tests (< 30 s): a few hundred jobs, a few crashes, few fuzz
 examples, no matrix (the tests run the matrix themselves). Its memory figures mean nothing.
@@ -43,6 +46,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, help="concurrent users (default 50; quick 30)")
     parser.add_argument("--fault-rate", type=float, default=0.1, help="share of jobs with a fault")
     parser.add_argument("--crash-runs", type=int, help="kill -9 runs (default 60; quick 4)")
+    parser.add_argument(
+        "--pidns-runs", type=int, help="two-process PID-namespace runs (default 10; quick 0)"
+    )
     parser.add_argument("--fuzz-examples", type=int, help="per target (default 2000; quick 30)")
     parser.add_argument("--no-matrix", action="store_true", help="skip the fault matrix")
     parser.add_argument("--seed", type=int, default=8)
@@ -52,6 +58,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     args.jobs = args.jobs or (300 if quick else 10_000)
     args.users = args.users or (30 if quick else 50)
     args.crash_runs = args.crash_runs if args.crash_runs is not None else (4 if quick else 60)
+    args.pidns_runs = args.pidns_runs if args.pidns_runs is not None else (0 if quick else 10)
     args.fuzz_examples = args.fuzz_examples or (30 if quick else 2000)
     args.matrix = not (args.no_matrix or quick)
     return args
@@ -87,7 +94,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def run(tmp: Path, args: argparse.Namespace, guard: Any) -> dict[str, Any]:
-    from bench import soak_crash, soak_dbcopy, soak_fuzz, soak_hostile, soak_load, soak_matrix
+    from bench import (
+        soak_crash,
+        soak_dbcopy,
+        soak_fuzz,
+        soak_hostile,
+        soak_lag,
+        soak_load,
+        soak_matrix,
+        soak_pidns,
+    )
 
     figures: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
@@ -128,6 +144,15 @@ async def run(tmp: Path, args: argparse.Namespace, guard: Any) -> dict[str, Any]
         guard.register(key, "crash-run API key")
     figures.update(crash.as_dict())
     figures["secrets_in_database"] = _scan_database(tmp / "crash" / "crash.db", crash.secrets)
+    print(f"two processes, separate PID namespaces: {args.pidns_runs} runs ...", flush=True)
+    pidns = await soak_pidns.run_pidns_phase(tmp / "pidns", runs=args.pidns_runs)
+    figures.update(pidns.as_dict())
+    figures["free_images"] = figures.get("free_images", 0) + pidns.free_images
+    figures["late_charges"] = figures.get("late_charges", 0) + pidns.late_charges
+    print("a zero-credit user's largest edit, event-loop lag ...", flush=True)
+    (tmp / "lag").mkdir()
+    seconds = 0.5 if args.quick else 2.0
+    figures.update(await soak_lag.run_lag_phase(tmp / "lag", seconds=seconds))
     print("hostile input ...", flush=True)
     (tmp / "hostile").mkdir()
     figures.update(await soak_hostile.run_all(tmp / "hostile"))
@@ -168,6 +193,8 @@ def _load_figures(load: dict[str, Any], guard: Any) -> dict[str, Any]:
         "credits_reported_to_callers": result.charged_reported,
         "refunds": audit.refunds,
         "partial_refunds": audit.partial_refunds,
+        "free_images": audit.free_images,
+        "late_charges": audit.late_charges,
         "stuck_holds": audit.stuck_holds,
         "ledger_mismatches": audit.ledger_mismatches,
         "double_entries": audit.double_entries,
@@ -244,7 +271,8 @@ def evaluate(f: dict[str, Any], args: argparse.Namespace) -> dict[str, tuple[boo
         "untyped_errors", "stuck_holds", "ledger_mismatches", "double_entries", "missing_refunds",
         "charge_mismatches", "job_mismatches", "running_jobs", "balance_mismatches",
         "credits_lost", "credits_doubled", "fuzz_crashes", "secret_leaks", "secrets_in_database",
-        "hostile_controls_failed", "db_copy_mismatches",
+        "hostile_controls_failed", "db_copy_mismatches", "free_images", "pidns_released_live",
+        "pidns_released_early",
     )  # fmt: skip
     checks = {name: (f.get(name) == 0, "= 0") for name in zero}
     checks["crash_problems"] = (not f.get("crash_problems"), "none")
@@ -252,7 +280,15 @@ def evaluate(f: dict[str, Any], args: argparse.Namespace) -> dict[str, tuple[boo
     checks["hostile_refused"] = (f["hostile_refused"] == f["hostile_cases"], "= hostile_cases")
     checks["faults_injected"] = (f["faults_injected"] > 0, "> 0")
     checks["task_growth"] = (f["task_growth"] <= 0, "<= 0 (flat)")
+    checks["pidns_problems"] = (not f.get("pidns_problems"), "none")
+    checks["zero_credit_refused"] = (
+        f["zero_credit_refused"] == f["zero_credit_attempts"],
+        "= zero_credit_attempts",
+    )
     if not args.quick:  # a few hundred jobs say nothing about memory or connection pools
+        checks["pidns_runs"] = (f["pidns_runs"] >= 10, ">= 10")
+        checks["pidns_late_charges"] = (f["pidns_late_charges"] > 0, "> 0 (a freeze in each run)")
+        checks["zero_credit_lag_max_ms"] = (f["zero_credit_lag_max_ms"] <= 100, "<= 100")
         checks["fd_growth"] = (f["fd_growth"] <= 10, "<= 10 (flat)")
         checks["rss_growth_mb"] = (f["rss_growth_mb"] <= 30, "<= 30 MB from warm-up to end")
         checks["rss_growth_second_half_mb"] = (
@@ -292,6 +328,17 @@ KEYS = [
     ("rss_growth_second_half_mb", "  RSS growth over the second half (MB)"),
     ("db_copy_rows", "rows copied to PostgreSQL (db copy)"),
     ("db_copy_mismatches", "  rows that differ after the copy"),
+    ("free_images", "images delivered without their charge"),
+    ("late_charges", "jobs charged after their hold was released (late charges)"),
+    ("pidns_runs", "runs of two processes in separate PID namespaces"),
+    ("pidns_long_jobs", "  jobs that queued longer than a lease and the old hold lifetime"),
+    ("pidns_released_live", "  holds released while their process lived"),
+    ("pidns_released_frozen", "  holds of a frozen process released by the other"),
+    ("pidns_released_after_kill", "  holds of a killed process released after its lease"),
+    ("pidns_released_early", "  ... released before its lease lapsed"),
+    ("zero_credit_lag_max_ms", "event-loop lag while a zero-credit user sends the largest edit"),
+    ("zero_credit_lag_baseline_max_ms", "  the same without that user (ms)"),
+    ("zero_credit_refusal_max_ms", "  time to refuse that user (ms)"),
     ("crash_runs", "kill -9 runs"),
     ("crash_jobs_started", "  jobs started in killed processes"),
     ("crash_replays_served", "  retries after a restart served from the store"),
@@ -324,7 +371,7 @@ def render(f: dict[str, Any], args: argparse.Namespace) -> str:
         f.get("matrix_failures", []) + f.get("audit_problems", []) + f.get("crash_problems", [])
         + f.get("hostile_failures", []) + f.get("fuzz_failures", [])
         + f.get("untyped_error_examples", []) + f.get("balance_mismatch_examples", [])
-        + f.get("db_copy_problems", [])
+        + f.get("db_copy_problems", []) + f.get("pidns_problems", [])
         + f.get("secret_leak_places", [])
     )  # fmt: skip
     if problems:

@@ -8,7 +8,9 @@ per process (``max_concurrency = 1``), so jobs queue for longer than the old hol
 
 - while both live, neither releases a hold of the other (``released_live`` = 0), however long
   the jobs queue;
-- after ``kill -9`` of one, the other releases its holds, but only once its lease has lapsed
+- after SIGSTOP of one with jobs under way, the other releases its holds once its lease has
+  lapsed; after SIGCONT those jobs deliver and are charged anyway (``late_charges`` > 0);
+- after ``kill -9`` of it, the other releases its holds, but only once its lease has lapsed
   (``released_early`` = 0: each release's ledger time is at or after the lease's end);
 - the ledger audit (``bench/soak_support.audit``) and no image handed out without its charge
   (``free_images`` = 0).
@@ -55,6 +57,9 @@ class PidnsReport:
     released_live: int = 0  # holds released while their process lived (must be 0)
     released_after_kill: int = 0  # holds of the killed process released by the other
     released_early: int = 0  # ... before the killed process's lease had lapsed (must be 0)
+    released_frozen: int = 0  # holds of the frozen (SIGSTOP) process released by the other
+    survivor_released: int = 0  # the survivor's, after the freeze (see ``_kill_and_check``)
+    late_charges: int = 0  # jobs that delivered after their hold was released, charged anyway
     free_images: int = 0  # images delivered without their charge (must be 0)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -67,6 +72,9 @@ class PidnsReport:
             "pidns_released_live": self.released_live,
             "pidns_released_after_kill": self.released_after_kill,
             "pidns_released_early": self.released_early,
+            "pidns_released_frozen": self.released_frozen,
+            "pidns_survivor_released": self.survivor_released,
+            "pidns_late_charges": self.late_charges,
             "pidns_free_images": self.free_images,
             "pidns_problems": self.problems[:20],
             "pidns_seconds": round(self.seconds, 1),
@@ -207,15 +215,22 @@ class Ledger:
         rows = self.rows("SELECT expires_at FROM instance WHERE instance_id = ?", (instance,))
         return rows[0][0] if rows else None
 
-    def release_times(self, owner: str) -> list[int]:
+    def release_times(self, owner: str, since: int) -> list[int]:
         return [
             row[0]
             for row in self.rows(
                 "SELECT l.created_at FROM ledger l JOIN hold h ON h.hold_id = l.hold_id"
-                " WHERE h.owner = ? AND l.kind = 'expire'",
-                (owner,),
+                " WHERE h.owner = ? AND l.kind = 'expire' AND l.created_at >= ?",
+                (owner, since),
             )
         ]
+
+    def late_charges(self, owner: str) -> int:
+        return self.rows(
+            "SELECT count(*) FROM ledger l JOIN hold h ON h.hold_id = l.hold_id"
+            " WHERE h.owner = ? AND l.kind = 'late_charge'",
+            (owner,),
+        )[0][0]
 
 
 async def run_pidns_phase(tmp: Path, *, runs: int) -> PidnsReport:
@@ -269,6 +284,7 @@ async def _one_run(tmp: Path, config: Path, env: dict[str, str], report: PidnsRe
                 f"two long jobs of process {child.name}",
             )
         report.released_live += sum(ledger.holds(c.instance, "expired") for c in children)
+        await _freeze_and_check(first, ledger, report)
         await _kill_and_check(first, second, ledger, report)
         second.signal(signal.SIGTERM)
         for child in children:
@@ -283,19 +299,35 @@ async def _one_run(tmp: Path, config: Path, env: dict[str, str], report: PidnsRe
     await _audit(settings, children, report)
 
 
+async def _freeze_and_check(victim: Child, ledger: Ledger, report: PidnsReport) -> None:
+    """SIGSTOP ``victim`` while it has jobs under way, until the other process released its
+    holds (its lease lapsed); after SIGCONT those jobs deliver and must be charged anyway."""
+    await until(lambda: ledger.holds(victim.instance, "held") > 0, "holds to freeze")
+    victim.signal(signal.SIGSTOP)
+    try:
+        await until(lambda: ledger.holds(victim.instance, "expired") > 0, "the frozen one's holds")
+    finally:
+        victim.signal(signal.SIGCONT)
+    report.released_frozen += ledger.holds(victim.instance, "expired")
+    await until(lambda: ledger.late_charges(victim.instance) > 0, "a late charge")
+
+
 async def _kill_and_check(
     victim: Child, survivor: Child, ledger: Ledger, report: PidnsReport
 ) -> None:
     """kill -9 ``victim``; its holds must be released by ``survivor``, after its lease."""
     seen_end = ledger.lease_end(victim.instance) or 0
+    killed_ms = int(time.time() * 1000)
     victim.signal(signal.SIGKILL)
     await victim.process.wait()
     lease_end = ledger.lease_end(victim.instance) or seen_end  # gone only if already swept
     await until(lambda: ledger.holds(victim.instance, "held") == 0, "the killed process's holds")
-    times = ledger.release_times(victim.instance)
+    times = ledger.release_times(victim.instance, since=killed_ms)
     report.released_after_kill += len(times)
     report.released_early += sum(t < lease_end for t in times)
-    report.released_live += ledger.holds(survivor.instance, "expired")
+    # The survivor lost holds only if the freeze caught the victim inside a write: SQLite's
+    # lock then kept the survivor from renewing its lease (it is charged late, like the victim).
+    report.survivor_released += ledger.holds(survivor.instance, "expired")
 
 
 async def _audit(settings: Any, children: list[Child], report: PidnsReport) -> None:
@@ -306,11 +338,8 @@ async def _audit(settings: Any, children: list[Child], report: PidnsReport) -> N
     async with await ImageService.open(settings, sweeper=False) as service:
         result = await audit(service)
         report.problems += [f"audit: {p}" for p in result.problems]
-        unpaid = await service.db.fetchall(
-            "SELECT count(*) FROM image i JOIN job j USING (job_id) JOIN hold h"
-            " ON h.hold_id = j.hold_id WHERE h.state <> 'settled'"
-        )
-        report.free_images += unpaid[0][0]
+        report.free_images += result.free_images
+        report.late_charges += result.late_charges
     for child in children:
         for event in child.done():
             report.jobs += 1

@@ -79,6 +79,7 @@ class Audit:
     charged: int = 0  # credits captured, in total
     refunds: int = 0  # holds given back in full (released or expired)
     late_charges: int = 0  # holds released while their job lived, charged when it delivered
+    free_images: int = 0  # images of a job whose hold was never charged (must be 0)
     partial_refunds: int = 0  # settled holds whose unused part was given back
     stuck_holds: int = 0  # still 'held'
     ledger_mismatches: int = 0  # users whose ledger does not sum to their account
@@ -99,6 +100,7 @@ class Audit:
             or self.charge_mismatches
             or self.job_mismatches
             or self.running_jobs
+            or self.free_images
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -189,6 +191,12 @@ async def audit(service: ImageService, *, finished: bool = True) -> Audit:
                 result.problems.append(
                     f"job {job_id}: status {job[1]} with {job[2]} credits, but its hold was {state}"
                 )
+    (result.free_images,) = await db.fetchone(
+        "SELECT count(*) FROM image i JOIN job j ON j.job_id = i.job_id"
+        " JOIN hold h ON h.hold_id = j.hold_id WHERE h.state <> 'settled'"
+    )
+    if result.free_images:
+        result.problems.append(f"{result.free_images} image(s) delivered without a charge")
     if finished:
         result.running_jobs = sum(job[1] == "running" for job in jobs.values())
         if result.running_jobs:
