@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import importlib
 import json
 import logging
 import re
-import secrets
 import shutil
 import sys
 import uuid
@@ -164,9 +162,21 @@ def _parser() -> argparse.ArgumentParser:
     mcp.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     mcp.set_defaults(handler=_frontend("mcp"))
     mcp_sub = mcp.add_subparsers(dest="mcp_cmd")
-    token = mcp_sub.add_parser("token", help="mint a bearer token for USER")
-    token.add_argument("user")
-    token.set_defaults(handler=_mcp_token)
+    token = mcp_sub.add_parser(
+        "token",
+        help="mint a bearer token for USER (printed once; works at once, no restart)",
+    )
+    token.add_argument("user", nargs="?", help="alice (as mcp:alice), or any frontend:id")
+    token.add_argument("--label", default="", help="a note shown in the token list")
+    token.add_argument("--revoke", metavar="PREFIX", help="revoke the token with this prefix")
+    _json_flag(token)
+    token.set_defaults(handler=_async(_mcp_token))
+    tokens = mcp_sub.add_parser(
+        "tokens", help="list MCP client tokens: prefix, user, created, last used"
+    )
+    tokens.add_argument("--all", action="store_true", help="include revoked tokens")
+    _json_flag(tokens)
+    tokens.set_defaults(handler=_async(_mcp_tokens))
     _admin_parsers(sub)
     report = sub.add_parser("report", help="usage digest: credits, jobs, failures, runways")
     report.add_argument("--days", type=int, default=7, help="UTC days, today included (1-366)")
@@ -562,31 +572,87 @@ def _int(text: str, what: str) -> int:
 
 
 async def _admin_token(service: ImageService, args: argparse.Namespace) -> None:
+    await _mint_or_revoke(
+        service,
+        args,
+        "admin",
+        args.user or default_cli_user(),
+        "dashboard token",
+        "Sign in at /admin on the HTTP server",
+    )
+
+
+async def _admin_tokens(service: ImageService, args: argparse.Namespace) -> None:
+    await _list_tokens(service, args, "admin")
+
+
+async def _mcp_token(service: ImageService, args: argparse.Namespace) -> None:
+    user = None if args.revoke else _mcp_user(args.user)
+    await _mint_or_revoke(
+        service,
+        args,
+        "mcp",
+        user,
+        "MCP token",
+        'Clients send it as "Authorization: Bearer <token>"; it works at once, no restart',
+    )
+
+
+async def _mcp_tokens(service: ImageService, args: argparse.Namespace) -> None:
+    await _list_tokens(service, args, "mcp")
+
+
+def _mcp_user(text: str | None) -> str:
+    """``alice`` is ``mcp:alice`` (the user as quotas and the README show it); any
+    ``frontend:id`` names that user's wallet (e.g. ``discord:1234``)."""
+    if not text:
+        raise InvalidRequestError("name the token's user, e.g. imagegate mcp token alice")
+    if ":" not in text:
+        text = f"mcp:{text}"
+    try:
+        return Caller.parse(text).key
+    except InvalidRequestError:
+        raise InvalidRequestError(
+            "the user must be a name such as alice (or mcp:alice, discord:1234): no spaces,"
+            " no other ':'"
+        ) from None
+
+
+async def _mint_or_revoke(
+    service: ImageService,
+    args: argparse.Namespace,
+    kind: str,
+    user: str | None,
+    what: str,
+    how: str,
+) -> None:
+    """``imagegate admin|mcp token``: print a new token alone on the first line (shown only
+    once, stored as a hash), or revoke one with ``--revoke PREFIX``."""
     if args.revoke:
-        info = await service.revoke_token(_admin(), "admin", args.revoke)
+        info = await service.revoke_token(_admin(), kind, args.revoke)
         if args.json:
             print(json.dumps(_token_json(info)))
         else:
             print(f"revoked {info.shown} ({info.user})")
         return
-    user = args.user or default_cli_user()
-    token, info = await service.mint_token(_admin(), "admin", user, label=args.label)
+    assert user is not None
+    token, info = await service.mint_token(_admin(), kind, user, label=args.label)
     if args.json:
         print(json.dumps({"token": token, **_token_json(info)}))
         return
     print(token)
-    print(f"# dashboard token {info.shown} for {info.user}: shown only once, stored as a hash.")
-    print(
-        "# Sign in at /admin on the HTTP server; revoke with: imagegate admin token --revoke "
-        f"{info.prefix}"
-    )
+    print(f"# {what} {info.shown} for {info.user}: shown only once, stored as a hash.")
+    print(f"# {how}; revoke with: imagegate {args.command} token --revoke {info.prefix}")
 
 
-async def _admin_tokens(service: ImageService, args: argparse.Namespace) -> None:
-    infos = await service.list_tokens(_admin(), "admin", include_revoked=args.all)
+async def _list_tokens(service: ImageService, args: argparse.Namespace, kind: str) -> None:
+    """``imagegate admin|mcp tokens``: one line per token, never the token itself."""
+    infos = await service.list_tokens(_admin(), kind, include_revoked=args.all)
     if args.json:
         print(json.dumps([_token_json(i) for i in infos]))
         return
+    if not infos:
+        print(f"no {kind} tokens (mint one with: imagegate {args.command} token USER)")
     for i in infos:
         used = f"{i.last_used_at:%Y-%m-%d %H:%M}" if i.last_used_at else "never"
         state = "" if i.active else f"  revoked {i.revoked_at:%Y-%m-%d %H:%M}"
@@ -672,37 +738,6 @@ async def _db_copy(db: Database, settings: Settings, args: argparse.Namespace) -
         f"copied into {_where(db, settings)}; {report.accounts} account(s) checked: every"
         " balance and ledger sum matches the SQLite file"
     )
-
-
-def _mcp_token(settings: Settings, args: argparse.Namespace) -> None:
-    # "alice" and "mcp:alice" (the user as quotas and the README show it) are the same client.
-    name = args.user.removeprefix("mcp:")
-    if not (re.fullmatch(r"[^\s:]{1,128}", name) and name.isprintable()):
-        raise InvalidRequestError(
-            "the user must be a name such as alice (or mcp:alice): no spaces, no other ':'"
-        )
-    token = secrets.token_urlsafe(32)
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    print(token)
-    print(f"# {_where_to_paste(settings)}; the token above is shown only once:")
-    print("[[mcp.clients]]")
-    print(f"user = {_toml_string(name)}")
-    print(f'token_sha256 = "{digest}"')
-
-
-def _where_to_paste(settings: Settings) -> str:
-    if settings.source == Settings().source:  # no file found: the built-in defaults
-        return (
-            f"No config file is in use: create {Path('config.toml').resolve()} (or one named by"
-            " --config or $IMAGEGATE_CONFIG) with these lines"
-        )
-    return f"Paste into {Path(settings.source).resolve()}"
-
-
-def _toml_string(text: str) -> str:
-    """``text`` as a TOML basic string: for printable text (the caller checks), JSON's
-    escapes of the quote and the backslash are TOML's."""
-    return json.dumps(text, ensure_ascii=False)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ from .reports import (
 from .scopes import ScopeSettingsStore
 from .settings import Settings
 from .store import ImageStore, StoredFile, new_id
-from .tokens import TokenInfo, TokenStore
+from .tokens import TokenInfo, TokenStore, bare_prefix
 from .types import (
     EDIT_MODES,
     OPERATIONS,
@@ -88,6 +88,7 @@ _SMALL_IMAGE_BYTES = 1024 * 1024  # decoding one takes a few ms and little memor
 _QUEUE_REPORT_INTERVAL_S = 1.0  # a queued job's position is reported at most this often
 _SMALL_IMAGE_PIXELS = 1024 * 1024  # inputs: bytes say little (a flat 40 MP PNG is 100 kB)
 CANCEL_POLL_S = 1.0  # how often a process looks for cancel requests for its running jobs
+MAX_OWN_TOKENS = 5  # active MCP tokens a user may mint for themselves
 
 
 @dataclass(frozen=True)
@@ -1064,6 +1065,44 @@ class ImageService:
         _require_token_admin(admin)
         info = await self.tokens.revoke(kind, prefix)
         log.info("%s token %s revoked by %s", kind, info.shown, admin.key)
+        return info
+
+    async def has_tokens(self, kind: str) -> bool:
+        """Whether any active token of ``kind`` exists (an MCP server over HTTP then asks every
+        request for one)."""
+        return bool(await self.tokens.list(kind))
+
+    async def mint_own_token(self, caller: Caller, *, label: str = "") -> tuple[str, TokenInfo]:
+        """An MCP token that spends the caller's own credits (its user is ``caller.key``): what a
+        Discord member mints for their agents, no admin involved. At most ``MAX_OWN_TOKENS``
+        active at once.
+
+        Raises:
+            InvalidRequestError: the caller has that many already, or a bad label.
+        """
+        if len(await self.own_tokens(caller)) >= MAX_OWN_TOKENS:
+            raise InvalidRequestError(
+                f"you have {MAX_OWN_TOKENS} active tokens; revoke one you no longer use first"
+            )
+        token, info = await self.tokens.mint("mcp", caller.key, label=label)
+        log.info("mcp token %s minted by %s for themselves", info.shown, caller.key)
+        return token, info
+
+    async def own_tokens(self, caller: Caller) -> list[TokenInfo]:
+        """The caller's active MCP tokens (never their plaintext), oldest first."""
+        return await self.tokens.list("mcp", user=caller.key)
+
+    async def revoke_own_token(self, caller: Caller, prefix: str) -> TokenInfo:
+        """Revoke one of the caller's MCP tokens by its listed prefix.
+
+        Raises:
+            NotFoundError: no such token of the caller's (someone else's looks the same).
+        """
+        found = await self.tokens.get("mcp", bare_prefix("mcp", prefix))
+        if found is None or found.user != caller.key:
+            raise NotFoundError(f"no token of yours with prefix {prefix[:40]!r}")
+        info = await self.tokens.revoke("mcp", found.prefix)
+        log.info("mcp token %s revoked by its owner %s", info.shown, caller.key)
         return info
 
     # --- dashboard sessions: short-lived tokens of kind "session", one per sign-in --------

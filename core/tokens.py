@@ -110,13 +110,17 @@ class TokenStore:
         return None if row is None else _info(row)
 
     async def list(
-        self, kind: str | None = None, *, include_revoked: bool = False
+        self, kind: str | None = None, *, include_revoked: bool = False, user: str | None = None
     ) -> list[TokenInfo]:
-        """Tokens (of ``kind``, or all), oldest first; revoked ones only when asked for."""
+        """Tokens (of ``kind``, or all; of ``user``, or everyone's), oldest first; revoked ones
+        only when asked for."""
         where, params = [], []
         if kind is not None:
             where.append("kind = ?")
             params.append(_check_kind(kind))
+        if user is not None:
+            where.append("user_id = ?")
+            params.append(user)
         if not include_revoked:
             where.append("revoked_at IS NULL")
         sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
@@ -130,8 +134,7 @@ class TokenStore:
         Raises:
             NotFoundError: no token of that kind has that prefix.
         """
-        _check_kind(kind)
-        bare = prefix.strip().removeprefix(f"ig_{kind}_").rstrip("_…").split("_")[0]
+        bare = bare_prefix(kind, prefix)
         row = await self.db.transact(_revoke, kind, bare, self._now_ms())
         if row is None:
             raise NotFoundError(f"no {kind} token with prefix {bare!r} (see the token list)")
@@ -145,6 +148,15 @@ _SELECT = (
     "SELECT prefix, kind, user_id, sha256, label, created_at, last_used_at, revoked_at"
     " FROM api_token"
 )
+
+
+def bare_prefix(kind: str, prefix: str) -> str:
+    """The prefix alone, from ``ig_<kind>_AbCd1234_…`` as lists show it, or from itself.
+
+    Raises:
+        InvalidRequestError: a bad kind."""
+    _check_kind(kind)
+    return prefix.strip().removeprefix(f"ig_{kind}_").rstrip("_…").split("_")[0]
 
 
 def _check_kind(kind: str) -> str:

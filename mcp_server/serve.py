@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core import ConfigError, ImageService, Settings, dashboard_app
 
+from .auth import OptionalBearer
 from .server import ImageGateServer, build_server
 
 log = logging.getLogger("imagegate.mcp")
@@ -77,23 +78,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def require_token(settings: Settings) -> bool:
-    """Whether HTTP requests need a bearer token (they do once any client is configured).
+def require_token(settings: Settings, *, stored_tokens: bool = False) -> bool:
+    """Whether HTTP requests need a bearer token: they do once any token exists, in
+    ``[[mcp.clients]]`` or (``stored_tokens``) in the database.
 
     Raises:
-        ConfigError: no ``[[mcp.clients]]`` while the server can be reached from elsewhere: a
-            non-loopback ``[mcp] host``, or a proxy in front (``[mcp] allowed_hosts`` or
-            ``[callbacks] public_url`` set; a proxy connects from loopback, so the bind
-            address alone cannot tell).
+        ConfigError: no token while the server can be reached from elsewhere: a non-loopback
+            ``[mcp] host``, or a proxy in front (``[mcp] allowed_hosts`` or ``[callbacks]
+            public_url`` set; a proxy connects from loopback, so the bind address alone cannot
+            tell).
     """
-    if settings.mcp.clients:
+    if settings.mcp.clients or stored_tokens:
         return True
     reachable = _reachable_from_elsewhere(settings)
     if reachable:
         raise ConfigError(
-            f"{settings.source}: {reachable} and [[mcp.clients]] is empty, so anyone could spend"
-            f' "{settings.mcp.stdio_user}"\'s credits; add a client token (imagegate mcp token'
-            " USER)"
+            f"{settings.source}: {reachable} and there is no MCP client token, so anyone could"
+            f' spend "{settings.mcp.stdio_user}"\'s credits; make one with: imagegate mcp token'
+            " USER"
         )
     return False
 
@@ -127,7 +129,8 @@ def http_app(
     if service is not None and settings.admin.enabled:
         guard = TransportSecurityMiddleware(transport_security(settings))
         app.router.routes.append(Mount(ADMIN_PATH, app=_guarded(dashboard_app(service), guard)))
-    if not settings.mcp.clients:
+    if not server.require_token:
+        app.add_middleware(OptionalBearer, verifier=server.verifier)
         app.add_middleware(LocalOnly)
     return app
 
@@ -193,10 +196,12 @@ def mcp_url(settings: Settings, port: int) -> str:
     return f"http://{host}:{port}{settings.mcp.path}"
 
 
-def connect_hint(settings: Settings, url: str) -> list[str]:
-    """Two copy-paste lines: add the server to Claude Code, or make an image with curl."""
-    auth = ' --header "Authorization: Bearer $TOKEN"' if settings.mcp.clients else ""
-    curl_auth = ' -H "Authorization: Bearer $TOKEN"' if settings.mcp.clients else ""
+def connect_hint(settings: Settings, url: str, tokens: bool | None = None) -> list[str]:
+    """Two copy-paste lines: add the server to Claude Code, or make an image with curl.
+    ``tokens``: requests need one (default: when ``[[mcp.clients]]`` has any)."""
+    tokens = bool(settings.mcp.clients) if tokens is None else tokens
+    auth = ' --header "Authorization: Bearer $TOKEN"' if tokens else ""
+    curl_auth = ' -H "Authorization: Bearer $TOKEN"' if tokens else ""
     body = (
         '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"generate_image",'
         '"arguments":{"prompt":"a lighthouse at dusk","return_image":"none"},"_meta":{'
@@ -223,9 +228,13 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(settings: Settings, *, everything: bool) -> int:
-    needs_token = require_token(settings)
-    mcp_socket = _bind(settings, settings.mcp.host, settings.mcp.port, "[mcp]")
     service = await ImageService.open(settings, receive_callbacks=True)
+    try:
+        needs_token = require_token(settings, stored_tokens=await service.has_tokens("mcp"))
+        mcp_socket = _bind(settings, settings.mcp.host, settings.mcp.port, "[mcp]")
+    except BaseException:
+        await service.aclose()
+        raise
     server = build_server(service, require_token=needs_token)
     servers: list[_Server] = []
     tasks: list[asyncio.Task[Any]] = []
@@ -244,7 +253,7 @@ async def _serve(settings: Settings, *, everything: bool) -> int:
         if everything:
             tasks.extend(_start_callbacks(settings, service, servers))
             _start_bot(settings, service, tasks)
-        for line in connect_hint(settings, url):
+        for line in connect_hint(settings, url, needs_token):
             _say(line)
         with _stop_on_signals(stop):
             waiters = [asyncio.create_task(stop.wait()), *tasks[:1]]

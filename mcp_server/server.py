@@ -122,10 +122,14 @@ class AppState:
         return self.service.settings
 
     def caller(self, ctx: Context) -> Caller | None:
-        """The token's user over authenticated HTTP, else the configured local user."""
+        """The token's user over authenticated HTTP (``mcp:alice``, or ``discord:1234`` for a
+        member's own token: their credits), else the configured local user."""
         user = _token_user(ctx)
         if user is not None:
-            return Caller(frontend="mcp", user_id=user, mcp_client=user)
+            try:
+                return Caller.parse(user, mcp_client=user)
+            except ImageGateError:
+                return None
         return None if self.require_token else self.stdio_caller
 
 
@@ -138,6 +142,8 @@ class ImageGateServer(MCPServer[AppState]):
 
     jobs: JobTracker
     budgets: Budgets
+    verifier: ClientTokenVerifier
+    require_token: bool
     _listed: list[Tool] | None = None
 
     async def list_tools(self) -> list[Tool]:
@@ -231,15 +237,13 @@ def build_server(
     """The MCP server over an open ``ImageService`` (left open at exit) or over ``Settings``
     (the lifespan opens and closes its own service).
 
-    ``require_token``: HTTP with ``[[mcp.clients]]``: every request needs a bearer token.
+    ``require_token``: HTTP where tokens exist (``serve.require_token``): every request
+    needs a bearer token, from ``[[mcp.clients]]`` or the database.
 
     Raises:
-        ConfigError: ``[mcp] stdio_user`` is not a valid user id, or tokens are required but
-            no clients are configured.
+        ConfigError: ``[mcp] stdio_user`` is not a valid user id.
     """
     settings = source.settings if isinstance(source, ImageService) else source
-    if require_token and not settings.mcp.clients:
-        raise ConfigError(f"{settings.source}: [[mcp.clients]] is empty; no token can be valid")
     try:
         stdio_caller = Caller(frontend="mcp", user_id=settings.mcp.stdio_user)
     except ValidationError:
@@ -249,6 +253,7 @@ def build_server(
     url_fetcher = fetcher or UrlFetcher()
     shared_jobs = JobTracker()
     budgets = Budgets()
+    verifier = ClientTokenVerifier(settings, source if isinstance(source, ImageService) else None)
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
@@ -256,6 +261,7 @@ def build_server(
             yield AppState(source, shared_jobs, url_fetcher, stdio_caller, require_token, budgets)
             return
         service = await ImageService.open(settings)
+        verifier.service = service
         jobs = JobTracker()
         try:
             yield AppState(service, jobs, url_fetcher, stdio_caller, require_token, budgets)
@@ -265,7 +271,7 @@ def build_server(
 
     auth: dict[str, Any] = {}
     if require_token:
-        auth = {"token_verifier": ClientTokenVerifier(settings), "auth": auth_settings()}
+        auth = {"token_verifier": verifier, "auth": auth_settings()}
     server = ImageGateServer(
         SERVER_NAME,
         title="imagegate",
@@ -277,6 +283,8 @@ def build_server(
     )
     server.jobs = shared_jobs
     server.budgets = budgets
+    server.verifier = verifier
+    server.require_token = require_token
     for fn, hints in _TOOLS:
         server.add_tool(
             fn,

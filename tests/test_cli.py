@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import hashlib
 import io
 import json
 import os
@@ -14,13 +13,12 @@ import subprocess
 import sys
 import textwrap
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from core import Caller, ImageService, load_settings, parse_settings
+from core import Caller, ImageService, load_settings
 from tests.conftest import png_bytes
 from tests.core.test_late_charges import charge_late
 
@@ -388,34 +386,44 @@ def test_the_operator_is_not_told_a_job_is_not_theirs(tmp_path):
     assert out.returncode == 1 and out.stderr.strip() == "imagegate: no job 'deadbeef'"
 
 
-@pytest.mark.parametrize("user", ["mcp:alice", "alice", 'al"i\\ce'])
-def test_mcp_token_takes_both_user_forms_and_writes_valid_toml(tmp_path, user):
+@pytest.mark.parametrize(
+    ("user", "key"),
+    [
+        ("alice", "mcp:alice"),
+        ("mcp:alice", "mcp:alice"),
+        ('al"i\\ce', 'mcp:al"i\\ce'),
+        ("discord:1234", "discord:1234"),
+    ],
+)
+def test_mcp_token_is_stored_in_the_database_listed_and_revoked(tmp_path, user, key):
     config = _config(tmp_path)
-    out = run(tmp_path, "mcp", "token", user, config=config).stdout
-    token, comment, *lines = out.splitlines()
-    assert comment.startswith(f"# Paste into {config.resolve()};")
-    client = tomllib.loads("\n".join(lines))["mcp"]["clients"][0]
-    assert client["user"] == user.removeprefix("mcp:")
-    assert client["token_sha256"] == hashlib.sha256(token.encode()).hexdigest()
-    settings = parse_settings(tomllib.loads(config.read_text() + "\n".join(lines)))
-    assert settings.mcp.clients[0].user == client["user"]
+    out = run(tmp_path, "mcp", "token", user, "--label", "laptop", config=config).stdout
+    token, comment, hint = out.splitlines()
+    assert token.startswith("ig_mcp_") and key in comment and "shown only once" in comment
+    prefix = token.split("_")[2]
+    assert f"imagegate mcp token --revoke {prefix}" in hint
+    assert config.read_text() == _config(tmp_path).read_text()  # no config edit
+    [listed] = json.loads(run(tmp_path, "mcp", "tokens", "--json", config=config).stdout)
+    assert (listed["prefix"], listed["user"], listed["label"]) == (prefix, key, "laptop")
+    assert listed["created_at"] and listed["last_used_at"] is None and "token" not in listed
+    text = run(tmp_path, "mcp", "tokens", config=config).stdout
+    assert f"ig_mcp_{prefix}_…" in text and token not in text and "used never" in text
+    revoked = run(tmp_path, "mcp", "token", "--revoke", prefix, config=config).stdout
+    assert revoked.strip() == f"revoked ig_mcp_{prefix}_… ({key})"
+    assert run(tmp_path, "mcp", "tokens", config=config).stdout.startswith("no mcp tokens")
+    [gone] = json.loads(run(tmp_path, "mcp", "tokens", "--all", "--json", config=config).stdout)
+    assert gone["revoked_at"]
 
 
-def test_mcp_token_without_a_config_file_says_which_to_create(tmp_path):
-    out = subprocess.run(
-        [*IMAGEGATE, "mcp", "token", "bob"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if k != "IMAGEGATE_CONFIG"}
-        | {"PYTHONPATH": str(ROOT)},
-    )
-    assert out.returncode == 0, out.stderr
-    comment = out.stdout.splitlines()[1]
-    assert f"No config file is in use: create {tmp_path.resolve() / 'config.toml'}" in comment
-    refused = run(tmp_path, "mcp", "token", "discord:1", check=False)
-    assert refused.returncode == 1 and "alice (or mcp:alice)" in refused.stderr
+def test_mcp_token_refuses_bad_users_and_unknown_prefixes(tmp_path):
+    for bad in ("two words", "a:b:c", ""):
+        refused = run(tmp_path, "mcp", "token", bad, check=False)
+        assert refused.returncode == 1 and "alice" in refused.stderr, bad
+    unknown = run(tmp_path, "mcp", "token", "--revoke", "AbCd1234", check=False)
+    assert unknown.returncode == 1 and "no mcp token with prefix" in unknown.stderr
+    admin = run(tmp_path, "admin", "token", "ops").stdout.splitlines()[0]
+    crossed = run(tmp_path, "mcp", "token", "--revoke", admin.split("_")[2], check=False)
+    assert crossed.returncode == 1  # an admin token is not an MCP token
 
 
 def test_help_is_for_users_with_examples(capsys):

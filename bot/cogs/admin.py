@@ -1,9 +1,10 @@
-"""/imagegate: credits and server settings.
+"""/imagegate: a member's own MCP token, credits and server settings.
 
-Discord hides the group from members without Manage Server (``default_member_permissions``),
-but server admins can change who sees a command, so every use re-checks from the interaction:
-Manage Server for this server's settings and for looking at a member's credits; for granting,
-taking or re-setting credits, the operator's trust (``bot.trust``), never Manage Server alone.
+Every member sees the group, for ``/imagegate token`` (their own token, on their own credits).
+Discord sets permissions per top-level command only, so the other commands check on every use,
+from the interaction: Manage Server for this server's settings and for looking at a member's
+credits; for granting, taking or re-setting credits, the operator's trust (``bot.trust``),
+never Manage Server alone.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ log = logging.getLogger("imagegate.bot")
 MAX_GRANT = 1_000_000
 # Marks the commands that create, take or re-set credits (``extras`` of the command).
 MOVES_CREDITS = "moves_credits"
+# Marks the commands every member may use, on their own account.
+FOR_MEMBERS = "for_members"
 NSFW_NAMES = {
     "age_restricted": "NSFW prompts only in age-restricted channels (default)",
     "strict": "No NSFW prompts anywhere",
@@ -92,11 +95,10 @@ def settings_embed(config: GuildConfig) -> discord.Embed:
 
 
 @app_commands.guild_only()
-@app_commands.default_permissions(manage_guild=True)
 class AdminCog(
     commands.GroupCog,
     group_name="imagegate",
-    group_description="Manage imagegate credits and settings (Manage Server)",
+    group_description="Your MCP token; credits and settings (Manage Server)",
 ):
     settings = app_commands.Group(name="settings", description="Server settings for image commands")
 
@@ -108,6 +110,8 @@ class AdminCog(
         if interaction.guild_id is None:
             raise app_commands.NoPrivateMessage()
         command = interaction.command
+        if command is not None and command.extras.get(FOR_MEMBERS):
+            return True
         if command is not None and command.extras.get(MOVES_CREDITS):
             return True  # the command checks the operator's trust once it has deferred
         if not interaction.permissions.manage_guild:
@@ -140,6 +144,37 @@ class AdminCog(
             )
             raise errors.Refusal(trust.who_may_move_credits(self.bot.settings))
         return caller_of(interaction, admin=True)
+
+    # --- a member's own token -------------------------------------------------------------
+
+    @app_commands.command(
+        name="token",
+        description="Get a token for your AI agents (MCP): they spend your credits (private)",
+        extras={FOR_MEMBERS: True},
+    )
+    @app_commands.describe(revoke="Revoke your token with this prefix instead of getting one")
+    async def token(
+        self, interaction: discord.Interaction, revoke: app_commands.Range[str, 1, 60] | None = None
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        me = caller_of(interaction)
+        service = self.bot.service
+        if revoke:
+            info = await service.revoke_own_token(me, revoke)
+            content = f"Revoked `{info.shown}`: agents that use it are refused from now on."
+        else:
+            token, info = await service.mint_own_token(me, label=f"Discord {interaction.guild_id}")
+            content = (
+                "Your MCP token, shown only this once (keep it secret):\n"
+                f"```\n{token}\n```\n"
+                "An agent sends it as `Authorization: Bearer <token>` to this community's"
+                " imagegate MCP server (its operator has the address). What it makes is paid"
+                " from your credits, like /imagine.\n"
+                f"Revoke it with `/imagegate token revoke:{info.prefix}`."
+            )
+        active = [f"`{t.shown}` ({t.created_at:%Y-%m-%d})" for t in await service.own_tokens(me)]
+        content += "\nYour active tokens: " + (", ".join(active) or "none") + "."
+        await interaction.edit_original_response(content=content)
 
     # --- credits ----------------------------------------------------------------------------
 

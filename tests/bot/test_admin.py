@@ -3,15 +3,16 @@ alone), Manage Server for the server's settings, and the settings' effects."""
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 import discord
-import pytest
 
 from core import Caller
 from tests.bot.conftest import FOLLOWUP, Running, running
 from tests.bot.test_buttons import result_of
-from tests.discord_fake import MISSING_ACCESS, FakeDiscord, FakeUser, InvalidInteraction
+from tests.discord_fake import MISSING_ACCESS, FakeDiscord, FakeUser
 
 
 async def reply_text(env: Running, handle) -> str:
@@ -31,15 +32,12 @@ async def reply_text(env: Running, handle) -> str:
 
 async def test_admin_commands_need_manage_server(env: Running):
     fake = env.fake
-    # Discord hides the group from members without Manage Server ...
-    with pytest.raises(InvalidInteraction):
-        await fake.slash("imagegate grant", {"user": fake.user, "credits": 5}, user=fake.user)
-    # ... and if a server admin exposes it anyway, the bot checks again on every use.
-    sneaky = await fake.slash(
-        "imagegate grant", {"user": fake.user, "credits": 5}, user=fake.user, validate=False
-    )
-    assert "owner of this bot's Discord application" in await reply_text(env, sneaky)
+    # Members see /imagegate (for their token); the bot checks the rest on every use.
+    grant = await fake.slash("imagegate grant", {"user": fake.user, "credits": 5}, user=fake.user)
+    assert "owner of this bot's Discord application" in await reply_text(env, grant)
     assert await env.remaining(fake.user) == 50
+    member = await fake.slash("imagegate settings nsfw", {"policy": "off"}, user=fake.user)
+    assert "Manage Server" in (await member.wait_callback()).data["content"]
     # Permission taken away since the command list was loaded: refused too.
     stale = await fake.slash(
         "imagegate settings nsfw",
@@ -49,6 +47,26 @@ async def test_admin_commands_need_manage_server(env: Running):
         validate=False,
     )
     assert "Manage Server" in (await stale.wait_callback()).data["content"]
+
+
+async def test_a_member_gets_and_revokes_a_token_for_their_own_credits(env: Running, caplog):
+    caplog.set_level(logging.INFO, logger="imagegate")
+    fake = env.fake
+    minted = await fake.slash("imagegate token", user=fake.user)
+    text = await reply_text(env, minted)
+    [token] = re.findall(r"ig_mcp_\w{8}_[\w-]+", text)
+    assert minted.callback.data["flags"] & 64  # private
+    info = await env.service.verify_token("mcp", token)
+    assert info is not None and info.user == f"discord:{fake.user.id}"
+    assert f"revoke:{info.prefix}" in text and info.shown in text
+    # Someone else cannot revoke it: for them it does not exist.
+    theft = await fake.slash("imagegate token", {"revoke": info.prefix}, user=fake.admin)
+    assert "no token of yours" in await reply_text(env, theft)
+    assert await env.service.verify_token("mcp", token) is not None
+    revoked = await fake.slash("imagegate token", {"revoke": info.prefix}, user=fake.user)
+    assert f"Revoked `{info.shown}`" in await reply_text(env, revoked)
+    assert await env.service.verify_token("mcp", token) is None
+    assert token not in caplog.text and info.shown in caplog.text  # logged, never in clear
 
 
 async def test_grant_and_allowance(env: Running):

@@ -89,3 +89,23 @@ async def test_tokens_survive_reopen(tmp_path):
         token, _ = await service.mint_token(ADMIN, "admin", "cli:ops")
     async with await ImageService.open(settings, sweeper=False) as service:
         assert await service.verify_token("admin", token) is not None
+
+
+async def test_members_mint_and_revoke_tokens_for_their_own_credits_only(service: ImageService):
+    other = Caller(frontend="discord", user_id="3")
+    token, info = await service.mint_own_token(USER, label="my agent")
+    assert info.user == "discord:2" and info.kind == "mcp"
+    seen = await service.verify_token("mcp", token)
+    assert seen is not None and seen.user == "discord:2"
+    assert [t.prefix for t in await service.own_tokens(USER)] == [info.prefix]
+    assert await service.own_tokens(other) == []
+    with pytest.raises(NotFoundError):
+        await service.revoke_own_token(other, info.prefix)  # not theirs: it does not exist
+    assert await service.verify_token("mcp", token) is not None
+    revoked = await service.revoke_own_token(USER, info.shown)
+    assert not revoked.active and await service.verify_token("mcp", token) is None
+    for _ in range(5):
+        await service.mint_own_token(USER)
+    with pytest.raises(InvalidRequestError, match="5 active tokens"):
+        await service.mint_own_token(USER)
+    assert await service.has_tokens("mcp") and not await service.has_tokens("admin")

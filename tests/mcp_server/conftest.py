@@ -77,7 +77,8 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Gate:
 async def running(settings: Settings) -> AsyncIterator[str]:
     """Serve the MCP app on 127.0.0.1 with an OS-chosen port; yields the MCP URL."""
     service = await ImageService.open(settings, sweeper=False)
-    server = build_server(service, require_token=require_token(settings))
+    stored = await service.has_tokens("mcp")
+    server = build_server(service, require_token=require_token(settings, stored_tokens=stored))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     web = uvicorn.Server(

@@ -14,7 +14,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from core import ConfigError
+from core import Caller, ConfigError, ImageService
 from mcp_server.serve import require_token
 
 from .conftest import Gate, call, make_settings, running
@@ -113,7 +113,7 @@ def test_behind_a_proxy_without_clients_it_refuses_to_start(tmp_path):
         with pytest.raises(ConfigError) as refused:
             require_token(make_settings(tmp_path, **sections))
         message = refused.value.message
-        assert key in message and "[[mcp.clients]] is empty" in message and "\n" not in message
+        assert key in message and "no MCP client token" in message and "\n" not in message
         mcp = {**sections.get("mcp", {}), "clients": clients()}
         assert require_token(make_settings(tmp_path, **{**sections, "mcp": mcp}))
 
@@ -209,3 +209,67 @@ async def test_cancelling_over_http_releases_the_hold(tmp_path, gate: Gate):
                 await anyio.sleep(0.05)
         status = (await call(url, TOKENS["ann"], "get_quota", {})).structured_content
         assert status["remaining"] == 10 and gate.cancelled == 1
+
+
+async def test_tokens_in_the_database_work_at_once_and_stop_when_revoked(tmp_path):
+    settings = make_settings(tmp_path, mcp={"clients": clients()})
+    admin = Caller(frontend="cli", user_id="ops", is_admin=True)
+    async with running(settings) as url:
+        async with await ImageService.open(settings, sweeper=False) as cli:  # another process
+            token, info = await cli.mint_token(admin, "mcp", "mcp:carol")
+            member, _ = await cli.mint_own_token(Caller(frontend="discord", user_id="42"))
+        made = await call(url, token, "generate_image", {"prompt": "x", "n": 2})
+        assert not made.is_error and made.structured_content["credits_remaining"] == 8
+        carol = await call(url, token, "get_quota", {})
+        assert carol.structured_content["user"] == "mcp:carol"
+        # A Discord member's own token spends their Discord credits.
+        wallet = await call(url, member, "get_quota", {})
+        assert wallet.structured_content["user"] == "discord:42"
+        # The config's tokens keep working beside the database's.
+        ann = await call(url, TOKENS["ann"], "get_quota", {})
+        assert ann.structured_content["user"] == "mcp:ann"
+        async with await ImageService.open(settings, sweeper=False) as cli:
+            await cli.revoke_token(admin, "mcp", info.prefix)
+            listed = await cli.tokens.get("mcp", info.prefix)
+            assert listed is not None and listed.last_used_at and listed.revoked_at
+        assert await status_with(url, token) == 401
+
+
+async def test_database_tokens_alone_put_the_server_in_token_mode(tmp_path):
+    settings = make_settings(tmp_path, mcp={"host": "0.0.0.0"})
+    with pytest.raises(ConfigError, match="imagegate mcp token USER"):
+        require_token(settings)
+    async with await ImageService.open(settings, sweeper=False) as cli:
+        token, _ = await cli.mint_token(
+            Caller(frontend="cli", user_id="ops", is_admin=True), "mcp", "mcp:dave"
+        )
+        assert require_token(settings, stored_tokens=await cli.has_tokens("mcp"))
+    local = make_settings(tmp_path)  # loopback, no config clients: token mode by the database
+    async with running(local) as url:
+        assert (await call(url, token, "get_quota", {})).structured_content["user"] == "mcp:dave"
+        with pytest.raises(Exception):  # noqa: B017 - the 401 surfaces the client's own way
+            await call(url, None, "get_quota", {})
+
+
+async def test_a_tokenless_local_server_serves_tokens_minted_after_it_started(tmp_path):
+    settings = make_settings(tmp_path, mcp={"stdio_user": "desk"})
+    async with running(settings) as url:
+        async with await ImageService.open(settings, sweeper=False) as cli:
+            token, _ = await cli.mint_own_token(Caller(frontend="mcp", user_id="erin"))
+        assert (await call(url, token, "get_quota", {})).structured_content["user"] == "mcp:erin"
+        assert (await call(url, None, "get_quota", {})).structured_content["user"] == "mcp:desk"
+        assert await status_with(url, "ig_mcp_AbCd1234_not-a-real-token-at-all") == 401
+
+
+async def status_with(url: str, token: str) -> int:
+    """The HTTP status of a tools/list sent with this bearer token."""
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+            headers={
+                "Accept": "application/json, text/event-stream",
+                "Authorization": f"Bearer {token}",
+            },
+        )
+    return response.status_code
