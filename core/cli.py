@@ -14,7 +14,6 @@ import importlib
 import json
 import logging
 import re
-import shutil
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,7 @@ from .errors import ImageGateError, InvalidRequestError, ProviderError
 from .reports import digest_text
 from .service import ImageService, default_cli_user
 from .settings import Settings, load_settings
+from .store import copy_out
 from .types import EDIT_MODES, Caller, ImageRequest, ImageResult, parse_size
 
 # Front ends, loaded by name only when asked for (``module:function(settings, args)``).
@@ -383,7 +383,7 @@ def _key() -> str:
 
 
 def _print_result(result: ImageResult, args: argparse.Namespace) -> None:
-    paths = [_deliver(image.path, result.job_id, image.index, args.out) for image in result.images]
+    paths = [copy_out(i, args.out) if args.out else i.path.resolve() for i in result.images]
     if args.json:
         print(
             json.dumps(
@@ -421,15 +421,6 @@ def _print_result(result: ImageResult, args: argparse.Namespace) -> None:
 def _shape(width: int, height: int, seed: int | None) -> str:
     """``1024x768, seed 7``; no seed where the provider reports none."""
     return f"{width}x{height}" + ("" if seed is None else f", seed {seed}")
-
-
-def _deliver(stored: Path, job_id: str, index: int, out: Path | None) -> Path:
-    if out is None:
-        return stored.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{job_id}-{index}{stored.suffix}"
-    shutil.copyfile(stored, target)
-    return target.resolve()
 
 
 # --- lookups --------------------------------------------------------------------------------

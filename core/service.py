@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -60,7 +61,7 @@ from .reports import (
 )
 from .scopes import ScopeSettingsStore
 from .settings import Settings
-from .store import ImageStore, StoredFile, new_id
+from .store import ImageStore, StoredFile, copy_out, new_id
 from .tokens import TokenInfo, TokenStore, bare_prefix
 from .types import (
     EDIT_MODES,
@@ -499,6 +500,15 @@ class ImageService:
             for job_id in wanted:
                 if (local := self._local.get(job_id)) is not None:
                     local.task.cancel()
+
+    async def save_copies(self, images: list[StoredImage], directory: Path) -> list[Path]:
+        """Copy delivered images into ``directory`` as files (``<job_id>-<index>.<ext>``), for
+        clients that read files rather than resources; returns their absolute paths.
+
+        Raises:
+            OSError: the directory or a copy cannot be written.
+        """
+        return await asyncio.to_thread(lambda: [copy_out(i, directory) for i in images])
 
     async def jobs(self, caller: Caller, *, limit: int = 20, cursor: str | None = None) -> JobPage:
         """A page of the caller's jobs with their images, newest first (status, cost, error);

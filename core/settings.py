@@ -204,6 +204,9 @@ class MCPSettings(_Section):
     allowed_hosts: list[str] = Field(default_factory=list)
     # A call that can cost more credits than this asks the user first (elicitation); 0: never.
     confirm_over: int = Field(0, ge=0)
+    # Full-size results are also written here, and their paths returned (stdio clients that
+    # do not read resources); None: not written.
+    save_dir: Path | None = None
 
 
 class DiscordSettings(_Section):

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -422,6 +423,21 @@ class ImageStore:
                     data=data, **{k: v for k, v in meta.items() if k != "sha256"}
                 )
         return fields
+
+
+def copy_out(image: StoredImage, directory: Path) -> Path:
+    """Copy a stored image's file into ``directory`` (made if missing) as
+    ``<job_id>-<index>.<ext>``, for people and tools that want files (``--out``, ``[mcp]
+    save_dir``); blocking. Returns the copy's absolute path.
+
+    Raises:
+        OSError: the directory or the copy cannot be written.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{image.job_id}-{image.index}{image.path.suffix}"
+    if _size(target) != image.size_bytes or image.size_bytes is None:
+        shutil.copyfile(image.path, target)
+    return target.resolve()
 
 
 # --- rows, and transaction bodies for Database.transact ---------------------------------------

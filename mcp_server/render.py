@@ -53,6 +53,7 @@ class ImageOut(BaseModel):
     width: int
     height: int
     seed: int | None = None
+    path: str | None = None  # the copy in [mcp] save_dir, when one is set
 
 
 class ErrorOut(BaseModel):
@@ -106,6 +107,8 @@ async def job_result(
         warnings.append("this request was already served: same images, not charged again")
     blocks, notes = await _inline_images(service, images, return_image)
     warnings.extend(notes)
+    paths, note = await _save_copies(service, images)
+    warnings.extend(note)
     out = JobOut(
         status=status,
         job_id=job_id,
@@ -113,7 +116,7 @@ async def job_result(
         credits_charged=charged,
         credits_remaining=remaining,
         warnings=warnings,
-        images=[_image_out(i) for i in images],
+        images=[_image_out(i, path) for i, path in zip(images, paths, strict=True)],
     )
     links: list[ContentBlock] = [
         ResourceLink(type="resource_link", **image_resource(i).model_dump(exclude_none=True))
@@ -200,17 +203,24 @@ def image_resource(image: StoredImage) -> Resource:
     )
 
 
+class CancelOut(BaseModel):
+    """What cancel_job did: the job's status after it (cancelled; running while another server
+    process stops it; or the status it had already ended with)."""
+
+    job_id: str
+    status: JobStatus
+    credits_charged: int
+    credits_remaining: int | None = None
+
+
 def cancel_result(record: JobRecord, remaining: int | None) -> CallToolResult:
     """What ``cancel_job`` did: stopped the job, asked its process to, or nothing (it had
     finished)."""
-    out = JobOut(
-        status=record.status,
+    out = CancelOut(
         job_id=record.job_id,
-        model=record.model,
-        images=[_image_out(i) for i in record.images],
+        status=record.status,
         credits_charged=record.credits_charged,
         credits_remaining=remaining,
-        warnings=record.warnings,
     )
     job = f"Job {record.job_id}"
     if record.status == "running":
@@ -287,10 +297,30 @@ def _clip(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
-def _image_out(image: StoredImage) -> ImageOut:
+def _image_out(image: StoredImage, path: str | None = None) -> ImageOut:
     return ImageOut(
-        uri=image.uri, mime=image.mime, width=image.width, height=image.height, seed=image.seed
+        uri=image.uri,
+        mime=image.mime,
+        width=image.width,
+        height=image.height,
+        seed=image.seed,
+        path=path,
     )
+
+
+async def _save_copies(
+    service: ImageService, images: list[StoredImage]
+) -> tuple[list[str | None], list[str]]:
+    """The images' copies in ``[mcp] save_dir`` (None each without one), and a warning if they
+    could not be written: the images were delivered and paid for either way."""
+    directory = service.settings.mcp.save_dir
+    if directory is None or not images:
+        return [None] * len(images), []
+    try:
+        return [str(p) for p in await service.save_copies(images, directory)], []
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        return [None] * len(images), [f"could not write copies to [mcp] save_dir: {why}"]
 
 
 def running_result(
@@ -317,7 +347,10 @@ def _summary(out: JobOut) -> str:
     ]
     for image in out.images:
         kind = EXTENSIONS.get(image.mime, image.mime).upper()
-        lines.append(f"- {image.uri} ({image.width}x{image.height} {kind}, seed {image.seed})")
+        saved = f", saved as {image.path}" if image.path else ""
+        lines.append(
+            f"- {image.uri} ({image.width}x{image.height} {kind}, seed {image.seed}){saved}"
+        )
     remaining = "" if out.credits_remaining is None else f", {out.credits_remaining} left"
     lines.append(f"Charged {out.credits_charged} credit(s){remaining}.")
     lines.extend(f"Warning: {w}" for w in out.warnings)

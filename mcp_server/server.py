@@ -79,6 +79,7 @@ from .consent import (
 from .inputs import UrlFetcher, resolve_image
 from .jobs import JobTracker, TrackedJob
 from .render import (
+    CancelOut,
     JobOut,
     JobsOut,
     ReturnImage,
@@ -204,8 +205,9 @@ class ImageGateServer(MCPServer[AppState]):
 def compact_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str, Any]:
     """``schema`` in fewer characters, meaning the same to a validator: no ``title`` keywords,
     no ``"default": null``, and ``anyOf: [{"type": T, ...}, {"type": "null"}]`` written as
-    ``"type": [T, "null"]``. An ``output`` schema also loses descriptions and defaults: hosts
-    validate results with it, and the tool descriptions tell the model what comes back."""
+    ``"type": [T, "null"]`` (an ``enum`` then also lists null). An ``output`` schema also
+    loses descriptions and defaults: hosts validate results with it, and the tool descriptions
+    tell the model what comes back."""
     drop = {"title", "description", "default"} if output else {"title"}
     out: dict[str, Any] = {}
     for key, value in schema.items():
@@ -222,9 +224,11 @@ def compact_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str,
     options = out.get("anyOf")
     if isinstance(options, list) and len(options) == 2 and options[1] == {"type": "null"}:
         first = options[0]
-        if isinstance(first.get("type"), str) and "enum" not in first:
+        if isinstance(first.get("type"), str):
             del out["anyOf"]
             out.update({**first, "type": [first["type"], "null"]})
+            if "enum" in first:  # an enum lists every allowed value
+                out["enum"] = [*first["enum"], None]
     return out
 
 
@@ -320,10 +324,7 @@ Count = Annotated[
 Seed = Annotated[int | None, Field(ge=0, le=2**32 - 1, description="For repeatable results.")]
 ReturnImageParam = Annotated[
     ReturnImage | None,
-    Field(
-        description="Inline image content: preview (small, the default), full (if it fits the"
-        " size budget, else preview) or none (links only)."
-    ),
+    Field(description="Inline image: preview (default), full (if small enough) or none."),
 ]
 ImageInput = Annotated[
     str,
@@ -413,10 +414,10 @@ async def generate_image(
     job: Annotated[Prepared, Resolve(_prepare_generate)],
     consent: Annotated[Consent, Resolve(_consent_generate)],
 ) -> Result:
-    """Generate images from a text prompt. Costs the model's price per delivered image (see
-    list_models); failed or cancelled jobs are refunded. Returns per image an
-    imagegate://images/{id} URI, size and seed, plus a small preview. A job that outlasts the
-    wait returns status "running" with a job_id for get_job."""
+    """Make new images from a text prompt. Costs the model's price per delivered image (see
+    list_models); failed or cancelled jobs cost nothing, and dry_run prices a job for free.
+    Returns per image an imagegate://images/{id} URI, size and seed, plus a small preview. A
+    job that outlasts the wait returns status "running" and a job_id for get_job."""
     return await _spend(ctx, job, consent, return_image, max_credits, dry_run)
 
 
@@ -484,7 +485,9 @@ async def edit_image(
     job: Annotated[Prepared, Resolve(_prepare_edit)],
     consent: Annotated[Consent, Resolve(_consent_edit)],
 ) -> Result:
-    """Edit an image in one of five modes. Costs and results as generate_image."""
+    """Change an image you have (a result's URI, a URL or base64): variations, a sketch made
+    real, inpainting under a mask, a new background, or an avatar from a face. Costs the
+    model's price per delivered image; results, dry_run and waits as generate_image."""
     return await _spend(ctx, job, consent, return_image, max_credits, dry_run)
 
 
@@ -537,7 +540,8 @@ async def upscale_image(
     job: Annotated[Prepared, Resolve(_prepare_upscale)],
     consent: Annotated[Consent, Resolve(_consent_upscale)],
 ) -> Result:
-    """Enlarge an image 2x or 4x. Costs and results as generate_image."""
+    """Make an image 2x or 4x larger, e.g. a result worth keeping. Costs the model's upscale
+    price (see list_models); results, dry_run and waits as generate_image."""
     return await _spend(ctx, job, consent, return_image, max_credits, dry_run)
 
 
@@ -575,7 +579,8 @@ async def get_job(
     ] = 30,
     return_image: ReturnImageParam = None,
 ) -> Result:
-    """Status and results of one of your jobs; waits up to wait_s for a running one. Free."""
+    """Collect a job that came back "running" (waits up to wait_s), or look one of yours up
+    again by job_id. Free."""
     app, caller = _app(ctx)
     bound = min(wait_s, app.settings.mcp.wait_bound_s)
     job = app.jobs.get(caller.key, job_id)
@@ -592,7 +597,7 @@ async def get_job(
     return await record_result(app.service, record, remaining, _mode(app, return_image))
 
 
-async def cancel_job(ctx: Context, job_id: JobId) -> Result:
+async def cancel_job(ctx: Context, job_id: JobId) -> Annotated[CallToolResult, CancelOut]:
     """Stop one of your running jobs you no longer want (one still "running" after a call, or
     in list_jobs): its held credits are released and it is charged nothing. Free."""
     app, caller = _app(ctx)
@@ -600,7 +605,7 @@ async def cancel_job(ctx: Context, job_id: JobId) -> Result:
         record = await app.service.cancel(caller, job_id)
         remaining = (await app.service.quota(caller)).remaining
     except ImageGateError as exc:
-        return error_result(exc)
+        return error_result(exc, structured=False)
     return cancel_result(record, remaining)
 
 
@@ -629,15 +634,16 @@ class ModelsOut(BaseModel):
 
 
 async def list_models(ctx: Context) -> ModelsOut:
-    """Models you can use: ref, operations (generate, variation, sketch, inpaint, background,
-    avatar, upscale), max images per job and price in credits per image. Free."""
+    """Before picking a model or pricing a job: the models you can use, with operations
+    (generate, variation, sketch, inpaint, background, avatar, upscale), max images per job and
+    price in credits per image. Free."""
     app, _ = _app(ctx)
     return ModelsOut(default_model=app.service.default_model, models=app.service.models())
 
 
 async def get_quota(ctx: Context) -> QuotaStatus:
-    """Your credits: remaining, allowance per period, granted, held by running jobs, and when
-    the period resets. Free."""
+    """Before a batch, or after quota_exceeded: your credits left, allowance per period,
+    granted, held by running jobs, and when the period resets. Free."""
     app, caller = _app(ctx)
     return await app.service.quota(caller)
 

@@ -28,7 +28,7 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("generate_image", {"prompt": "x", "n": 3}, "quota_exceeded"),
     ("generate_image", {"prompt": "x", "n": 2, "max_credits": 1}, "over_max_credits"),
     ("upscale_image", {"image": PNG, "dry_run": True}, None),
-    ("cancel_job", {"job_id": "nosuchjob"}, "not_found"),
+    ("cancel_job", {"job_id": "nosuchjob"}, "plain"),
     ("list_jobs", {"limit": 2}, None),
     ("list_jobs", {"cursor": "not-a-cursor"}, "plain"),
     ("list_models", {}, None),

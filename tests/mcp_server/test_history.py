@@ -45,7 +45,7 @@ async def test_cancel_job_stops_a_running_job_and_refunds_it(tmp_path, connect, 
         again = await client.call_tool("cancel_job", {"job_id": job_id})
         assert again.structured_content["status"] == "cancelled" and not again.is_error
         missing = await client.call_tool("cancel_job", {"job_id": "nosuchjob"})
-        assert missing.structured_content["error"]["code"] == "not_found"
+        assert missing.is_error and missing.content[0].text.startswith("not_found: ")
         status = await quota(client)
     assert (status["remaining"], status["held"]) == (10, 0) and gate.cancelled == 1
 
@@ -108,7 +108,7 @@ async def test_other_users_jobs_and_images_stay_invisible(tmp_path, gate: Gate):
             started = await ann.call_tool("generate_image", {"prompt": "ann's", "n": 2})
             job_id = started.structured_content["job_id"]
             stolen = await bob.call_tool("cancel_job", {"job_id": job_id})
-            assert stolen.structured_content["error"]["code"] == "not_found"
+            assert stolen.is_error and stolen.content[0].text.startswith("not_found: ")
             gate.released.set()
             with anyio.fail_after(30):
                 while (await ann.call_tool("get_job", {"job_id": job_id})).structured_content[

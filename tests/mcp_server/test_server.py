@@ -6,6 +6,8 @@ import base64
 import io
 import json
 import os
+import re
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -68,14 +70,23 @@ async def test_tools_are_listed_with_annotations_schemas_and_descriptions(servic
     assert tools["cancel_job"].annotations.destructive_hint is True
 
 
-async def test_tool_descriptions_and_input_schemas_stay_small(service):
+TOOLS_LIST_MAX_CHARS = 16_000  # frozen: every agent carries tools/list in its context
+
+
+async def test_tools_list_stays_within_its_budget(service, capsys):
     async with Client(build_server(service)) as client:
-        tools = (await client.list_tools()).tools
-    size = sum(
-        len(json.dumps({"name": t.name, "description": t.description, "input": t.input_schema}))
-        for t in tools
-    )
-    assert size < 8 * 1024, f"tool descriptions and input schemas grew to {size} bytes"
+        listed = await client.list_tools()
+    size = len(listed.model_dump_json(by_alias=True, exclude_none=True))
+    with capsys.disabled():
+        print(f"\ntools/list JSON: {size} characters (budget {TOOLS_LIST_MAX_CHARS})")
+    assert size <= TOOLS_LIST_MAX_CHARS, f"tools/list grew to {size} characters"
+    for tool in listed.tools:
+        text = tool.description or ""
+        # Each says what it costs, and when to reach for it (its first sentence).
+        assert re.search(r"\b(Free|Costs)\b", text), tool.name
+        assert 40 <= len(text) <= 400, tool.name
+        for schema in (tool.input_schema, tool.output_schema or {}):
+            assert '"title"' not in json.dumps(schema.get("properties", {})), tool.name
 
 
 async def test_generate_returns_text_preview_link_and_structured_content(service):
@@ -378,3 +389,36 @@ async def test_idempotency_key_is_per_connection_and_request_id(service, caplog)
         assert _idempotency_key(no_connection, caller) is None
         assert _idempotency_key(no_connection, caller) is None
     assert len([r for r in caplog.records if "connection state" in r.message]) <= 1
+
+
+async def test_save_dir_gets_full_size_copies_and_results_name_them(tmp_path, connect):
+    out = tmp_path / "saved"
+    async with connect(make_settings(tmp_path, mcp={"save_dir": str(out)})) as client:
+        made = await client.call_tool("generate_image", {"prompt": "fox", "n": 2})
+        assert not made.is_error, made.content
+        images = made.structured_content["images"]
+        for image in images:
+            path = Path(image["path"])
+            assert path.parent == out.resolve() and path.suffix == ".png"
+            assert path.name.startswith(made.structured_content["job_id"])
+            assert f"saved as {path}" in made.content[0].text
+            full = await client.read_resource(image["uri"])
+            assert path.read_bytes() == base64.b64decode(full.contents[0].blob)
+        again = await client.call_tool(
+            "get_job", {"job_id": made.structured_content["job_id"], "wait_s": 0}
+        )
+        assert [i["path"] for i in again.structured_content["images"]] == [
+            i["path"] for i in images
+        ]
+    assert len(list(out.iterdir())) == 2
+
+
+async def test_an_unwritable_save_dir_still_delivers_and_says_why(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    settings = make_settings(tmp_path, mcp={"save_dir": str(blocker / "out")})
+    async with Client(build_server(settings)) as client:
+        made = await client.call_tool("generate_image", {"prompt": "fox"})
+    assert not made.is_error and made.structured_content["images"][0]["path"] is None
+    assert any("save_dir" in w for w in made.structured_content["warnings"])
+    assert made.structured_content["credits_charged"] == 1
