@@ -395,21 +395,27 @@ def test_the_operator_is_not_told_a_job_is_not_theirs(tmp_path):
         ("discord:1234", "discord:1234"),
     ],
 )
-def test_mcp_token_is_stored_in_the_database_listed_and_revoked(tmp_path, user, key):
+def test_mcp_token_users_are_wallets(user, key):
+    from core.cli import _mcp_user
+
+    assert _mcp_user(user) == key
+
+
+def test_mcp_token_is_stored_in_the_database_listed_and_revoked(tmp_path):
     config = _config(tmp_path)
-    out = run(tmp_path, "mcp", "token", user, "--label", "laptop", config=config).stdout
+    out = run(tmp_path, "mcp", "token", "alice", "--label", "laptop", config=config).stdout
     token, comment, hint = out.splitlines()
-    assert token.startswith("ig_mcp_") and key in comment and "shown only once" in comment
+    assert token.startswith("ig_mcp_") and "mcp:alice" in comment and "shown only once" in comment
     prefix = token.split("_")[2]
     assert f"imagegate mcp token --revoke {prefix}" in hint
     assert config.read_text() == _config(tmp_path).read_text()  # no config edit
     [listed] = json.loads(run(tmp_path, "mcp", "tokens", "--json", config=config).stdout)
-    assert (listed["prefix"], listed["user"], listed["label"]) == (prefix, key, "laptop")
+    assert (listed["prefix"], listed["user"], listed["label"]) == (prefix, "mcp:alice", "laptop")
     assert listed["created_at"] and listed["last_used_at"] is None and "token" not in listed
     text = run(tmp_path, "mcp", "tokens", config=config).stdout
     assert f"ig_mcp_{prefix}_…" in text and token not in text and "used never" in text
     revoked = run(tmp_path, "mcp", "token", "--revoke", prefix, config=config).stdout
-    assert revoked.strip() == f"revoked ig_mcp_{prefix}_… ({key})"
+    assert revoked.strip() == f"revoked ig_mcp_{prefix}_… (mcp:alice)"
     assert run(tmp_path, "mcp", "tokens", config=config).stdout.startswith("no mcp tokens")
     [gone] = json.loads(run(tmp_path, "mcp", "tokens", "--all", "--json", config=config).stdout)
     assert gone["revoked_at"]
