@@ -28,6 +28,11 @@ class Catalog:
             return [self.by_ref[ref]]
         return self.aliases.get(ref, [])
 
+    def takes(self, ref: str, option: str) -> bool:
+        """True when every model ``ref`` stands for takes ``option`` (``ModelInfo.options``)."""
+        targets = self.targets(ref)
+        return bool(targets) and all(option in m.options for m in targets)
+
     def price(self, ref: str, operation: str) -> int | None:
         targets = self.targets(ref)
         prices = [m.prices[operation] for m in targets if operation in m.prices]

@@ -107,30 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
-    gen = _job_parser(sub, "generate", "make images from a text prompt", _generate)
-    gen.add_argument("prompt")
-    gen.add_argument("-n", type=int, default=None, help="number of images (1-10)")
-    gen.add_argument("--negative", help="what to leave out")
-    shape = gen.add_mutually_exclusive_group()
-    shape.add_argument("--size", help="WxH, e.g. 1024x768")
-    shape.add_argument("--aspect", help="W:H, e.g. 16:9")
-    gen.add_argument("--seed", type=int)
-    gen.add_argument("--steps", type=int)
-    gen.add_argument("--guidance", type=float)
-
-    edit = _job_parser(sub, "edit", "change an image (variation, inpaint, ...)", _edit)
-    edit.add_argument("image", help="a file, an image id or imagegate://images/{id}")
-    edit.add_argument("--prompt", default="")
-    edit.add_argument("--mode", required=True, choices=EDIT_MODES)
-    edit.add_argument(
-        "--mask", help="white = repaint, black = keep (a file, image id or imagegate:// URI)"
-    )
-    edit.add_argument("--strength", type=float)
-    edit.add_argument("--seed", type=int)
-
-    up = _job_parser(sub, "upscale", "upscale an image", _upscale)
-    up.add_argument("image", help="a file, an image id or imagegate://images/{id}")
-    up.add_argument("--scale", type=int, choices=(2, 4))
+    _image_job_parsers(sub)
 
     models = sub.add_parser("models", help="list the configured models and their prices")
     _json_flag(models)
@@ -249,14 +226,77 @@ def _db_parsers(sub: Any) -> None:
     copy.set_defaults(handler=_with_database(_db_copy, migrate=True))
 
 
+def _image_job_parsers(sub: Any) -> None:
+    """generate, edit and upscale."""
+    gen = _job_parser(sub, "generate", "make images from a text prompt", _generate)
+    gen.add_argument("prompt")
+    gen.add_argument("-n", type=int, default=None, help="number of images (1-10)")
+    gen.add_argument("--negative", help="what to leave out")
+    shape = gen.add_mutually_exclusive_group()
+    shape.add_argument("--size", help="WxH, e.g. 1024x768")
+    shape.add_argument("--aspect", help="W:H, e.g. 16:9")
+    gen.add_argument("--seed", type=int)
+    _tune_flags(gen)
+
+    edit = _job_parser(sub, "edit", "change an image (variation, inpaint, ...)", _edit)
+    edit.add_argument("image", help="a file, an image id or imagegate://images/{id}")
+    edit.add_argument("--prompt", default="")
+    edit.add_argument("--mode", required=True, choices=EDIT_MODES)
+    edit.add_argument(
+        "--mask", help="white = repaint, black = keep (a file, image id or imagegate:// URI)"
+    )
+    edit.add_argument("--strength", type=float)
+    edit.add_argument("--seed", type=int)
+    _tune_flags(edit)
+
+    up = _job_parser(sub, "upscale", "upscale an image", _upscale)
+    up.add_argument("image", help="a file, an image id or imagegate://images/{id}")
+    up.add_argument("--scale", type=int, choices=(2, 3, 4))
+    up.add_argument("--prompt", default="", help="guides a prompted upscale (where supported)")
+
+
 def _job_parser(sub: Any, name: str, help_text: str, handler: Callable) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text)
     parser.add_argument("--model", help="provider:model or an alias")
     parser.add_argument("--user", help="frontend:id (default cli:<login>)")
     parser.add_argument("--out", type=Path, help="write the images into this folder")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the model (see 'models --json'); repeatable",
+    )
     _json_flag(parser)
     parser.set_defaults(handler=_async(handler))
     return parser
+
+
+def _tune_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, help="sampling steps, where the model uses them")
+    parser.add_argument("--guidance", type=float, help="CFG scale, where the model uses it")
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs; a VALUE that reads as JSON (true, 3, 0.5, ["a"]) is
+    taken as that, anything else as text.
+
+    Raises:
+        InvalidRequestError: an option without ``=`` or given twice.
+    """
+    options: dict[str, Any] = {}
+    for text in args.option:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidRequestError(f"--option takes KEY=VALUE, not {text!r}")
+        if key in options:
+            raise InvalidRequestError(f"--option {key} is given twice")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -334,13 +374,14 @@ async def _generate(service: ImageService, args: argparse.Namespace) -> None:
         steps=args.steps,
         guidance=args.guidance,
         model=args.model,
+        options=_options(args),
     )
     result = await service.generate(_caller(args), request, idempotency_key=_key())
     _print_result(result, args)
 
 
 async def _edit(service: ImageService, args: argparse.Namespace) -> None:
-    caller = _caller(args)
+    caller, options = _caller(args), _options(args)
     image = await service.input_from(caller, args.image, _read, what=f"image {args.image}")
     mask = None
     if args.mask:
@@ -352,17 +393,25 @@ async def _edit(service: ImageService, args: argparse.Namespace) -> None:
         mask=mask,
         strength=args.strength,
         seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
         model=args.model,
+        options=options,
     )
     result = await service.edit(caller, request, idempotency_key=_key())
     _print_result(result, args)
 
 
 async def _upscale(service: ImageService, args: argparse.Namespace) -> None:
-    caller = _caller(args)
+    caller, options = _caller(args), _options(args)
     image = await service.input_from(caller, args.image, _read, what=f"image {args.image}")
     request = ImageRequest.checked(
-        operation="upscale", image=image, scale=args.scale, model=args.model
+        operation="upscale",
+        prompt=args.prompt,
+        image=image,
+        scale=args.scale,
+        model=args.model,
+        options=options,
     )
     result = await service.upscale(caller, request, idempotency_key=_key())
     _print_result(result, args)
@@ -451,6 +500,7 @@ def _list_models(service: ImageService, args: argparse.Namespace) -> None:
                         "price": m.price,
                         "prices": m.prices,
                         "aliases": m.aliases,
+                        "options": m.options,
                     }
                     for m in models
                 ]
@@ -459,9 +509,10 @@ def _list_models(service: ImageService, args: argparse.Namespace) -> None:
         return
     for m in models:
         aliases = f"  (alias: {', '.join(m.aliases)})" if m.aliases else ""
+        options = f"  options: {', '.join(m.options)}" if m.options else ""
         print(
             f"{m.ref}  [{m.kind}]  {', '.join(m.operations)}  up to {m.max_images}/call,"
-            f" {m.price} credit(s)/image{aliases}"
+            f" {m.price} credit(s)/image{aliases}{options}"
         )
 
 

@@ -7,6 +7,7 @@ import httpx
 from .callbacks import CallbackHub
 from .errors import ConfigError, InvalidRequestError, UnknownModelError
 from .providers import BUILTIN, ImageModel, ProviderContext
+from .providers.base import option_schema
 from .settings import Settings
 from .types import OPERATIONS, ModelInfo, Operation
 
@@ -173,6 +174,7 @@ class Registry:
                     prices=prices,
                     aliases=[a for a, targets in self.aliases.items() if ref in targets],
                     description=caps.description,
+                    options=option_schema(model),
                 )
             )
         return out

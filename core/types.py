@@ -135,6 +135,8 @@ class ImageRequest(BaseModel):
     model: str | None = None
     image: InputImage | None = None
     mask: InputImage | None = None
+    # Options of the chosen model (``ModelInfo.options``), then per provider kind or name.
+    options: dict[str, Any] = Field(default_factory=dict)
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("prompt", "negative_prompt")
@@ -191,9 +193,13 @@ class ImageRequest(BaseModel):
     def checked(cls, **fields: Any) -> ImageRequest:
         """Build a request from front-end input (``None`` values mean "not given").
 
+        ``options`` may hold ``steps`` and ``guidance`` too (as ``ModelInfo.options`` lists
+        them); they become the request's own fields.
+
         Raises:
             InvalidRequestError: naming the first bad field and what is allowed.
         """
+        fields = _lift_tunables(fields)
         try:
             return cls(**{k: v for k, v in fields.items() if v is not None})
         except ValidationError as exc:
@@ -215,6 +221,15 @@ class ImageRequest(BaseModel):
             w, _, h = self.aspect_ratio.partition(":")
             return int(w) / int(h)
         return None
+
+
+def _lift_tunables(fields: dict[str, Any]) -> dict[str, Any]:
+    options = dict(fields.get("options") or {})
+    lifted = {name: options.pop(name) for name in ("steps", "guidance") if name in options}
+    for name in lifted:
+        if fields.get(name) is not None:
+            raise InvalidRequestError(f"{name} is given twice (also among the options)")
+    return {**fields, **lifted, "options": options}
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -401,3 +416,6 @@ class ModelInfo(BaseModel):
     prices: dict[str, int]
     aliases: list[str] = Field(default_factory=list)
     description: str = ""
+    # Each option the model takes (a small JSON schema each): ``steps``/``guidance`` where the
+    # provider uses them, and the provider's own. Front ends pass them as ``options``.
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)

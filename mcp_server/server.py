@@ -322,6 +322,10 @@ Count = Annotated[
     ),
 ]
 Seed = Annotated[int | None, Field(ge=0, le=2**32 - 1, description="For repeatable results.")]
+Options = Annotated[
+    dict[str, Any] | None,
+    Field(description="The model's options, as list_models shows them (e.g. steps)."),
+]
 ReturnImageParam = Annotated[
     ReturnImage | None,
     Field(description="Inline image: preview (default), full (if small enough) or none."),
@@ -407,6 +411,7 @@ async def generate_image(
     ] = None,
     seed: Seed = None,
     model: Model = None,
+    options: Options = None,
     return_image: ReturnImageParam = None,
     max_credits: MaxCredits = None,
     dry_run: DryRun = False,
@@ -430,6 +435,7 @@ async def _prepare_generate(
     negative_prompt: str | None,
     seed: int | None,
     model: str | None,
+    options: dict[str, Any] | None,
 ) -> Prepared:
     app, caller = _app(ctx)
     try:
@@ -442,6 +448,7 @@ async def _prepare_generate(
             negative_prompt=negative_prompt,
             seed=seed,
             model=model,
+            options=options,
         )
     except ImageGateError as exc:
         return Prepared(app, caller, error=exc)
@@ -478,6 +485,7 @@ async def edit_image(
     n: Count = 1,
     seed: Seed = None,
     model: Model = None,
+    options: Options = None,
     return_image: ReturnImageParam = None,
     max_credits: MaxCredits = None,
     dry_run: DryRun = False,
@@ -501,6 +509,7 @@ async def _prepare_edit(
     n: int,
     seed: int | None,
     model: str | None,
+    options: dict[str, Any] | None,
 ) -> Prepared:
     app, caller = _app(ctx)
     try:
@@ -519,6 +528,7 @@ async def _prepare_edit(
             n=n,
             seed=seed,
             model=model,
+            options=options,
         )
     except ImageGateError as exc:
         return Prepared(app, caller, error=exc)
@@ -531,8 +541,12 @@ _consent_edit = _consent_after(_prepare_edit)
 async def upscale_image(
     ctx: Context,
     image: ImageInput,
-    scale: Annotated[Literal[2, 4] | None, Field(description="2 (default) or 4.")] = None,
+    scale: Annotated[Literal[2, 3, 4] | None, Field(description="2 (default), 3 or 4.")] = None,
+    prompt: Annotated[
+        str, Field(max_length=MAX_PROMPT_CHARS, description="Guides a prompted upscale.")
+    ] = "",
     model: Model = None,
+    options: Options = None,
     return_image: ReturnImageParam = None,
     max_credits: MaxCredits = None,
     dry_run: DryRun = False,
@@ -540,18 +554,30 @@ async def upscale_image(
     job: Annotated[Prepared, Resolve(_prepare_upscale)],
     consent: Annotated[Consent, Resolve(_consent_upscale)],
 ) -> Result:
-    """Make an image 2x or 4x larger, e.g. a result worth keeping. Costs the model's upscale
+    """Make an image 2x, 3x or 4x larger, e.g. a result worth keeping. Costs the model's upscale
     price (see list_models); results, dry_run and waits as generate_image."""
     return await _spend(ctx, job, consent, return_image, max_credits, dry_run)
 
 
 async def _prepare_upscale(
-    ctx: Context, image: str, scale: int | None, model: str | None
+    ctx: Context,
+    image: str,
+    scale: int | None,
+    prompt: str,
+    model: str | None,
+    options: dict[str, Any] | None,
 ) -> Prepared:
     app, caller = _app(ctx)
     try:
         source = await resolve_image(app.service, caller, image, app.fetcher, what="image")
-        request = ImageRequest.checked(operation="upscale", image=source, scale=scale, model=model)
+        request = ImageRequest.checked(
+            operation="upscale",
+            prompt=prompt,
+            image=source,
+            scale=scale,
+            model=model,
+            options=options,
+        )
     except ImageGateError as exc:
         return Prepared(app, caller, error=exc)
     return Prepared(app, caller, request, app.service.upscale)

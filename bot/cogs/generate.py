@@ -50,6 +50,10 @@ PROMPT_MAX = min(1500, MAX_PROMPT_CHARS)
 NEGATIVE_MAX = 500
 MAX_COUNT = 4
 MAX_SEED = 2**32 - 1
+MAX_STEPS = 200
+MAX_GUIDANCE = 50.0
+STEPS_HELP = "Sampling steps (1-200), where the model uses them"
+GUIDANCE_HELP = "How closely to follow the prompt (CFG, 0-50), where the model uses it"
 ASPECTS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 ASPECT_NAMES = {
     "1:1": "1:1 square",
@@ -169,6 +173,23 @@ class GenerateCog(commands.Cog, name="Generate"):
         """The server's default model (``/imagegate settings model``), if any."""
         return self.bot.guild_settings.get(interaction.guild_id).default_model
 
+    def tuning(
+        self, model: str, steps: int | None, guidance: float | None
+    ) -> dict[str, int | float]:
+        """``steps``/``guidance`` as given, once the chosen model is known to use them.
+
+        Raises:
+            Refusal: the model does not use one that was given (nothing was spent).
+        """
+        given = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None}
+        for name in given:
+            if not self.bot.catalog.takes(model, name):
+                raise errors.Refusal(
+                    f"`{model}` does not use {name}. Leave it out, or pick a model that does"
+                    " (see /models)."
+                )
+        return given
+
     # --- /imagine ---------------------------------------------------------------------------
 
     @app_commands.command(name="imagine", description="Create images from a text prompt")
@@ -179,6 +200,8 @@ class GenerateCog(commands.Cog, name="Generate"):
         count="How many images (1-4); each costs credits",
         aspect="Shape of the images",
         seed="Seed for repeatable results (0-4294967295)",
+        steps=STEPS_HELP,
+        guidance=GUIDANCE_HELP,
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=ASPECT_NAMES[a], value=a) for a in ASPECTS]
@@ -192,6 +215,8 @@ class GenerateCog(commands.Cog, name="Generate"):
         count: app_commands.Range[int, 1, MAX_COUNT] = 1,
         aspect: str | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
+        guidance: app_commands.Range[float, 0.0, MAX_GUIDANCE] | None = None,
     ) -> None:
         prompt = prompt.strip()
         if not prompt or len(prompt) > PROMPT_MAX:
@@ -205,6 +230,7 @@ class GenerateCog(commands.Cog, name="Generate"):
         if aspect is not None and aspect not in ASPECTS:
             raise errors.Refusal(f"The aspect must be one of {', '.join(ASPECTS)}.")
         self.precheck(interaction, prompt, negative)
+        chosen = self.model_for(interaction, model, "generate")
         request = make_request(
             operation="generate",
             prompt=prompt,
@@ -212,7 +238,8 @@ class GenerateCog(commands.Cog, name="Generate"):
             n=count,
             aspect_ratio=aspect,
             seed=seed,
-            model=self.model_for(interaction, model, "generate"),
+            model=chosen,
+            **self.tuning(chosen, steps, guidance),
         )
         caller = caller_of(interaction)
 
@@ -329,9 +356,7 @@ class GenerateCog(commands.Cog, name="Generate"):
         scale="How much larger",
         model="Which model (see /models)",
     )
-    @app_commands.choices(
-        scale=[app_commands.Choice(name="2x", value=2), app_commands.Choice(name="4x", value=4)]
-    )
+    @app_commands.choices(scale=[app_commands.Choice(name=f"{k}x", value=k) for k in (2, 3, 4)])
     async def upscale(
         self,
         interaction: discord.Interaction,
@@ -339,8 +364,8 @@ class GenerateCog(commands.Cog, name="Generate"):
         scale: int | None = None,
         model: str | None = None,
     ) -> None:
-        if scale is not None and scale not in (2, 4):
-            raise errors.Refusal("The scale must be 2 or 4.")
+        if scale is not None and scale not in (2, 3, 4):
+            raise errors.Refusal("The scale must be 2, 3 or 4.")
         await self.start_upscale(interaction, image, scale, model)
 
     @upscale.autocomplete("model")

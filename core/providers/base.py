@@ -106,11 +106,33 @@ class RemoteJob:
     ticket: str | None
 
 
+class ProviderOptions(BaseModel):
+    """Base of each adapter's nested ``Options``: unknown keys are errors, never dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# The request settings an adapter may pass on (``ImageModel.tunes``), as ``options`` publish them.
+TUNABLE: dict[str, dict[str, Any]] = {
+    "steps": {"type": "integer", "minimum": 1, "maximum": 200, "description": "sampling steps"},
+    "guidance": {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 50,
+        "description": "how closely to follow the prompt (CFG scale)",
+    },
+}
+
+
 class ImageModel(ABC):
-    """One provider model. Subclasses set ``kind`` and implement ``plan`` and ``do_generate``."""
+    """One provider model. Subclasses set ``kind`` and implement ``plan`` and ``do_generate``;
+    ``Options`` lists the provider's own options (``parse_options`` checks a request's), and
+    ``tunes`` the request settings among ``steps`` and ``guidance`` that reach the provider."""
 
     kind: ClassVar[str]
     key_optional: ClassVar[bool] = False  # True: works without ``api_key_env``
+    Options: ClassVar[type[ProviderOptions]] = ProviderOptions
+    tunes: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, ctx: ProviderContext, model: str) -> None:
         self.ctx = ctx
@@ -500,23 +522,43 @@ def require_key(ctx: ProviderContext) -> str:
 # --- request helpers (pure) ---------------------------------------------------------------
 
 
-class ProviderOptions(BaseModel):
-    """Base of each adapter's nested ``Options``: unknown keys are errors, never dropped."""
+def option_schema(model: ImageModel) -> dict[str, dict[str, Any]]:
+    """Every option ``model`` takes, as a small JSON schema each (type or allowed values,
+    range, meaning): the ``tunes`` settings, then the provider's own ``Options``."""
+    out = {name: TUNABLE[name] for name in sorted(model.tunes)}
+    properties = model.Options.model_json_schema().get("properties", {})
+    for name, schema in properties.items():
+        out[name] = _compact(schema)
+    return out
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _compact(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic field schema without titles, null branches and null defaults."""
+    variants = [s for s in schema.get("anyOf", []) if s.get("type") != "null"]
+    out = dict(variants[0]) if len(variants) == 1 else dict(schema)
+    if len(variants) > 1:
+        out["anyOf"] = variants
+    for key in ("description", "default"):
+        if schema.get(key) is not None:
+            out[key] = schema[key]
+    out.pop("title", None)
+    if out.get("default", "") is None:
+        out.pop("default")
+    return out
 
 
 def parse_options(
     model: ImageModel, request: ImageRequest, cls: type[OptionsModel]
 ) -> OptionsModel:
-    """The request's options for this provider: ``provider_options[<kind>]`` overlaid by
-    ``provider_options[<configured name>]``, validated by the adapter's ``Options``.
+    """The request's options for this provider: ``request.options`` (for the chosen model)
+    overlaid by ``provider_options[<kind>]``, then ``provider_options[<configured name>]``,
+    validated by the adapter's ``Options``.
 
     Raises:
         InvalidRequestError: an unknown option or a bad value; names what is allowed.
     """
     names = dict.fromkeys((model.kind, model.ctx.name))
-    merged: dict[str, Any] = {}
+    merged: dict[str, Any] = dict(request.options)
     for name in names:
         merged.update(request.provider_options.get(name) or {})
     try:
@@ -525,12 +567,17 @@ def parse_options(
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"]) or "?"
         allowed = ", ".join(
-            f"{field} ({info.description})" if info.description else field
-            for field, info in cls.model_fields.items()
+            [
+                *sorted(model.tunes),
+                *(
+                    f"{field} ({info.description})" if info.description else field
+                    for field, info in cls.model_fields.items()
+                ),
+            ]
         )
         problem = "unknown option" if error["type"] == "extra_forbidden" else error["msg"]
         raise InvalidRequestError(
-            f"{model.ref}: provider option {key!r}: {problem}; allowed: {allowed or 'none'}"
+            f"{model.ref}: option {key!r}: {problem}; allowed: {allowed or 'none'}"
         ) from None
 
 

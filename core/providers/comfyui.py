@@ -156,6 +156,7 @@ def _substitute(text: str, values: dict[str, Any]) -> Any:
 
 class ComfyUIImageModel(ImageModel):
     kind = "comfyui"
+    tunes = frozenset({"steps", "guidance"})
     key_optional = True
 
     class Options(ProviderOptions):

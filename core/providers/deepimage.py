@@ -83,6 +83,9 @@ class DeepImageImageModel(ImageModel):
         output_format: Literal["jpeg", "jpg", "png", "webp"] | None = Field(
             None, description="result file format (default jpeg)"
         )
+        face_id: bool | None = Field(
+            None, description="avatar: keep the face's identity (default true)"
+        )
 
     @property
     def capabilities(self) -> Capabilities:
@@ -104,13 +107,15 @@ class DeepImageImageModel(ImageModel):
         if op == "upscale":
             assert image is not None
             warnings += ignored(request, ("negative_prompt", "seed", "strength"), "an upscale")
-            warnings += ["prompt is ignored by an upscale"] if request.prompt else []
             if request.size or request.aspect_ratio:
                 raise InvalidRequestError("an upscale's size follows from its scale (2, 3 or 4)")
             scale = request.scale or 2
             upscaled_size(self, image, scale)
             percent = f"{scale * 100}%"
             body.update(url=_b64(image), width=percent, height=percent, generative_upscale=True)
+            if request.prompt:  # a prompted upscale: the description guides the new detail
+                upscale = {"description": request.prompt, "adapter_type": "upscale"}
+                body["background"] = {"generate": upscale}
         else:
             warnings += ignored(request, ("scale",), f"Deep-Image {op}")
             if op == "generate":
@@ -141,7 +146,9 @@ class DeepImageImageModel(ImageModel):
         if request.negative_prompt:
             generate["negative_prompt"] = request.negative_prompt
         if op == "avatar":
-            generate["face_id"] = True
+            generate["face_id"] = options.face_id is not False
+        elif options.face_id is not None:
+            warnings.append("face_id is used by avatars only")
         if op in ("variation", "sketch") and request.strength is not None:
             # Our strength is how much to change; the scale is how much of the edges to keep.
             generate["controlnet_conditioning_scale"] = round(1 - request.strength, 3)

@@ -56,6 +56,7 @@ class _Reply(BaseModel):
 
 class HiveV3ImageModel(ImageModel):
     kind = "hive_v3"
+    tunes = frozenset({"steps", "guidance"})
 
     class Options(ProviderOptions):
         output_format: Literal["jpeg", "png"] | None = Field(

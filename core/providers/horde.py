@@ -102,6 +102,7 @@ class _Model(BaseModel):
 
 class HordeImageModel(ImageModel):
     kind = "horde"
+    tunes = frozenset({"steps", "guidance"})
     key_optional = True
 
     class Options(ProviderOptions):

@@ -71,6 +71,7 @@ class _Credits(BaseModel):
 
 class NebulaBlockImageModel(ImageModel):
     kind = "nebulablock"
+    tunes = frozenset({"steps", "guidance"})
 
     class Options(ProviderOptions):
         """The image API documents no fields beyond those imagegate maps itself."""

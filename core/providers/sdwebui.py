@@ -82,6 +82,7 @@ class _Checkpoint(BaseModel):
 
 class SDWebUIImageModel(ImageModel):
     kind = "sdwebui"
+    tunes = frozenset({"steps", "guidance"})
     key_optional = True
 
     class Options(ProviderOptions):

@@ -98,8 +98,15 @@ def test_imagegate_group_is_seen_by_members_for_their_token(schema: list[dict[st
 def test_imagine_options(schema: list[dict[str, Any]]):
     imagine = next(c for c in schema if c["name"] == "imagine")
     options = {o["name"]: o for o in imagine["options"]}
-    assert list(options) == ["prompt", "negative", "model", "count", "aspect", "seed"]
+    assert list(options) == [
+        *("prompt", "negative", "model", "count", "aspect", "seed", "steps", "guidance")
+    ]
     assert options["count"]["min_value"] == 1 and options["count"]["max_value"] == 4
+    assert (options["steps"]["min_value"], options["steps"]["max_value"]) == (1, 200)
+    assert (options["guidance"]["min_value"], options["guidance"]["max_value"]) == (0, 50)
+    upscale = next(c for c in schema if c["name"] == "upscale")
+    scale = next(o for o in upscale["options"] if o["name"] == "scale")
+    assert [c["value"] for c in scale["choices"]] == [2, 3, 4]
     assert options["model"]["autocomplete"] is True
     assert len(options["aspect"]["choices"]) >= 5
 

@@ -82,3 +82,28 @@ async def test_retry_after_inf_or_nan_is_an_error_result_not_a_crash(tmp_path, m
     else:  # no value: the usual backoff, then the two retries
         assert sent == 3
     assert quota["remaining"] == 10
+
+
+async def test_model_options_are_listed_checked_and_passed_on(tmp_path, monkeypatch):
+    emu = create_emulator("horde", job_duration_s=0.01)
+    async with horde_client(tmp_path, monkeypatch, emu) as client:
+        listed = (await client.call_tool("list_models", {})).structured_content
+        options = listed["models"][0]["options"]
+        assert {"steps", "guidance", "sampler", "karras"} <= set(options)
+        assert options["steps"]["maximum"] == 200 and options["karras"]["type"] == "boolean"
+        args = {"prompt": "a fox", "size": "64x64"}
+        refused = [
+            await client.call_tool("generate_image", {**args, "options": bad})
+            for bad in ({"hires": True}, {"steps": 900}, {"karras": "often"})
+        ]
+        quota = (await client.call_tool("get_quota", {})).structured_content
+        done = await client.call_tool(
+            "generate_image", {**args, "options": {"steps": 9, "karras": True}}
+        )
+    for result, words in zip(refused, ("unknown option", "steps", "karras"), strict=True):
+        assert result.is_error and words in result.content[0].text, result.content[0].text
+    assert "allowed: guidance, steps, sampler" in refused[0].content[0].text
+    assert quota["remaining"] == 10 and quota["held"] == 0  # refused before anything was held
+    assert not done.is_error, done.content
+    [sent] = [r for r in emu.requests if r.method == "POST" and "generate" in r.path]
+    assert sent.json["params"]["steps"] == 9 and sent.json["params"]["karras"] is True

@@ -212,3 +212,39 @@ def test_an_unknown_image_reference_costs_nothing(tmp_path):
         assert done.returncode == 1 and words in done.stderr, done.stderr
     quota = _imagegate(config, "quota", "show", "cli:ann", "--json", env={})
     assert json.loads(quota.stdout)["remaining"] == 50
+
+
+def test_documented_options_reach_deepmode_and_deep_image_from_the_cli(tmp_path):
+    dm = create_emulator("deepmode", image_size=(64, 64), **KINDS["deepmode"].emulator_options)
+    di = create_emulator("deepimage", image_size=(64, 64))
+    env = {"IG_CLI_DEEPMODE_KEY": dm.api_key, "IG_CLI_DEEPIMAGE_KEY": di.api_key}
+    with running(dm) as dm_url, running(di) as di_url:
+        config = _config(
+            tmp_path,
+            {"dm": _provider("deepmode", dm_url, dm), "di": _provider("deepimage", di_url, di)},
+        )
+        dm_ref, di_ref = f"dm:{KINDS['deepmode'].model}", f"di:{KINDS['deepimage'].model}"
+        x4 = ["generate", "a fox", "--model", dm_ref, "--option", "upscale=true", "--json"]
+        typed = ["generate", "a fox", "--model", di_ref, "--size", "64x64", "--json"]
+        typed += ["--option", "model_type=premium", "--option", 'enhancements=["denoise"]']
+        runs = [_imagegate(config, *x4, env=env), _imagegate(config, *typed, env=env)]
+        image = json.loads(runs[1].stdout)["images"][0]["id"]
+        prompted = ["upscale", image, "--model", di_ref, "--scale", "3", "--prompt", "crisp fur"]
+        runs.append(_imagegate(config, *prompted, "--json", env=env))
+        bad = ["generate", "a fox", "--model", di_ref, "--option", "model_typ=premium"]
+        refused = _imagegate(config, *bad, "--json", env=env)
+    for done in runs:
+        assert done.returncode == 0, done.stderr
+    assert [r.json["upscale"] for r in dm.requests if r.path.endswith("/generate")] == [True]
+    generate, upscale = [r.json for r in di.requests if r.path.startswith("/rest_api/process")]
+    assert generate["background"]["generate"]["model_type"] == "premium"
+    assert generate["enhancements"] == ["denoise"]
+    assert upscale["width"] == upscale["height"] == "300%"
+    assert upscale["background"]["generate"] == {
+        "description": "crisp fur",
+        "adapter_type": "upscale",
+    }
+    assert (
+        refused.returncode == 1
+        and "unknown option" in json.loads(refused.stdout)["error"]["message"]
+    )
