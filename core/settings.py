@@ -26,32 +26,6 @@ from pydantic import (
 
 from .errors import ConfigError
 
-ProviderKind = Literal[
-    "deepmode",
-    "deepimage",
-    "hive",
-    "hive_v3",
-    "nebulablock",
-    "openai",
-    "placeholder",
-    "sdwebui",
-    "comfyui",
-    "horde",
-]
-
-DEFAULT_BASE_URLS: dict[str, str] = {
-    "deepmode": "https://api.deepmode.ai",
-    "deepimage": "https://deep-image.ai",
-    "hive": "https://api.thehive.ai",
-    "hive_v3": "https://api.thehive.ai",
-    "nebulablock": "https://api.nebulablock.com/api/v1",
-    "openai": "https://api.openai.com/v1",
-    "placeholder": "",
-    "sdwebui": "http://127.0.0.1:7860",
-    "comfyui": "http://127.0.0.1:8188",
-    "horde": "https://aihorde.net",
-}
-
 
 def _env_name(value: str) -> str:
     # A key pasted here would be refused much later, as "set the variable <the key>"; and the
@@ -114,7 +88,7 @@ class ImagesSettings(_Section):
 
 
 class ProviderSettings(_Section):
-    kind: ProviderKind
+    kind: str  # one of ``core.providers.KINDS`` (checked below: the adapters declare them)
     base_url: str | None = None
     api_key_env: EnvName | None = None
     models: list[str] = Field(default_factory=list)
@@ -124,8 +98,19 @@ class ProviderSettings(_Section):
     # comfyui: the API-format workflow file per operation it serves, e.g. {generate = "t2i.json"}
     workflows: dict[str, Path] = Field(default_factory=dict)
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from .providers import KINDS  # the adapters import this module
+
+        if value not in KINDS:
+            raise ValueError(f"must be one of {', '.join(map(repr, KINDS))}, not {value!r}")
+        return value
+
     def resolved_base_url(self) -> str:
         """``base_url`` or the API root the provider documents."""
+        from .providers import DEFAULT_BASE_URLS
+
         return (self.base_url or DEFAULT_BASE_URLS[self.kind]).rstrip("/")
 
     def api_key(self) -> str | None:

@@ -70,7 +70,6 @@ class Caller(BaseModel):
     user_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\s:]+$")
     guild_id: int | None = None
     role_ids: tuple[int, ...] = ()
-    mcp_client: str | None = None
     is_admin: bool = False
 
     @property

@@ -128,7 +128,7 @@ class AppState:
         user = _token_user(ctx)
         if user is not None:
             try:
-                return Caller.parse(user, mcp_client=user)
+                return Caller.parse(user)
             except ImageGateError:
                 return None
         return None if self.require_token else self.stdio_caller

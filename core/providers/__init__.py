@@ -1,4 +1,6 @@
-"""Provider adapters, one module each; ``BUILTIN`` maps a config ``kind`` to its class."""
+"""Provider adapters, one module each. Each class declares its ``kind``, default base URL,
+capabilities and options; ``BUILTIN`` (config ``kind`` -> class), ``KINDS`` and
+``DEFAULT_BASE_URLS`` are derived from ``ADAPTERS``, the one list to add a new adapter to."""
 
 from __future__ import annotations
 
@@ -14,17 +16,30 @@ from .openai import OpenAIImageModel
 from .placeholder import PlaceholderImageModel
 from .sdwebui import SDWebUIImageModel
 
-BUILTIN: dict[str, type[ImageModel]] = {
-    "deepmode": DeepmodeImageModel,
-    "deepimage": DeepImageImageModel,
-    "hive": HiveImageModel,
-    "hive_v3": HiveV3ImageModel,
-    "nebulablock": NebulaBlockImageModel,
-    "openai": OpenAIImageModel,
-    "placeholder": PlaceholderImageModel,
-    "sdwebui": SDWebUIImageModel,
-    "comfyui": ComfyUIImageModel,
-    "horde": HordeImageModel,
-}
+ADAPTERS: tuple[type[ImageModel], ...] = (
+    DeepmodeImageModel,
+    DeepImageImageModel,
+    HiveImageModel,
+    HiveV3ImageModel,
+    NebulaBlockImageModel,
+    OpenAIImageModel,
+    PlaceholderImageModel,
+    SDWebUIImageModel,
+    ComfyUIImageModel,
+    HordeImageModel,
+)
+BUILTIN: dict[str, type[ImageModel]] = {cls.kind: cls for cls in ADAPTERS}
+KINDS: tuple[str, ...] = tuple(BUILTIN)
+DEFAULT_BASE_URLS: dict[str, str] = {cls.kind: cls.default_base_url for cls in ADAPTERS}
 
-__all__ = ["BUILTIN", "Capabilities", "ImageModel", "Plan", "ProviderContext", "ProviderOptions"]
+__all__ = [
+    "ADAPTERS",
+    "BUILTIN",
+    "DEFAULT_BASE_URLS",
+    "KINDS",
+    "Capabilities",
+    "ImageModel",
+    "Plan",
+    "ProviderContext",
+    "ProviderOptions",
+]

@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -65,14 +65,35 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class ProviderCall:
+    """One HTTP request an adapter planned: a path under the provider's base URL and either a
+    JSON body or a multipart form (``form`` fields plus ``files``: name -> (file name, bytes,
+    MIME type))."""
+
+    path: str
+    json: dict[str, Any] | None = None
+    form: dict[str, Any] | None = None
+    files: dict[str, tuple[str, bytes, str]] | None = None
+
+    def send_args(self, **extra: Any) -> dict[str, Any]:
+        """The ``call_api`` keyword arguments for the body: a fresh copy of the JSON with
+        ``extra`` merged in, or the form (``extra`` too, every value as text) and its files."""
+        if self.files is not None:
+            form = {key: str(value) for key, value in {**(self.form or {}), **extra}.items()}
+            return {"data": form, "files": self.files}
+        return {"json": {**(self.json or {}), **extra}}
+
+
+@dataclass(frozen=True)
 class Plan:
     """A validated, mapped request for one model: no I/O was done to build it."""
 
     operation: Operation
     n: int
     request: ImageRequest
-    body: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)  # the adapter's own mapping
     warnings: tuple[str, ...] = ()
+    call: ProviderCall | None = None  # for adapters whose plan is one HTTP request
     offset: int = 0  # index of this batch's first image in the job (set by the orchestrator)
 
     def seed_for(self, index: int = 0) -> int | None:
@@ -95,6 +116,7 @@ class ProviderContext:
 
     @property
     def base_url(self) -> str:
+        """``base_url`` from the config, else the API root the provider documents."""
         return self.settings.resolved_base_url()
 
 
@@ -125,11 +147,13 @@ TUNABLE: dict[str, dict[str, Any]] = {
 
 
 class ImageModel(ABC):
-    """One provider model. Subclasses set ``kind`` and implement ``plan`` and ``do_generate``;
+    """One provider model. Subclasses set ``kind`` and ``default_base_url``, implement
+    ``capabilities``, ``plan`` and ``do_generate``;
     ``Options`` lists the provider's own options (``parse_options`` checks a request's), and
     ``tunes`` the request settings among ``steps`` and ``guidance`` that reach the provider."""
 
-    kind: ClassVar[str]
+    kind: ClassVar[str]  # the config's ``[providers.<name>] kind``
+    default_base_url: ClassVar[str]  # the API root the provider documents
     key_optional: ClassVar[bool] = False  # True: works without ``api_key_env``
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
     tunes: ClassVar[frozenset[str]] = frozenset()
@@ -229,20 +253,6 @@ def remaining(deadline: float, cap: float) -> float:
     return min(left, cap)
 
 
-async def send(
-    ctx: ProviderContext, method: str, url: str, *, deadline: float, **kwargs: Any
-) -> httpx.Response:
-    """Make one request, turning transport failures into provider errors; checks the status.
-
-    Raises:
-        ProviderError: a subclass chosen by ``error_for_status`` or the transport failure.
-    """
-    response = await _request(ctx, method, url, deadline=deadline, **kwargs)
-    if response.status_code >= 400:
-        raise error_for_status(ctx, response)
-    return response
-
-
 Classify = Callable[[httpx.Response], "ImageGateError | None"]
 
 
@@ -255,7 +265,7 @@ async def call_api(
     classify: Classify | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
-    """``send`` for adapters whose provider has its own error vocabulary.
+    """Make one request, turning transport failures into provider errors; checks the status.
 
     A failed status goes first to ``classify`` (the adapter's reading of its provider's error
     body), then to ``moderation_refusal``, then to ``error_for_status``.
@@ -631,6 +641,44 @@ def content_rejected(ctx: ProviderContext, reason: str = "") -> ContentRejectedE
         " Change the prompt or the image and try again.",
         provider=ctx.name,
     )
+
+
+Reply = TypeVar("Reply")
+
+
+async def callback_or_reply(
+    ctx: ProviderContext,
+    post: Callable[[str | None], Awaitable[Reply]],
+    deadline: float,
+    *,
+    grace_s: float | None = None,
+    use: bool = True,
+) -> tuple[Reply, Any | None]:
+    """The one "callback or wait" step of adapters whose provider can call back.
+
+    When this process receives callbacks (``[callbacks] public_url``, served here) and ``use``:
+    ``post(url)`` with a fresh per-job callback URL, then the JSON the provider posts there,
+    waiting until ``deadline``, or at most ``grace_s`` (then None: the adapter polls). Else
+    ``post(None)``, and None: the reply itself holds the result, or the adapter polls. The
+    callback path is closed however this ends, so a late callback is ignored.
+
+    Raises:
+        ProviderTimeoutError: no callback came before ``deadline`` (without ``grace_s``).
+    """
+    hub = ctx.callbacks
+    if hub is None or not use:
+        return await post(None), None
+    waiter = hub.expect()
+    try:
+        reply = await post(waiter.url)
+        if grace_s is None:
+            return reply, await wait_for_callback(ctx, waiter, deadline)
+        try:
+            return reply, await waiter.wait(max(0.0, min(grace_s, deadline - time.monotonic())))
+        except TimeoutError:
+            return reply, None
+    finally:
+        waiter.close()
 
 
 async def wait_for_callback(ctx: ProviderContext, waiter: Any, deadline: float) -> Any:

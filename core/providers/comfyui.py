@@ -156,6 +156,7 @@ def _substitute(text: str, values: dict[str, Any]) -> Any:
 
 class ComfyUIImageModel(ImageModel):
     kind = "comfyui"
+    default_base_url = "http://127.0.0.1:8188"
     tunes = frozenset({"steps", "guidance"})
     key_optional = True
 

@@ -14,7 +14,7 @@ import time
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ..errors import (
     ImageGateError,
@@ -33,6 +33,7 @@ from .base import (
     Plan,
     ProviderOptions,
     call_api,
+    callback_or_reply,
     check_output_size,
     download,
     encode_b64,
@@ -58,19 +59,18 @@ PENDING = ("received", "not_started", "in_progress")
 
 
 class _Job(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     job: str = ""
     status: str = ""
     result_url: str | None = None
 
 
 class _Me(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     credits: float | int | str | None = None
 
 
 class DeepImageImageModel(ImageModel):
     kind = "deepimage"
+    default_base_url = "https://deep-image.ai"
 
     class Options(ProviderOptions):
         # The model lists in the docs disagree, so model_type is passed through unchecked.
@@ -166,19 +166,21 @@ class DeepImageImageModel(ImageModel):
         seed = plan.seed_for(0) if plan.operation != "upscale" else None
         if seed is not None:
             body["background"]["generate"]["sample_num"] = seed
-        hub = self.ctx.callbacks
-        if hub is None:
-            job = await self._post("process_result", body, deadline)
-            url = job.result_url if job.status == "complete" else None
-            url = url or await self._poll(job.job, deadline)
-        else:
-            waiter = hub.expect()
-            body["webhooks"] = {"complete": waiter.url}  # [DI-wh]
-            try:
-                job = await self._post("process", body, deadline)
-                url = await self._wait(waiter, job.job, deadline)
-            finally:
-                waiter.close()
+
+        async def post(callback: str | None) -> _Job:
+            if callback is None:  # waits up to 25 s for the result
+                return await self._post("process_result", body, deadline)
+            return await self._post(
+                "process", {**body, "webhooks": {"complete": callback}}, deadline
+            )
+
+        # A late webhook is not waited for: polling takes over.
+        grace = 10 * self.ctx.settings.poll_interval_s
+        job, called_back = await callback_or_reply(self.ctx, post, deadline, grace_s=grace)
+        url = job.result_url if job.status == "complete" else None
+        if called_back is not None:
+            url = parse_data(self.ctx, called_back, _Job).result_url
+        url = url or await self._poll(job.job, deadline)
         data = await download(self.ctx, url, deadline=deadline)
         return [GeneratedImage(data=data, seed=seed, provider_image_id=job.job)]
 
@@ -189,16 +191,6 @@ class DeepImageImageModel(ImageModel):
             headers=self._headers(), json=body,
         )  # fmt: skip
         return self._checked(parse_json(self.ctx, response, _Job))
-
-    async def _wait(self, waiter: Any, job: str, deadline: float) -> str:
-        """The webhook's ``result_url``; if it is late, poll ``result/{job}`` instead."""
-        grace = 10 * self.ctx.settings.poll_interval_s
-        try:
-            payload = await waiter.wait(max(0.0, min(grace, deadline - time.monotonic())))
-        except TimeoutError:
-            return await self._poll(job, deadline)
-        url = parse_data(self.ctx, payload, _Job).result_url
-        return url or await self._poll(job, deadline)
 
     async def _poll(self, job: str, deadline: float) -> str:
         url = f"{self.ctx.base_url}/rest_api/result/{job}"

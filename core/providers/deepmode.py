@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import httpx
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, Field, RootModel
 
 from ..errors import InvalidRequestError, ProviderResponseError
 from ..images import EXTENSIONS, normalize_mask, to_png
@@ -22,9 +23,11 @@ from .base import (
     Capabilities,
     ImageModel,
     Plan,
+    ProviderCall,
     ProviderOptions,
     bearer,
     call_api,
+    callback_or_reply,
     check_output_size,
     download,
     ignored,
@@ -33,7 +36,6 @@ from .base import (
     parse_json,
     parse_options,
     upscaled_size,
-    wait_for_callback,
 )
 
 # The docs give two ratios and no pixel sizes; portrait is taken as 3:4.
@@ -43,7 +45,6 @@ ASSUMED_SIDE = 1024  # the longest side of a generated image (Deepmode does not 
 
 
 class _Image(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     id: str
     image_url: str | None = None
     upscaled: bool | None = None
@@ -51,7 +52,6 @@ class _Image(BaseModel):
 
 
 class _Wrapped(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     images: list[_Image]
 
 
@@ -68,6 +68,7 @@ class _Reply(RootModel[list[_Image] | _Image | _Wrapped]):
 
 class DeepmodeImageModel(ImageModel):
     kind = "deepmode"
+    default_base_url = "https://api.deepmode.ai"
 
     class Options(ProviderOptions):
         upscale: bool = Field(
@@ -100,15 +101,15 @@ class DeepmodeImageModel(ImageModel):
         if options.upscale and op != "generate":
             warnings.append("the upscale option applies to generate only")
         if op == "generate":
-            body = self._generate_body(request, options)
+            call = self._generate_call(request, options)
         elif op == "upscale":
-            body = self._upscale_body(request)
+            call = self._upscale_call(request)
         else:
             keep_input_size(request, f"Deepmode {op}")
-            body = self._remix_body(request)
-        return Plan(op, request.n, request, body, tuple(warnings))
+            call = self._remix_call(request)
+        return Plan(op, request.n, request, warnings=tuple(warnings), call=call)
 
-    def _generate_body(self, request: ImageRequest, options: Options) -> dict[str, Any]:
+    def _generate_call(self, request: ImageRequest, options: Options) -> ProviderCall:
         payload: dict[str, Any] = {"model_id": self.model, "prompt": request.prompt}
         if request.negative_prompt:
             payload["negative_prompt"] = request.negative_prompt
@@ -131,9 +132,9 @@ class DeepmodeImageModel(ImageModel):
         check_output_size(self, (largest, largest), f"{doing} (its largest size)")
         if options.upscale:
             payload["upscale"] = True
-        return {"path": "/api/images/generate", "json": payload}
+        return ProviderCall("/api/images/generate", json=payload)
 
-    def _upscale_body(self, request: ImageRequest) -> dict[str, Any]:
+    def _upscale_call(self, request: ImageRequest) -> ProviderCall:
         image = request.image
         assert image is not None
         if image.provider != self.ctx.name or not image.provider_image_id:
@@ -147,9 +148,9 @@ class DeepmodeImageModel(ImageModel):
         if request.scale not in (None, 4):
             raise InvalidRequestError("Deepmode upscales x4 only; ask for scale 4 or leave it out")
         upscaled_size(self, image, 4)
-        return {"path": "/api/images/upscale", "json": {"image_id": image.provider_image_id}}
+        return ProviderCall("/api/images/upscale", json={"image_id": image.provider_image_id})
 
-    def _remix_body(self, request: ImageRequest) -> dict[str, Any]:
+    def _remix_call(self, request: ImageRequest) -> ProviderCall:
         # Both remix endpoints are multipart and always get mode=sync: the docs name no way to
         # learn when an async remix is done.
         image = request.image
@@ -159,11 +160,8 @@ class DeepmodeImageModel(ImageModel):
             assert request.mask is not None
             mask = normalize_mask(request.mask, image)  # white = repaint, as Deepmode's examples
             files = {"artwork_image": _file("artwork", image), "mask_image": _png("mask", mask)}
-            return {
-                "path": "/api/remix/generate",
-                "data": {"model_id": self.model, **data, "mode": "sync"},
-                "files": files,
-            }
+            form = {"model_id": self.model, **data, "mode": "sync"}
+            return ProviderCall("/api/remix/generate", form=form, files=files)
         # Avatar: the face is both the identity and the artwork, and the whole artwork is
         # repainted (face-id remix needs all three parts).
         white = to_png(Image.new("L", (image.width, image.height), 255))
@@ -172,31 +170,26 @@ class DeepmodeImageModel(ImageModel):
             "artwork_image": _file("artwork", image),
             "mask_image": _png("mask", white),
         }
-        return {"path": "/api/face-id-remix", "data": {**data, "mode": "sync"}, "files": files}
+        return ProviderCall("/api/face-id-remix", form={**data, "mode": "sync"}, files=files)
 
     async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
-        body = plan.body
-        url = self.ctx.base_url + body["path"]
-        kwargs: dict[str, Any] = {"headers": bearer(self.ctx)}
-        if "files" in body:
-            kwargs.update(data=body["data"], files=body["files"])
+        call = plan.call
+        assert call is not None
+        url = self.ctx.base_url + call.path
+        multipart = call.files is not None
+        extra = {"num_images": count} if plan.operation == "generate" else {}
+
+        async def post(callback: str | None) -> httpx.Response:
+            args = call.send_args(**extra, **({"callback": callback} if callback else {}))
+            return await call_api(
+                self.ctx, "POST", url, deadline=deadline, headers=bearer(self.ctx), **args
+            )
+
+        # The docs say a callback gets the same body as the sync reply; remixes are sync only.
+        response, called_back = await callback_or_reply(self.ctx, post, deadline, use=not multipart)
+        if called_back is not None:
+            items = parse_data(self.ctx, called_back, _Reply).items()
         else:
-            kwargs["json"] = dict(body["json"])
-            if plan.operation == "generate":
-                kwargs["json"]["num_images"] = count
-        hub = self.ctx.callbacks
-        if hub is not None and "json" in kwargs:
-            # Async mode: the docs say the callback gets the same body as the sync reply.
-            waiter = hub.expect()
-            kwargs["json"]["callback"] = waiter.url
-            try:
-                await call_api(self.ctx, "POST", url, deadline=deadline, **kwargs)
-                payload = await wait_for_callback(self.ctx, waiter, deadline)
-            finally:
-                waiter.close()
-            items = parse_data(self.ctx, payload, _Reply).items()
-        else:
-            response = await call_api(self.ctx, "POST", url, deadline=deadline, **kwargs)
             items = parse_json(self.ctx, response, _Reply).items()
         if not items:
             raise ProviderResponseError(
@@ -242,7 +235,6 @@ class DeepmodeImageModel(ImageModel):
 
 
 class _Balance(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     remaining_balance: float | int | str
 
 

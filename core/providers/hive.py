@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+import httpx
+from pydantic import BaseModel
 
 from ..errors import InvalidRequestError, ProviderResponseError
 from ..types import GeneratedImage, ImageRequest
@@ -21,6 +22,7 @@ from .base import (
     Plan,
     ProviderOptions,
     call_api,
+    callback_or_reply,
     check_output_size,
     content_rejected,
     download,
@@ -30,7 +32,6 @@ from .base import (
     parse_options,
     redact,
     require_key,
-    wait_for_callback,
 )
 
 SIZE = (1024, 1024)  # the only v2 size [HV-ref]
@@ -39,40 +40,35 @@ _MODERATION = ("moderation", "nsfw", "flagged")
 
 
 class _Image(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     url: str
 
 
 class _Output(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     images: list[_Image] = []
 
 
 class _Response(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     output: list[_Output] = []
 
 
 class _Code(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     code: str | int = "0"
     message: str = ""
 
 
 class _Status(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     status: _Code = _Code()
     response: _Response | None = None
 
 
 class _Task(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     id: str = ""
     status: list[_Status]
 
 
 class HiveImageModel(ImageModel):
     kind = "hive"
+    default_base_url = "https://api.thehive.ai"
 
     class Options(ProviderOptions):
         """The v2 API documents no options beyond the prompt, negative text and count."""
@@ -104,25 +100,21 @@ class HiveImageModel(ImageModel):
         body: dict[str, Any] = {**plan.body, "options": {**plan.body["options"]}}
         body["options"]["num_images"] = count
         headers = {"authorization": f"Token {require_key(self.ctx)}"}
-        hub = self.ctx.callbacks
-        if hub is None:
-            url = f"{self.ctx.base_url}/api/v2/task/sync"
-            response = await call_api(
-                self.ctx, "POST", url, deadline=deadline, headers=headers, json=body
-            )
-            task = parse_json(self.ctx, response, _Task)
-        else:
+
+        async def post(callback: str | None) -> httpx.Response:
             # Async: an immediate acknowledgement, then the finished task POSTed to us.
-            waiter = hub.expect()
-            body["callback_url"] = waiter.url
-            url = f"{self.ctx.base_url}/api/v2/task/async"
-            try:
-                await call_api(self.ctx, "POST", url, deadline=deadline, headers=headers, json=body)
-                task = parse_data(
-                    self.ctx, await wait_for_callback(self.ctx, waiter, deadline), _Task
-                )
-            finally:
-                waiter.close()
+            mode = "async" if callback else "sync"
+            sent = {**body, "callback_url": callback} if callback else body
+            url = f"{self.ctx.base_url}/api/v2/task/{mode}"
+            return await call_api(
+                self.ctx, "POST", url, deadline=deadline, headers=headers, json=sent
+            )
+
+        response, called_back = await callback_or_reply(self.ctx, post, deadline)
+        if called_back is not None:
+            task = parse_data(self.ctx, called_back, _Task)
+        else:
+            task = parse_json(self.ctx, response, _Task)
         urls = self._urls(task)
         return [
             GeneratedImage(data=await download(self.ctx, u, deadline=deadline), meta=_meta(task))

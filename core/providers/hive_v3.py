@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ..errors import InvalidRequestError, ProviderResponseError
 from ..types import GeneratedImage, ImageRequest
@@ -38,24 +38,22 @@ MAX_GUIDANCE = 20.0
 
 
 class _Moderation(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     safe: bool = True
 
 
 class _Output(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     url: str
     content_moderation: _Moderation | None = None
 
 
 class _Reply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     id: str = ""
     output: list[_Output]
 
 
 class HiveV3ImageModel(ImageModel):
     kind = "hive_v3"
+    default_base_url = "https://api.thehive.ai"
     tunes = frozenset({"steps", "guidance"})
 
     class Options(ProviderOptions):

@@ -102,6 +102,7 @@ class _Model(BaseModel):
 
 class HordeImageModel(ImageModel):
     kind = "horde"
+    default_base_url = "https://aihorde.net"
     tunes = frozenset({"steps", "guidance"})
     key_optional = True
 

@@ -13,7 +13,7 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from ..errors import InvalidRequestError, ProviderResponseError
 from ..images import normalize_mask
@@ -41,29 +41,23 @@ DEFAULT_SIZE = (1024, 1024)  # when no size is sent: the size the docs' examples
 
 
 class _Timings(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     inference: float | None = None
 
 
 class _Item(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     b64_json: str | None = None
     image_b64: str | None = None  # a Feb-2025 docs revision used this name
     timings: _Timings | None = None
 
 
 class _Reply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     status: str = "success"
     message: str = ""
     data: list[_Item] | None = None
 
 
 class _Credits(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
     class _Data(BaseModel):
-        model_config = ConfigDict(extra="ignore")
         available_balance: str | float
 
     data: _Data
@@ -71,6 +65,7 @@ class _Credits(BaseModel):
 
 class NebulaBlockImageModel(ImageModel):
     kind = "nebulablock"
+    default_base_url = "https://api.nebulablock.com/api/v1"
     tunes = frozenset({"steps", "guidance"})
 
     class Options(ProviderOptions):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import httpx
 from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ..errors import ImageGateError, InvalidRequestError, ProviderQuotaError, ProviderResponseError
 from ..images import normalize_mask, to_png
@@ -24,6 +24,7 @@ from .base import (
     Capabilities,
     ImageModel,
     Plan,
+    ProviderCall,
     ProviderOptions,
     bearer,
     call_api,
@@ -50,19 +51,18 @@ MAX_EDIT_BYTES = 4 * 1024 * 1024  # dall-e-2: a square PNG under 4 MB
 
 
 class _Item(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     b64_json: str | None = None
     url: str | None = None
     revised_prompt: str | None = None
 
 
 class _Reply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
     data: list[_Item]
 
 
 class OpenAIImageModel(ImageModel):
     kind = "openai"
+    default_base_url = "https://api.openai.com/v1"
 
     class Options(ProviderOptions):
         quality: str | None = Field(
@@ -118,10 +118,10 @@ class OpenAIImageModel(ImageModel):
             fields["response_format"] = "b64_json"
         fields.update(self._options(options))
         if request.operation == "generate":
-            body: dict[str, Any] = {"path": "/images/generations", "json": fields}
+            call = ProviderCall("/images/generations", json=fields)
         else:
-            body = {"path": "/images/edits", "data": fields, "files": self._edit_files(request)}
-        return Plan(request.operation, request.n, request, body, tuple(warnings))
+            call = ProviderCall("/images/edits", form=fields, files=self._edit_files(request))
+        return Plan(request.operation, request.n, request, warnings=tuple(warnings), call=call)
 
     def _size(self, request: ImageRequest, warnings: list[str]) -> Size | None:
         """The ``size`` to send: a listed size, the listed size of the asked (or, for edits,
@@ -188,21 +188,12 @@ class OpenAIImageModel(ImageModel):
         return files
 
     async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
-        body = plan.body
-        url = self.ctx.base_url + body["path"]
-        headers = bearer(self.ctx)
-        if "files" in body:
-            data = {key: str(value) for key, value in {**body["data"], "n": count}.items()}
-            response = await call_api(
-                self.ctx, "POST", url, deadline=deadline, classify=self._classify,
-                headers=headers, data=data, files=body["files"],
-            )  # fmt: skip
-        else:
-            payload = {**body["json"], "n": count}
-            response = await call_api(
-                self.ctx, "POST", url, deadline=deadline, classify=self._classify,
-                headers=headers, json=payload,
-            )  # fmt: skip
+        call = plan.call
+        assert call is not None
+        response = await call_api(
+            self.ctx, "POST", self.ctx.base_url + call.path, deadline=deadline,
+            classify=self._classify, headers=bearer(self.ctx), **call.send_args(n=count),
+        )  # fmt: skip
         items = parse_json(self.ctx, response, _Reply).data
         if not items:
             raise ProviderResponseError(

@@ -82,6 +82,7 @@ class _Checkpoint(BaseModel):
 
 class SDWebUIImageModel(ImageModel):
     kind = "sdwebui"
+    default_base_url = "http://127.0.0.1:7860"
     tunes = frozenset({"steps", "guidance"})
     key_optional = True
 

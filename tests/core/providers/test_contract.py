@@ -9,7 +9,6 @@ never reach an error message or a log line.
 from __future__ import annotations
 
 import logging
-import typing
 
 import httpx
 import pytest
@@ -28,9 +27,10 @@ from core.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
-from core.providers import BUILTIN
-from core.settings import ProviderKind
+from core.providers import ADAPTERS, BUILTIN, DEFAULT_BASE_URLS, ProviderOptions
+from core.providers import KINDS as KINDS_ALL
 from core.types import OPERATIONS
+from tests.emulators import KINDS as EMULATOR_KINDS
 from tests.emulators import Fault, create_emulator
 
 from .conftest import KINDS, adapter, decode, half_mask, input_image, png
@@ -55,8 +55,17 @@ OPTIONAL_FIELDS = {
 }
 
 
-def test_builtin_serves_every_configurable_kind():
-    assert set(BUILTIN) == set(typing.get_args(ProviderKind))
+def test_every_adapter_is_configurable_and_in_this_suite():
+    """What docs/providers.md "Adding a provider" asks for: one class per kind, declaring its
+    kind, base URL, capabilities and options, with an emulator and an entry in KINDS."""
+    assert tuple(BUILTIN) == KINDS_ALL and len(set(ADAPTERS)) == len(ADAPTERS)
+    for kind, cls in BUILTIN.items():
+        assert cls.kind == kind and DEFAULT_BASE_URLS[kind] == cls.default_base_url
+        assert issubclass(cls.Options, ProviderOptions) and cls.tunes <= {"steps", "guidance"}
+        settings = parse_settings({"providers": {"p": {"kind": kind}}})
+        assert settings.providers["p"].resolved_base_url() == cls.default_base_url.rstrip("/")
+    assert set(KINDS) == set(BUILTIN) - {"placeholder"}  # each has an emulator and a spec
+    assert {spec.emulator for spec in KINDS.values()} <= set(EMULATOR_KINDS)
 
 
 @pytest.mark.parametrize(("kind", "model"), VARIANTS, ids=IDS)

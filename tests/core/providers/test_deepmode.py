@@ -14,13 +14,9 @@ from .conftest import DM_MODEL, adapter, decode, half_mask, input_image, png
 
 def test_aspect_ratio_maps_to_square_or_portrait():
     model = adapter("deepmode")
-    assert (
-        model.plan(ImageRequest(prompt="p", aspect_ratio="1:1")).body["json"]["ratio"] == "square"
-    )
-    assert (
-        model.plan(ImageRequest(prompt="p", aspect_ratio="3:4")).body["json"]["ratio"] == "portrait"
-    )
-    assert "ratio" not in model.plan(ImageRequest(prompt="p")).body["json"]  # Deepmode's default
+    assert model.plan(ImageRequest(prompt="p", aspect_ratio="1:1")).call.json["ratio"] == "square"
+    assert model.plan(ImageRequest(prompt="p", aspect_ratio="3:4")).call.json["ratio"] == "portrait"
+    assert "ratio" not in model.plan(ImageRequest(prompt="p")).call.json  # Deepmode's default
     with pytest.raises(
         InvalidRequestError, match=r"square \(1:1\) or portrait \(3:4\) images, not 16:9"
     ):
@@ -38,7 +34,7 @@ def test_upscale_needs_a_deepmode_image():
     with pytest.raises(InvalidRequestError, match="this image is from openai"):
         model.plan(ImageRequest(operation="upscale", image=foreign))
     ours = input_image(provider="dm", provider_image_id="abc")
-    assert model.plan(ImageRequest(operation="upscale", image=ours)).body["json"] == {
+    assert model.plan(ImageRequest(operation="upscale", image=ours)).call.json == {
         "image_id": "abc"
     }
     with pytest.raises(InvalidRequestError, match="x4 only"):
@@ -50,7 +46,7 @@ def test_upscale_needs_a_deepmode_image():
 def test_upscale_option_and_options_under_the_provider_name():
     model = adapter("deepmode", name="dm")
     plan = model.plan(ImageRequest(prompt="p", provider_options={"dm": {"upscale": True}}))
-    assert plan.body["json"]["upscale"] is True
+    assert plan.call.json["upscale"] is True
     with pytest.raises(InvalidRequestError, match="upscale"):
         model.plan(ImageRequest(prompt="p", provider_options={"deepmode": {"upscale": "maybe"}}))
 
@@ -153,6 +149,6 @@ def test_avatar_mask_covers_the_input():
     model = adapter("deepmode")
     face = input_image(png((40, 30)))
     plan = model.plan(ImageRequest(operation="avatar", image=face))
-    _, data, mime = plan.body["files"]["mask_image"]
+    _, data, mime = plan.call.files["mask_image"]
     mask = Image.open(__import__("io").BytesIO(data))
     assert mime == "image/png" and mask.size == (40, 30)

@@ -16,10 +16,10 @@ def test_sizes_and_aspect_ratios_per_model():
     dalle3 = adapter("openai", "dall-e-3")
     assert dalle3.capabilities.max_images_per_call == 1
     plan = dalle3.plan(ImageRequest(prompt="p", aspect_ratio="16:9"))
-    assert plan.body["json"]["size"] == "1792x1024"
+    assert plan.call.json["size"] == "1792x1024"
     assert any("16:9 was served as 1792x1024" in w for w in plan.warnings)
     gpt = adapter("openai", "gpt-image-1").plan(ImageRequest(prompt="p", aspect_ratio="3:2"))
-    assert gpt.body["json"] == {"prompt": "p", "model": "gpt-image-1", "size": "1536x1024"}
+    assert gpt.call.json == {"prompt": "p", "model": "gpt-image-1", "size": "1536x1024"}
     with pytest.raises(InvalidRequestError, match="no 16:9 size"):
         adapter("openai", "dall-e-2").plan(ImageRequest(prompt="p", aspect_ratio="16:9"))
     with pytest.raises(InvalidRequestError, match="256x256, 512x512, 1024x1024"):
@@ -29,7 +29,7 @@ def test_sizes_and_aspect_ratios_per_model():
 def test_options_are_checked_per_model_family():
     def plan(model, **options):
         request = ImageRequest(prompt="p", provider_options={"openai": options})
-        return adapter("openai", model).plan(request).body["json"]
+        return adapter("openai", model).plan(request).call.json
 
     assert plan("dall-e-3", quality="hd", style="vivid", user="u1") == {
         "prompt": "p", "model": "dall-e-3", "response_format": "b64_json",
@@ -45,7 +45,7 @@ def test_options_are_checked_per_model_family():
     # An unknown model on a compatible service: sizes and options pass through unchecked.
     assert plan("my-flux", quality="ultra")["quality"] == "ultra"
     compat = adapter("openai", "my-flux").plan(ImageRequest(prompt="p", size=(640, 480)))
-    assert compat.body["json"]["size"] == "640x480"
+    assert compat.call.json["size"] == "640x480"
 
 
 async def test_generations_body(harness):
@@ -129,7 +129,7 @@ def test_edits_pick_the_listed_size_of_the_input_shape():
     gpt = adapter("openai", "gpt-image-1")
     wide = input_image(png((300, 200)))
     plan = gpt.plan(ImageRequest(operation="variation", prompt="p", image=wide))
-    assert plan.body["data"]["size"] == "1536x1024"
+    assert plan.call.form["size"] == "1536x1024"
     with pytest.raises(InvalidRequestError, match="no 320x200 size"):
         gpt.plan(
             ImageRequest(operation="variation", prompt="p", image=input_image(png((320, 200))))
@@ -141,4 +141,4 @@ def test_edits_pick_the_listed_size_of_the_input_shape():
             operation="inpaint", prompt="p", image=wide, mask=input_image(half_mask((300, 200)))
         )
     )
-    assert "size" not in compat.body["data"]
+    assert "size" not in compat.call.form
