@@ -20,11 +20,18 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from .errors import ConfigError
+
+
+def _known_kind(value: str) -> str:
+    from .providers import KINDS  # the adapters import this module
+
+    if value not in KINDS:
+        raise ValueError(f"must be one of {', '.join(map(repr, KINDS))}, not {value!r}")
+    return value
 
 
 def _env_name(value: str) -> str:
@@ -88,7 +95,7 @@ class ImagesSettings(_Section):
 
 
 class ProviderSettings(_Section):
-    kind: str  # one of ``core.providers.KINDS`` (checked below: the adapters declare them)
+    kind: Annotated[str, AfterValidator(_known_kind)]  # the adapters declare the kinds
     base_url: str | None = None
     api_key_env: EnvName | None = None
     models: list[str] = Field(default_factory=list)
@@ -97,15 +104,6 @@ class ProviderSettings(_Section):
     poll_interval_s: float = Field(1.5, gt=0)
     # comfyui: the API-format workflow file per operation it serves, e.g. {generate = "t2i.json"}
     workflows: dict[str, Path] = Field(default_factory=dict)
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, value: str) -> str:
-        from .providers import KINDS  # the adapters import this module
-
-        if value not in KINDS:
-            raise ValueError(f"must be one of {', '.join(map(repr, KINDS))}, not {value!r}")
-        return value
 
     def resolved_base_url(self) -> str:
         """``base_url`` or the API root the provider documents."""
