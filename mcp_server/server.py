@@ -232,6 +232,20 @@ def compact_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str,
     return out
 
 
+def _stdio_caller(settings: Settings) -> Caller:
+    """The ``[mcp] stdio_user`` as a caller.
+
+    Raises:
+        ConfigError: not a valid user id.
+    """
+    try:
+        return Caller(frontend="mcp", user_id=settings.mcp.stdio_user)
+    except ValidationError:
+        raise ConfigError(
+            f"{settings.source}: [mcp] stdio_user: must be a name without spaces or ':'"
+        ) from None
+
+
 def build_server(
     source: ImageService | Settings,
     *,
@@ -248,12 +262,7 @@ def build_server(
         ConfigError: ``[mcp] stdio_user`` is not a valid user id.
     """
     settings = source.settings if isinstance(source, ImageService) else source
-    try:
-        stdio_caller = Caller(frontend="mcp", user_id=settings.mcp.stdio_user)
-    except ValidationError:
-        raise ConfigError(
-            f"{settings.source}: [mcp] stdio_user: must be a name without spaces or ':'"
-        ) from None
+    stdio_caller = _stdio_caller(settings)
     url_fetcher = fetcher or UrlFetcher()
     shared_jobs = JobTracker()
     budgets = Budgets()
