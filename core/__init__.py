@@ -28,6 +28,7 @@ from .errors import (
 )
 from .images import EXTENSIONS, FORMAT_NAMES, check_upload, is_accepted_upload, preview, sniff_mime
 from .moderation import NSFW_TERMS, filter_form, find_in_texts, find_term, normalise_prompt
+from .personal import DELIVERY_MODES, Preferences, Style, make_style
 from .progress import Progress
 from .reports import Digest, ProviderRunway, Usage, digest_text
 from .service import ImageService, ProviderInfo, default_cli_user
@@ -65,6 +66,7 @@ __all__ = [
     "ConfigError",
     "ConfirmationUnavailableError",
     "ContentRejectedError",
+    "DELIVERY_MODES",
     "Digest",
     "EDIT_MODES",
     "EXTENSIONS",
@@ -95,6 +97,7 @@ __all__ = [
     "OPERATIONS",
     "Operation",
     "PermissionDeniedError",
+    "Preferences",
     "Progress",
     "ProviderError",
     "ProviderInfo",
@@ -107,6 +110,7 @@ __all__ = [
     "SpendDeclinedError",
     "SpendLimitError",
     "StoredImage",
+    "Style",
     "TokenInfo",
     "UnknownModelError",
     "Usage",
@@ -120,6 +124,7 @@ __all__ = [
     "image_reference",
     "is_accepted_upload",
     "load_settings",
+    "make_style",
     "normalise_prompt",
     "parse_settings",
     "parse_size",

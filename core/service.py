@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +44,15 @@ from .http import make_http_client
 from .leases import Leases
 from .moderation import find_in_texts
 from .orchestrator import Delivered, Orchestrator, Outcome
+from .personal import (
+    MAX_STYLES_PER_SCOPE,
+    Preferences,
+    Style,
+    make_style,
+    prefs_scope,
+    styles_from_document,
+    styles_scope,
+)
 from .progress import Progress, forward_to, reporting_to
 from .providers import ImageModel, Plan
 from .queue import ProviderQueues, Ticket
@@ -146,6 +155,7 @@ class ImageService:
         self._watcher: asyncio.Task[None] | None = None
         self._local: dict[str, _LocalJob] = {}  # jobs running in this process, by id
         self._decode_slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2) - 1))
+        self._styles_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -1037,6 +1047,165 @@ class ImageService:
         stored = await self.scopes.put(scope, values, by=admin.key)
         log.info("settings of %s changed by %s", scope, admin.key)
         return stored
+
+    # --- styles and personal preferences (core.personal) -----------------------------------
+
+    async def styles(self, scope: str | None = None) -> list[Style]:
+        """The operator's ``[styles.*]``, then those added in ``scope`` (a community such as
+        ``discord:guild:1234``), each list by name."""
+        own = [
+            make_style(
+                name,
+                s.prompt,
+                negative_prompt=s.negative_prompt,
+                model=s.model,
+                aspect=s.aspect,
+                description=s.description,
+            )
+            for name, s in sorted(self.settings.styles.items())
+        ]
+        if scope is None:
+            return own
+        taken = {style.name for style in own}
+        added = styles_from_document(scope, await self.scopes.get(styles_scope(scope)))
+        return own + [style for style in added if style.name not in taken]
+
+    async def style(self, name: str, scope: str | None = None) -> Style:
+        """One style by name (see ``styles``).
+
+        Raises:
+            NotFoundError: no such style here.
+        """
+        wanted = name.strip().lower()
+        for style in await self.styles(scope):
+            if style.name == wanted:
+                return style
+        raise NotFoundError(f"there is no style called {name.strip()[:40]!r} here")
+
+    async def add_style(self, admin: Caller, scope: str, style: Style) -> Style:
+        """Add (or replace) a style of ``scope``. Its text passes the operator's banned words
+        (front ends check their own lists first); its model must exist. Admin only.
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            InvalidRequestError: a banned word, an operator's style of that name, too many
+                styles, or a model that cannot generate.
+            UnknownModelError: no such model.
+        """
+        if not admin.is_admin:
+            raise PermissionDeniedError("only an admin can change styles")
+        word = find_in_texts(
+            (style.prompt.replace("{prompt}", " "), style.negative_prompt),
+            self.settings.moderation.banned_words,
+        )
+        if word:
+            raise InvalidRequestError(f"this service does not allow “{word}” in prompts")
+        if style.name in self.settings.styles:
+            raise InvalidRequestError(f"{style.name!r} is one of the service's own styles")
+        if style.model:
+            self.check_model(style.model, "generate")
+        async with self._styles_lock:
+            document = await self.scopes.get(styles_scope(scope))
+            if style.name not in document and len(document) >= MAX_STYLES_PER_SCOPE:
+                raise InvalidRequestError(
+                    f"a server can have at most {MAX_STYLES_PER_SCOPE} styles"
+                )
+            document[style.name] = style.to_dict()
+            await self.scopes.put(styles_scope(scope), document, by=admin.key)
+        log.info("style %s of %s set by %s", style.name, scope, admin.key)
+        return replace(style, source=scope)
+
+    async def remove_style(self, admin: Caller, scope: str, name: str) -> None:
+        """Remove a style added in ``scope``. Admin only.
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+            NotFoundError: ``scope`` has no style of that name.
+        """
+        if not admin.is_admin:
+            raise PermissionDeniedError("only an admin can change styles")
+        async with self._styles_lock:
+            document = await self.scopes.get(styles_scope(scope))
+            if document.pop(name.strip().lower(), None) is None:
+                raise NotFoundError(f"this server has no style called {name.strip()[:40]!r}")
+            await self.scopes.put(styles_scope(scope), document, by=admin.key)
+        log.info("style %s of %s removed by %s", name, scope, admin.key)
+
+    async def preferences(self, caller: Caller) -> Preferences:
+        """The caller's own defaults (model, style, aspect, count, delivery)."""
+        return Preferences.from_dict(await self.scopes.get(prefs_scope(caller.key)))
+
+    async def set_preferences(self, caller: Caller, **changes: Any) -> Preferences:
+        """Change the caller's own defaults; ``""`` clears one. A model or style is checked
+        (``scope``: where styles are looked up, e.g. the Discord server).
+
+        Raises:
+            InvalidRequestError, UnknownModelError, NotFoundError: a value that cannot be used.
+        """
+        scope = changes.pop("scope", None)
+        if changes.get("model"):
+            self.check_model(changes["model"], "generate")
+        if changes.get("style"):
+            changes["style"] = (await self.style(changes["style"], scope)).name
+        updated = (await self.preferences(caller)).changed(**changes)
+        await self.scopes.put(prefs_scope(caller.key), updated.to_dict(), by=caller.key)
+        return updated
+
+    async def personalise(
+        self,
+        caller: Caller,
+        operation: Operation,
+        *,
+        style: str | None = None,
+        scope: str | None = None,
+        prefer: str | None = None,
+        **fields: Any,
+    ) -> ImageRequest:
+        """The request a user meant: options they left out (None) come from the style (named,
+        else their preferred one), then their preferences, then ``prefer`` (a community's
+        default model), then the service's default. The style's template wraps the prompt
+        and its negative prompt is added. A preferred style or model that no longer exists
+        is skipped.
+
+        Raises:
+            NotFoundError: the named ``style`` does not exist here.
+            UnknownModelError, InvalidRequestError: as ``check_model`` and
+                ``ImageRequest.checked``.
+        """
+        prefs = await self.preferences(caller)
+        chosen = await self._chosen_style(style, prefs.style, scope)
+        prompt, negative = fields.pop("prompt", None) or "", fields.pop("negative_prompt", None)
+        if chosen is not None and operation != "upscale":
+            prompt, negative = chosen.apply(prompt, negative)
+        model = fields.pop("model", None)
+        if model:
+            self.check_model(model, operation)
+        else:
+            style_model = chosen.model if chosen else None
+            model = self.model_for(operation, style_model, prefs.model, prefer)
+        if operation == "generate":
+            if fields.get("size") is None:
+                fields["aspect_ratio"] = (
+                    fields.get("aspect_ratio") or (chosen and chosen.aspect) or prefs.aspect
+                )
+            fields["n"] = fields.get("n") or prefs.count or None
+        return ImageRequest.checked(
+            operation=operation,
+            prompt=prompt or None,
+            negative_prompt=negative,
+            model=model,
+            **fields,
+        )
+
+    async def _chosen_style(
+        self, named: str | None, preferred: str | None, scope: str | None
+    ) -> Style | None:
+        if named:
+            return await self.style(named, scope)
+        if preferred:
+            with contextlib.suppress(NotFoundError):
+                return await self.style(preferred, scope)
+        return None
 
     # --- tokens (dashboard sign-in: kind "admin"; MCP clients: kind "mcp") ---------------
 

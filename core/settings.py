@@ -24,7 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidRequestError
+from .personal import make_style
 
 
 def _known_kind(value: str) -> str:
@@ -228,6 +229,15 @@ class ModerationSettings(_Section):
     banned_words: list[str] = Field(default_factory=list, max_length=1000)
 
 
+class StyleSettings(_Section):
+    # A prompt template with {prompt}; see core.personal and docs/discord.md.
+    prompt: str = Field(min_length=1)
+    negative_prompt: str | None = None
+    model: str | None = None
+    aspect: str | None = None
+    description: str = ""
+
+
 class CallbackSettings(_Section):
     public_url: str | None = None
     host: str = "127.0.0.1"
@@ -271,7 +281,17 @@ class Settings(_Section):
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    styles: dict[str, StyleSettings] = Field(default_factory=dict)
     source: str = Field("built-in defaults", exclude=True)
+
+    @model_validator(mode="after")
+    def _styles_usable(self) -> Settings:
+        for name, style in self.styles.items():
+            try:
+                make_style(name, style.prompt, aspect=style.aspect)
+            except InvalidRequestError as exc:
+                raise ValueError(f"[styles.{name}]: {exc.message}") from None
+        return self
 
     @model_validator(mode="after")
     def _placeholder_when_empty(self) -> Settings:
