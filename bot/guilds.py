@@ -33,14 +33,15 @@ class GuildConfig:
 
     ``nsfw``: ``age_restricted`` (NSFW terms only in age-restricted channels), ``strict``
     (never) or ``off`` (no word filter; the providers' own moderation still applies).
-    ``delivery``: ``public`` results in the channel, ``private`` only the requester sees them.
+    ``delivery``: ``public`` results in the channel, ``private`` only the requester sees them;
+    None (unset): each member's ``/settings`` delivery decides (public by default).
     """
 
     channels: tuple[int, ...] = ()
     default_model: str | None = None
     banned_words: tuple[str, ...] = ()
     nsfw: str = "age_restricted"
-    delivery: str = "public"
+    delivery: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -51,13 +52,13 @@ class GuildConfig:
         words = tuple(str(w) for w in _items(data.get("banned_words")) if str(w).strip())
         model = data.get("default_model")
         nsfw = data.get("nsfw", "age_restricted")
-        delivery = data.get("delivery", "public")
+        delivery = data.get("delivery")
         return cls(
             channels=channels[:MAX_CHANNELS],
             default_model=str(model) if model else None,
             banned_words=words[:MAX_BANNED_WORDS],
             nsfw=nsfw if nsfw in NSFW_POLICIES else "age_restricted",
-            delivery=delivery if delivery in DELIVERY_MODES else "public",
+            delivery=delivery if delivery in DELIVERY_MODES else None,
             extra={k: v for k, v in data.items() if k not in known},
         )
 

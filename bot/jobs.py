@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import aiohttp
 import discord
 
-from core import Caller, ImageRequest, ImageResult, Progress, check_upload
+from core import Caller, ImageGateError, ImageRequest, ImageResult, Progress, check_upload
 
 from . import errors, render, views
 
@@ -43,10 +43,12 @@ TOKEN_MARGIN = timedelta(seconds=20)
 
 
 class Delivery(NamedTuple):
-    """What a job's work returns: the core's result and the prompt to show with it."""
+    """What a job's work returns: the core's result, the prompt to show with it, and whether
+    the images go out as spoilers."""
 
     result: ImageResult
     prompt: str
+    spoiler: bool = False
 
 
 Work = Callable[["Tracker"], Awaitable[Delivery]]
@@ -252,7 +254,6 @@ class JobRunner:
         self, interaction: discord.Interaction, caller: Caller, work: Work, *, what: str
     ) -> None:
         """Acknowledge, run ``work`` with progress, deliver; every failure is told privately."""
-        private = self.bot.guild_settings.get(interaction.guild_id).private
         try:
             await interaction.response.defer(ephemeral=True, thinking=True)
         except discord.HTTPException as exc:
@@ -275,9 +276,23 @@ class JobRunner:
             return
         finally:
             await tracker.stop()
-        message, where = await self.deliver(interaction, caller, delivery, private=private)
+        mode = await self.delivery_mode(interaction, caller)
+        message, where = await self.deliver(interaction, caller, delivery, mode=mode)
         await tracker.finish(_summary(delivery.result, where, tracker))
         await self.audit(interaction, delivery, message)
+
+    async def delivery_mode(self, interaction: discord.Interaction, caller: Caller) -> str:
+        """``public``, ``private`` or ``dm``: the server's delivery setting where it is set,
+        else the member's own (``/settings``), else public."""
+        server = self.bot.guild_settings.get(interaction.guild_id).delivery
+        if server:
+            return server
+        try:
+            own = (await self.bot.service.preferences(caller)).delivery
+        except ImageGateError as exc:  # the images are made: deliver them the default way
+            log.warning("preferences of %s unreadable: %s", caller.key, exc.message)
+            own = None
+        return own or "public"
 
     async def deliver(
         self,
@@ -285,10 +300,12 @@ class JobRunner:
         caller: Caller,
         delivery: Delivery,
         *,
-        private: bool,
+        mode: str = "public",
     ) -> tuple[discord.Message | None, str]:
-        """Post the images; returns the message and where it went
-        (``followup``, ``channel``, ``dm`` or ``nowhere``)."""
+        """Post the images (``mode`` as ``delivery_mode``); returns the message and where it
+        went (``followup``, ``channel``, ``dm``, ``dm-closed`` (privately, because the
+        member's DMs are closed) or ``nowhere``)."""
+        private = mode != "public"
         result = delivery.result
         images = [await self.bot.service.image(caller, image.id) for image in result.images]
         data = [(blob, stored.mime) for stored, blob in images]
@@ -297,13 +314,22 @@ class JobRunner:
         limit = interaction.filesize_limit
 
         async def files(share: int) -> list[discord.File]:
-            out, shrunk = await render.result_files(data, result.job_id, share)
+            out, shrunk = await render.result_files(
+                data, result.job_id, share, spoiler=delivery.spoiler
+            )
             if shrunk:
                 embed.set_author(
                     name="Sent as previews: the full images exceed Discord's upload limit"
                 )
             return out
 
+        closed = False
+        user = interaction.user
+        if mode == "dm":
+            sent = await self._send_to(user, [("dm", user)], embed, view, files, limit, result)
+            if sent is not None:
+                return sent
+            closed = True
         if not _expiring(interaction):
             for share in (limit, limit // 4):
                 try:
@@ -314,7 +340,7 @@ class JobRunner:
                         ephemeral=private,
                         wait=True,
                     )
-                    return message, "followup"
+                    return message, "dm-closed" if closed else "followup"
                 except discord.HTTPException as exc:
                     log.warning(
                         "follow-up for job %s failed (HTTP %s, code %s)",
@@ -342,7 +368,6 @@ class JobRunner:
         result: ImageResult,
     ) -> tuple[discord.Message | None, str]:
         """Post where the interaction token is not needed: the channel, else a DM."""
-        user = interaction.user
         targets: list[tuple[str, discord.abc.Messageable]] = []
         if not private and interaction.channel_id is not None:
             channel = interaction.channel or self.bot.get_partial_messageable(
@@ -350,7 +375,24 @@ class JobRunner:
             )
             if isinstance(channel, discord.abc.Messageable):
                 targets.append(("channel", channel))
-        targets.append(("dm", user))
+        targets.append(("dm", interaction.user))
+        sent = await self._send_to(interaction.user, targets, embed, view, files, limit, result)
+        if sent is None:
+            log.error("job %s could not be delivered anywhere", result.job_id)
+            return None, "nowhere"
+        return sent
+
+    async def _send_to(
+        self,
+        user: discord.User | discord.Member,
+        targets: list[tuple[str, discord.abc.Messageable]],
+        embed: discord.Embed,
+        view: discord.ui.View,
+        files: Callable[[int], Awaitable[list[discord.File]]],
+        limit: int,
+        result: ImageResult,
+    ) -> tuple[discord.Message, str] | None:
+        """Post to the first target that takes the message (mentioning the requester)."""
         content = f"{user.mention} your images are ready (job `{result.job_id}`)."
         for where, target in targets:
             try:
@@ -361,7 +403,7 @@ class JobRunner:
                     view=view,
                     allowed_mentions=discord.AllowedMentions(users=[user]),
                 )
-                log.info("job %s delivered by %s instead of the interaction", result.job_id, where)
+                log.info("job %s delivered by %s", result.job_id, where)
                 return message, where
             except discord.HTTPException as exc:
                 log.warning(
@@ -375,8 +417,7 @@ class JobRunner:
                 log.warning(
                     "delivery of job %s to %s failed (%s)", result.job_id, where, type(exc).__name__
                 )
-        log.error("job %s could not be delivered anywhere", result.job_id)
-        return None, "nowhere"
+        return None
 
     async def audit(
         self,
@@ -443,6 +484,7 @@ def _summary(result: ImageResult, where: str, tracker: Tracker) -> str:
         "followup": "below",
         "channel": "posted in the channel",
         "dm": "sent to you by DM",
+        "dm-closed": "below (your DMs are closed, so only you can see them here)",
     }
     if where == "nowhere":
         return (

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import discord
 
-from core import EXTENSIONS, ImageResult, ModelInfo, QuotaStatus, preview
+from core import EXTENSIONS, ImageResult, ModelInfo, Preferences, QuotaStatus, Style, preview
 
 COLOUR = discord.Colour.blurple()
 TITLES = {
@@ -57,9 +57,10 @@ def result_embed(result: ImageResult, prompt: str, requester: discord.abc.User) 
 
 
 async def result_files(
-    images: list[tuple[bytes, str]], job_id: str, limit: int
+    images: list[tuple[bytes, str]], job_id: str, limit: int, *, spoiler: bool = False
 ) -> tuple[list[discord.File], bool]:
-    """One file per image; images over the per-file budget are sent as downscaled previews.
+    """One file per image (hidden as spoilers with ``spoiler``); images over the per-file
+    budget are sent as downscaled previews.
 
     Returns the files and whether any was downscaled. ``limit`` is the upload limit of the
     message (Discord counts all files together), so each file gets an equal share of it.
@@ -72,7 +73,7 @@ async def result_files(
             data, mime = await asyncio.to_thread(preview, data, max_edge=2048, max_bytes=budget)
             shrunk = True
         name = f"imagegate_{job_id}_{index}.{EXTENSIONS.get(mime, 'png')}"
-        files.append(discord.File(io.BytesIO(data), filename=name))
+        files.append(discord.File(io.BytesIO(data), filename=name, spoiler=spoiler))
     return files, shrunk
 
 
@@ -118,7 +119,9 @@ def quota_embed(status: QuotaStatus, *, title: str = "Your credits") -> discord.
     return embed
 
 
-def models_embed(models: list[ModelInfo], default: str | None) -> discord.Embed:
+def models_embed(
+    models: list[ModelInfo], default: str | None, styles: list[Style] | None = None
+) -> discord.Embed:
     """Every configured model with its operations and price per image."""
     lines = []
     for model in models:
@@ -130,5 +133,40 @@ def models_embed(models: list[ModelInfo], default: str | None) -> discord.Embed:
         if model.description:
             lines.append(f"  {clip(model.description, 150)}")
     embed = discord.Embed(title="Models", colour=COLOUR, description=clip("\n".join(lines), 4000))
+    if styles:
+        embed.add_field(name="Styles", value=clip(style_lines(styles), 1024), inline=False)
     embed.set_footer(text="Pick one with the model option of /imagine, /edit or /upscale.")
+    return embed
+
+
+def style_lines(styles: list[Style]) -> str:
+    """One line per style: name, description (or template) and where it comes from."""
+    lines = []
+    for style in styles:
+        about = style.description or style.prompt
+        where = "" if style.source == "config" else " · this server"
+        lines.append(f"**`{style.name}`** — {clip(about, 120)}{where}")
+    return "\n".join(lines) or "No styles yet."
+
+
+def styles_embed(styles: list[Style]) -> discord.Embed:
+    embed = discord.Embed(
+        title="Styles", colour=COLOUR, description=clip(style_lines(styles), 4000)
+    )
+    embed.set_footer(text="Pick one with the style option of /imagine or /edit.")
+    return embed
+
+
+def preferences_embed(prefs: Preferences, *, server_delivery: str | None) -> discord.Embed:
+    """A member's /settings: each default, or what applies when it is not set."""
+    embed = discord.Embed(title="Your defaults", colour=COLOUR)
+    embed.add_field(name="Model", value=f"`{prefs.model}`" if prefs.model else "server default")
+    embed.add_field(name="Style", value=f"`{prefs.style}`" if prefs.style else "none")
+    embed.add_field(name="Aspect", value=prefs.aspect or "model default")
+    embed.add_field(name="Count", value=str(prefs.count or 1))
+    delivery = prefs.delivery or "public"
+    if server_delivery and server_delivery != delivery:
+        delivery += f" (this server delivers {server_delivery}ly, which wins here)"
+    embed.add_field(name="Delivery", value=delivery, inline=False)
+    embed.set_footer(text="Options you give /imagine always win over these.")
     return embed

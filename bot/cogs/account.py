@@ -1,4 +1,5 @@
-"""/quota (private: credits left, allowance, reset time, jobs in flight) and /models."""
+"""/quota (private: credits left, allowance, reset time, jobs in flight), /models (with the
+styles) and /settings (a member's own defaults, stored in the core)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from .. import render
+from core import DELIVERY_MODES
+
+from .. import errors, render
+from ..guilds import scope_of
 from ..jobs import caller_of
+from .generate import ASPECT_NAMES, ASPECTS, MAX_COUNT, style_choices
 
 if TYPE_CHECKING:
     from ..client import ImageBot
@@ -30,10 +35,83 @@ class AccountCog(commands.Cog, name="Account"):
         )
 
     @app_commands.command(
-        name="models", description="The image models you can use and what they cost"
+        name="models", description="The image models and styles you can use and what they cost"
     )
     async def models(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
         catalog = self.bot.catalog
         default = self.bot.guild_settings.get(interaction.guild_id).default_model
-        embed = render.models_embed(catalog.models, default or self.bot.service.default_model)
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        styles = await self.bot.service.styles(_scope(interaction))
+        embed = render.models_embed(
+            catalog.models, default or self.bot.service.default_model, styles
+        )
+        await interaction.edit_original_response(embed=embed)
+
+    @app_commands.command(
+        name="settings", description="Your own defaults for /imagine (only you see this)"
+    )
+    @app_commands.describe(
+        model="Model used when you name none",
+        style="Style used when you pick none",
+        aspect="Shape used when you pick none",
+        count="Images per /imagine when you give no count",
+        delivery="Where your results go (a server's own delivery setting wins)",
+        reset="Forget all your defaults",
+    )
+    @app_commands.choices(
+        aspect=[app_commands.Choice(name=ASPECT_NAMES[a], value=a) for a in ASPECTS],
+        delivery=[
+            app_commands.Choice(name="public: in the channel", value="public"),
+            app_commands.Choice(name="private: only you see them", value="private"),
+            app_commands.Choice(name="dm: by direct message", value="dm"),
+        ],
+    )
+    async def settings(
+        self,
+        interaction: discord.Interaction,
+        model: str | None = None,
+        style: app_commands.Range[str, 1, 32] | None = None,
+        aspect: str | None = None,
+        count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
+        delivery: str | None = None,
+        reset: bool = False,
+    ) -> None:
+        if count is not None and not 1 <= count <= MAX_COUNT:
+            raise errors.Refusal(f"Count must be between 1 and {MAX_COUNT}.")
+        if aspect is not None and aspect not in ASPECTS:
+            raise errors.Refusal(f"The aspect must be one of {', '.join(ASPECTS)}.")
+        if delivery is not None and delivery not in DELIVERY_MODES:
+            raise errors.Refusal(f"Delivery must be one of {', '.join(DELIVERY_MODES)}.")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        caller = caller_of(interaction)
+        service = self.bot.service
+        if reset:
+            model, style, aspect, count, delivery = "", "", "", 0, ""
+        given = {"model": model, "style": style, "aspect": aspect, "count": count}
+        changes = {k: v for k, v in {**given, "delivery": delivery}.items() if v is not None}
+        if changes:
+            prefs = await service.set_preferences(caller, scope=_scope(interaction), **changes)
+        else:
+            prefs = await service.preferences(caller)
+        server = self.bot.guild_settings.get(interaction.guild_id).delivery
+        await interaction.edit_original_response(
+            content="✅ Saved." if changes else None,
+            embed=render.preferences_embed(prefs, server_delivery=server),
+        )
+
+    @settings.autocomplete("model")
+    async def _settings_models(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return self.bot.catalog.choices(current, "generate")
+
+    @settings.autocomplete("style")
+    async def _settings_styles(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return await style_choices(self.bot, interaction, current)
+
+
+def _scope(interaction: discord.Interaction) -> str | None:
+    """Where styles are looked up: this server (None in DMs: the operator's only)."""
+    return scope_of(interaction.guild_id) if interaction.guild_id is not None else None

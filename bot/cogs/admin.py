@@ -16,11 +16,20 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from core import Caller, filter_form
+from core import Caller, filter_form, make_style
+from core.personal import MAX_STYLE_TEXT
 
-from .. import errors, render, trust
-from ..guilds import DELIVERY_MODES, MAX_BANNED_WORDS, MAX_CHANNELS, NSFW_POLICIES, GuildConfig
+from .. import errors, moderation, render, trust
+from ..guilds import (
+    DELIVERY_MODES,
+    MAX_BANNED_WORDS,
+    MAX_CHANNELS,
+    NSFW_POLICIES,
+    GuildConfig,
+    scope_of,
+)
 from ..jobs import caller_of
+from .generate import style_choices
 
 if TYPE_CHECKING:
     from ..client import ImageBot
@@ -84,7 +93,7 @@ def settings_embed(config: GuildConfig) -> discord.Embed:
         value=f"`{config.default_model}`" if config.default_model else "the bot's default",
     )
     embed.add_field(name="NSFW policy", value=NSFW_NAMES.get(config.nsfw, config.nsfw))
-    embed.add_field(name="Delivery", value=config.delivery)
+    embed.add_field(name="Delivery", value=config.delivery or "each member's choice (public)")
     words = ", ".join(f"`{w}`" for w in config.banned_words) or "none"
     embed.add_field(
         name=f"Banned words ({len(config.banned_words)})",
@@ -101,6 +110,7 @@ class AdminCog(
     group_description="Your MCP token; credits and settings (Manage Server)",
 ):
     settings = app_commands.Group(name="settings", description="Server settings for image commands")
+    styles = app_commands.Group(name="styles", description="This server's prompt styles")
 
     def __init__(self, bot: ImageBot) -> None:
         self.bot = bot
@@ -394,3 +404,83 @@ class AdminCog(
         if mode not in DELIVERY_MODES:
             raise errors.Refusal(f"Delivery must be one of {', '.join(DELIVERY_MODES)}.")
         await self._update(interaction, f"Results are now delivered {mode}ly.", delivery=mode)
+
+    # --- server styles ----------------------------------------------------------------------
+
+    @styles.command(name="add", description="Add or replace a style members can pick")
+    @app_commands.describe(
+        name="Short name (lowercase letters, digits, - or _)",
+        prompt="Template with {prompt} where the member's prompt goes",
+        negative="Added to the negative prompt",
+        model="Model used when the member names none",
+        aspect="Shape used when the member picks none, e.g. 16:9",
+        description="Shown in /models and the style list",
+    )
+    async def styles_add(
+        self,
+        interaction: discord.Interaction,
+        name: app_commands.Range[str, 1, 32],
+        prompt: app_commands.Range[str, 1, MAX_STYLE_TEXT],
+        negative: app_commands.Range[str, 1, MAX_STYLE_TEXT] | None = None,
+        model: str | None = None,
+        aspect: str | None = None,
+        description: app_commands.Range[str, 1, 100] | None = None,
+    ) -> None:
+        style = make_style(
+            name,
+            prompt,
+            negative_prompt=negative,
+            model=model,
+            aspect=aspect,
+            description=description or "",
+        )
+        config = self._current(interaction)
+        reason = moderation.check_prompt(
+            style.prompt.replace("{prompt}", " "),
+            style.negative_prompt,
+            banned=config.banned_words,
+            nsfw_policy=config.nsfw,
+            age_restricted=False,  # a style can be used in any channel
+        )
+        if reason:
+            raise errors.Refusal(reason.removesuffix(" Nothing was charged."))
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        assert interaction.guild_id is not None
+        await self.bot.service.add_style(
+            self.admin(interaction), scope_of(interaction.guild_id), style
+        )
+        await interaction.edit_original_response(
+            content=f"✅ Style `{style.name}` saved: {render.clip(style.prompt, 300)}"
+        )
+
+    @styles_add.autocomplete("model")
+    async def _styles_models(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return self.bot.catalog.choices(current, "generate")
+
+    @styles.command(name="remove", description="Remove a style of this server")
+    @app_commands.describe(name="The style to remove")
+    async def styles_remove(
+        self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 32]
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        assert interaction.guild_id is not None
+        scope = scope_of(interaction.guild_id)
+        await self.bot.service.remove_style(self.admin(interaction), scope, name)
+        await interaction.edit_original_response(
+            content=f"✅ Style `{name.strip().lower()}` removed."
+        )
+
+    @styles_remove.autocomplete("name")
+    async def _styles_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return await style_choices(self.bot, interaction, current)
+
+    @styles.command(name="list", description="The styles members can pick here")
+    async def styles_list(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        assert interaction.guild_id is not None
+        found = await self.bot.service.styles(scope_of(interaction.guild_id))
+        await interaction.edit_original_response(embed=render.styles_embed(found))

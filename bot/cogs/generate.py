@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import discord
 from discord import app_commands
@@ -21,6 +21,7 @@ from core import (
     MAX_PROMPT_CHARS,
     Caller,
     EditMode,
+    ImageRequest,
     InputImage,
     InvalidRequestError,
     JobRecord,
@@ -30,7 +31,8 @@ from core import (
     is_accepted_upload,
 )
 
-from .. import errors, moderation, views
+from .. import errors, moderation, render, views
+from ..guilds import scope_of
 from ..jobs import (
     Delivery,
     Tracker,
@@ -83,8 +85,34 @@ def _age_restricted(interaction: discord.Interaction) -> bool:
         return False
 
 
+async def style_choices(
+    bot: ImageBot, interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Up to 25 styles of this server (the operator's first) whose name contains ``current``."""
+    guild = interaction.guild_id
+    styles = await bot.service.styles(scope_of(guild) if guild is not None else None)
+    needle = current.casefold().strip()
+    return [
+        app_commands.Choice(
+            name=render.clip(f"{s.name} — {s.description or s.prompt}", 100), value=s.name
+        )
+        for s in styles
+        if needle in s.name
+    ][:25]
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' * (n != 1)}"
+
+
+class EditOptions(NamedTuple):
+    """The optional parts of an edit."""
+
+    mask: discord.Attachment | None = None
+    strength: float | None = None
+    model: str | None = None
+    style: str | None = None
+    spoiler: bool = False
 
 
 class GenerateCog(commands.Cog, name="Generate"):
@@ -196,12 +224,14 @@ class GenerateCog(commands.Cog, name="Generate"):
     @app_commands.describe(
         prompt="What to draw",
         negative="What to leave out",
-        model="Which model (see /models); the server's default if empty",
+        model="Which model (see /models); your /settings or the server's default if empty",
         count="How many images (1-4); each costs credits",
         aspect="Shape of the images",
         seed="Seed for repeatable results (0-4294967295)",
         steps=STEPS_HELP,
         guidance=GUIDANCE_HELP,
+        style="A style from /models that wraps your prompt",
+        spoiler="Send the images as spoilers",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=ASPECT_NAMES[a], value=a) for a in ASPECTS]
@@ -212,55 +242,108 @@ class GenerateCog(commands.Cog, name="Generate"):
         prompt: app_commands.Range[str, 1, PROMPT_MAX],
         negative: app_commands.Range[str, 1, NEGATIVE_MAX] | None = None,
         model: str | None = None,
-        count: app_commands.Range[int, 1, MAX_COUNT] = 1,
+        count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
         aspect: str | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
         guidance: app_commands.Range[float, 0.0, MAX_GUIDANCE] | None = None,
+        style: app_commands.Range[str, 1, 32] | None = None,
+        spoiler: bool = False,
     ) -> None:
         prompt = prompt.strip()
         if not prompt or len(prompt) > PROMPT_MAX:
             raise errors.Refusal(f"The prompt must be 1 to {PROMPT_MAX} characters.")
         if negative is not None and len(negative) > NEGATIVE_MAX:
             raise errors.Refusal(f"The negative prompt can be at most {NEGATIVE_MAX} characters.")
-        if not 1 <= count <= MAX_COUNT:
+        if count is not None and not 1 <= count <= MAX_COUNT:
             raise errors.Refusal(f"Count must be between 1 and {MAX_COUNT}.")
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise errors.Refusal(f"The seed must be between 0 and {MAX_SEED}.")
         if aspect is not None and aspect not in ASPECTS:
             raise errors.Refusal(f"The aspect must be one of {', '.join(ASPECTS)}.")
         self.precheck(interaction, prompt, negative)
-        chosen = self.model_for(interaction, model, "generate")
-        request = make_request(
-            operation="generate",
-            prompt=prompt,
-            negative_prompt=negative or None,
-            n=count,
-            aspect_ratio=aspect,
-            seed=seed,
-            model=chosen,
-            **self.tuning(chosen, steps, guidance),
-        )
+        chosen = self.model_for(interaction, model, "generate") if model else None
+        if chosen:  # a model named: refuse unused steps/guidance at once
+            self.tuning(chosen, steps, guidance)
+        fields = {
+            "prompt": prompt,
+            "negative_prompt": negative or None,
+            "n": count,
+            "aspect_ratio": aspect,
+            "seed": seed,
+            "model": chosen,
+            "steps": steps,
+            "guidance": guidance,
+        }
+        await self.run_generate(interaction, fields, style, spoiler)
+
+    async def run_generate(
+        self,
+        interaction: discord.Interaction,
+        fields: dict[str, Any],
+        style: str | None,
+        spoiler: bool,
+        *,
+        what: str | None = None,
+    ) -> None:
+        """A text-to-image job from checked options (None = left out: the member's
+        preferences, the style and the server fill them in, in the core)."""
         caller = caller_of(interaction)
 
         async def work(tracker: Tracker) -> Delivery:
+            request = await self.personalise(interaction, caller, "generate", style, fields)
+            self.tuning(request.model or "", request.steps, request.guidance)
+            tracker.what = what or f"Imagining {_plural(request.n, 'image')}"
             result = await self.bot.service.generate(
                 caller,
                 request,
                 idempotency_key=idempotency_key(interaction),
                 progress=tracker.callback(),
             )
-            return Delivery(result, request.prompt)
+            return Delivery(result, request.prompt, spoiler)
 
-        await self.bot.jobs.run(
-            interaction, caller, work, what=f"Imagining {_plural(count, 'image')}"
+        count = fields.get("n")
+        label = what or ("Imagining " + (_plural(count, "image") if count else "images"))
+        await self.bot.jobs.run(interaction, caller, work, what=label)
+
+    async def personalise(
+        self,
+        interaction: discord.Interaction,
+        caller: Caller,
+        operation: Operation,
+        style: str | None,
+        fields: dict[str, Any],
+    ) -> ImageRequest:
+        """The core's request with the style and the member's defaults applied; the styled
+        text passes the server's filters too.
+
+        Raises:
+            Refusal: the styled text breaks this server's rules.
+            NotFoundError: no such style here.
+        """
+        guild = interaction.guild_id
+        request = await self.bot.service.personalise(
+            caller,
+            operation,
+            style=style,
+            scope=scope_of(guild) if guild is not None else None,
+            prefer=self.server_model(interaction),
+            **fields,
         )
+        self.moderate(interaction, request.prompt, request.negative_prompt)
+        return request
 
     @imagine.autocomplete("model")
     async def _imagine_models(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         return self.bot.catalog.choices(current, "generate")
+
+    @imagine.autocomplete("style")
+    async def _imagine_styles(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return await style_choices(self.bot, interaction, current)
 
     # --- /edit ------------------------------------------------------------------------------
 
@@ -274,6 +357,8 @@ class GenerateCog(commands.Cog, name="Generate"):
         mask="For inpaint: same size as the image; white = repaint, black = keep",
         strength="How far to move from the original (0-1)",
         model="Which model (see /models)",
+        style="A style from /models that wraps your prompt",
+        spoiler="Send the images as spoilers",
     )
     @app_commands.choices(
         mode=[app_commands.Choice(name=MODE_NAMES[m], value=m) for m in EDIT_MODES]
@@ -287,6 +372,8 @@ class GenerateCog(commands.Cog, name="Generate"):
         mask: discord.Attachment | None = None,
         strength: app_commands.Range[float, 0.0, 1.0] | None = None,
         model: str | None = None,
+        style: app_commands.Range[str, 1, 32] | None = None,
+        spoiler: bool = False,
     ) -> None:
         if mode not in EDIT_MODES:
             raise errors.Refusal(f"The mode must be one of {', '.join(EDIT_MODES)}.")
@@ -298,7 +385,8 @@ class GenerateCog(commands.Cog, name="Generate"):
             raise errors.Refusal("A mask is only used by the inpaint mode.")
         if strength is not None and not 0.0 <= strength <= 1.0:
             raise errors.Refusal("Strength must be between 0 and 1.")
-        await self.start_edit(interaction, image, mode, prompt or "", mask, strength, model)
+        options = EditOptions(mask, strength, model, style, spoiler)
+        await self.start_edit(interaction, image, mode, prompt or "", options)
 
     @edit.autocomplete("model")
     async def _edit_models(
@@ -307,44 +395,50 @@ class GenerateCog(commands.Cog, name="Generate"):
         mode = getattr(interaction.namespace, "mode", None)
         return self.bot.catalog.choices(current, mode if mode in EDIT_MODES else None)
 
+    @edit.autocomplete("style")
+    async def _edit_styles(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return await style_choices(self.bot, interaction, current)
+
     async def start_edit(
         self,
         interaction: discord.Interaction,
         image: discord.Attachment,
         mode: EditMode,
         prompt: str,
-        mask: discord.Attachment | None = None,
-        strength: float | None = None,
-        model: str | None = None,
+        options: EditOptions | None = None,
     ) -> None:
+        options = options or EditOptions()
         prompt = prompt.strip()
         if len(prompt) > PROMPT_MAX:
             raise errors.Refusal(f"The prompt can be at most {PROMPT_MAX} characters.")
         check_attachment(image, "image", self.max_attachment)
+        mask = options.mask
         if mask is not None:
             check_attachment(mask, "mask", self.max_attachment)
         self.precheck(interaction, prompt)
-        model = self.model_for(interaction, model, mode)
+        model = self.model_for(interaction, options.model, mode) if options.model else None
         caller = caller_of(interaction)
 
         async def work(tracker: Tracker) -> Delivery:
             source = await self.load(caller, image, "image")
             mask_input = await self.load(caller, mask, "mask") if mask is not None else None
-            request = make_request(
-                operation=mode,
-                prompt=prompt,
-                image=source,
-                mask=mask_input,
-                strength=strength,
-                model=model,
-            )
+            fields = {
+                "prompt": prompt,
+                "image": source,
+                "mask": mask_input,
+                "strength": options.strength,
+                "model": model,
+            }
+            request = await self.personalise(interaction, caller, mode, options.style, fields)
             result = await self.bot.service.edit(
                 caller,
                 request,
                 idempotency_key=idempotency_key(interaction),
                 progress=tracker.callback(),
             )
-            return Delivery(result, prompt)
+            return Delivery(result, request.prompt, options.spoiler)
 
         await self.bot.jobs.run(interaction, caller, work, what=f"Editing ({mode})")
 

@@ -194,8 +194,9 @@ async def test_model_autocomplete_and_models_list(env: Running):
 
     listing = await fake.slash("models")
     reply = await listing.wait_callback()
-    assert reply.type == 4 and reply.data["flags"] & 64
-    assert "placeholder:default" in reply.data["embeds"][0]["description"]
+    assert reply.type == 5 and reply.data["flags"] & 64
+    edit = await listing.wait_edit()
+    assert "placeholder:default" in edit.json["embeds"][0]["description"]
 
 
 async def test_audit_channel_gets_requester_prompt_job_and_link(

@@ -71,6 +71,7 @@ def test_commands_respect_discord_limits(schema: list[dict[str, Any]]):
         (1, "upscale"),
         (1, "quota"),
         (1, "models"),
+        (1, "settings"),
         (1, "imagegate"),
         (3, "Upscale"),
         (3, "Edit image"),
@@ -83,7 +84,9 @@ def test_imagegate_group_is_seen_by_members_for_their_token(schema: list[dict[st
     assert admin["default_member_permissions"] is None
     assert admin["contexts"] == [0]  # servers only
     subcommands = {o["name"] for o in admin["options"]}
-    assert {"token", "grant", "allowance", "settings"} <= subcommands
+    assert {"token", "grant", "allowance", "settings", "styles"} <= subcommands
+    styles = next(o for o in admin["options"] if o["name"] == "styles")
+    assert [o["name"] for o in styles["options"]] == ["add", "remove", "list"]
     settings = next(o for o in admin["options"] if o["name"] == "settings")
     assert {o["name"] for o in settings["options"]} == {
         "show",
@@ -99,8 +102,10 @@ def test_imagine_options(schema: list[dict[str, Any]]):
     imagine = next(c for c in schema if c["name"] == "imagine")
     options = {o["name"]: o for o in imagine["options"]}
     assert list(options) == [
-        *("prompt", "negative", "model", "count", "aspect", "seed", "steps", "guidance")
+        *("prompt", "negative", "model", "count", "aspect", "seed", "steps", "guidance"),
+        *("style", "spoiler"),
     ]
+    assert options["style"]["autocomplete"] is True
     assert options["count"]["min_value"] == 1 and options["count"]["max_value"] == 4
     assert (options["steps"]["min_value"], options["steps"]["max_value"]) == (1, 200)
     assert (options["guidance"]["min_value"], options["guidance"]["max_value"]) == (0, 50)

@@ -55,7 +55,7 @@ def test_guild_config_round_trip_and_tolerance():
     assert data["channels"] == ["1234567890123456789"]  # strings: snowflakes exceed JS ints
     assert GuildConfig.from_dict(data) == config
     odd = GuildConfig.from_dict({"channels": ["abc", 5], "nsfw": "???", "delivery": 3, "x": 1})
-    assert odd.channels == (5,) and odd.nsfw == "age_restricted" and odd.delivery == "public"
+    assert odd.channels == (5,) and odd.nsfw == "age_restricted" and odd.delivery is None
     assert odd.to_dict()["x"] == 1  # unknown keys are kept
     assert config.allows_channel(1234567890123456789)
     assert not config.allows_channel(1) and config.allows_channel(1, parent_id=1234567890123456789)
