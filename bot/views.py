@@ -1,9 +1,10 @@
 """Result buttons: DynamicItems whose custom id carries the job id, so they work forever.
 
-Custom ids: ``imagegate:reroll:<job>``, ``imagegate:vary:<job>[:k]``, ``imagegate:upscale:<job>:k``
-and ``imagegate:delete:<job>`` (k counts images from 1, as the labels do). Nothing is kept in
-memory: after a restart discord.py matches the id against these templates and the job is read
-back from SQLite. The work itself lives in ``cogs.generate`` (``ButtonActions``).
+Custom ids: ``imagegate:reroll:<job>``, ``imagegate:vary:<job>[:k]``, ``imagegate:upscale:<job>:k``,
+``imagegate:remix:<job>`` and ``imagegate:delete:<job>`` (k counts images from 1, as the labels
+do). Nothing is kept in memory: after a restart discord.py matches the id against these
+templates and the job is read back from SQLite. The work itself lives in ``cogs.generate``
+(``ButtonActions``).
 """
 
 from __future__ import annotations
@@ -89,6 +90,14 @@ class UpscaleButton(_JobButton, template=rf"imagegate:upscale:{JOB}:(?P<k>\d{{1,
         super().__init__(job_id, k or 1, **button)
 
 
+class RemixButton(_JobButton, template=rf"imagegate:remix:{JOB}"):
+    action = "remix"
+
+    def __init__(self, job_id: str, k: int | None = None, **button: Any) -> None:
+        button = {"label": "Remix", "emoji": "✏️", "style": discord.ButtonStyle.secondary, **button}
+        super().__init__(job_id, None, **button)
+
+
 class DeleteButton(_JobButton, template=rf"imagegate:delete:{JOB}"):
     action = "delete"
 
@@ -97,15 +106,18 @@ class DeleteButton(_JobButton, template=rf"imagegate:delete:{JOB}"):
         super().__init__(job_id, None, **button)
 
 
-DYNAMIC_ITEMS = (RerollButton, VariationsButton, UpscaleButton, DeleteButton)
+DYNAMIC_ITEMS = (RerollButton, VariationsButton, UpscaleButton, RemixButton, DeleteButton)
 
 
 def result_view(job_id: str, operation: str, count: int) -> discord.ui.View:
-    """Row 1: Reroll, Variations, Delete; row 2: Upscale 1..N (not for upscaled results)."""
+    """Row 1: Reroll, Variations, Remix, Delete; row 2: Upscale 1..N (upscaled results have
+    only Variations and Delete)."""
     view = discord.ui.View(timeout=None)
     if operation != "upscale":
         view.add_item(RerollButton(job_id, row=0))
     view.add_item(VariationsButton(job_id, row=0))
+    if operation != "upscale":
+        view.add_item(RemixButton(job_id, row=0))
     view.add_item(DeleteButton(job_id, row=0))
     if operation != "upscale":
         for k in range(1, min(count, MAX_UPSCALE_BUTTONS) + 1):

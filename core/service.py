@@ -289,10 +289,14 @@ class ImageService:
         *,
         new_seed: bool = True,
         shared: bool = False,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
         idempotency_key: str | None = None,
         progress: Progress | None = None,
     ) -> ImageResult:
-        """Run a stored job again with the same settings (and a new seed): a reroll.
+        """Run a stored job again with the same settings (and a new seed): a reroll. With
+        ``prompt`` (and ``negative_prompt``; ``""`` drops it) the new text replaces the job's,
+        everything else kept: a remix. It is a new job, charged as one.
 
         ``shared``: the job may be someone else's that a front end showed this caller (a
         public Discord result); the caller pays. Only a generate job can be rerun by another
@@ -311,6 +315,9 @@ class ImageService:
         fields = await self.store.request_from_record(job.request)
         if new_seed:
             fields["seed"] = None
+        if prompt is not None:
+            fields["prompt"] = prompt
+            fields["negative_prompt"] = negative_prompt or None
         request = ImageRequest.model_validate(fields)
         return await self._run(caller, request, idempotency_key, progress)
 

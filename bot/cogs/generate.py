@@ -442,6 +442,36 @@ class GenerateCog(commands.Cog, name="Generate"):
 
         await self.bot.jobs.run(interaction, caller, work, what=f"Editing ({mode})")
 
+    # --- remix ------------------------------------------------------------------------------
+
+    async def start_remix(
+        self, interaction: discord.Interaction, job_id: str, prompt: str, negative: str
+    ) -> None:
+        """Run job ``job_id`` again with the same settings (seed included) and new text; the
+        presser pays, as for a new job."""
+        prompt, negative = prompt.strip(), negative.strip()
+        if not prompt or len(prompt) > PROMPT_MAX:
+            raise errors.Refusal(f"The prompt must be 1 to {PROMPT_MAX} characters.")
+        if len(negative) > NEGATIVE_MAX:
+            raise errors.Refusal(f"The negative prompt can be at most {NEGATIVE_MAX} characters.")
+        self.precheck(interaction, prompt, negative)
+        caller = caller_of(interaction)
+
+        async def work(tracker: Tracker) -> Delivery:
+            result = await self.bot.service.rerun(
+                caller,
+                job_id,
+                new_seed=False,
+                shared=True,
+                prompt=prompt,
+                negative_prompt=negative,
+                idempotency_key=idempotency_key(interaction),
+                progress=tracker.callback(),
+            )
+            return Delivery(result, prompt)
+
+        await self.bot.jobs.run(interaction, caller, work, what="Remixing")
+
     # --- /upscale ---------------------------------------------------------------------------
 
     @app_commands.command(name="upscale", description="Make an image larger and sharper")
@@ -528,10 +558,23 @@ def _image_of(message: discord.Message) -> discord.Attachment:
     raise errors.Refusal("That message has no image attached.")
 
 
-class EditModal(discord.ui.Modal, title="Edit image"):
-    """Asks for the prompt of an "Edit image" menu action (a variation of the image)."""
+MENU_MODES = tuple(m for m in EDIT_MODES if m != "inpaint")  # inpaint needs a mask upload
 
-    prompt: discord.ui.TextInput = discord.ui.TextInput(
+
+class EditModal(discord.ui.Modal, title="Edit image"):
+    """The "Edit image" menu: which kind of edit (inpaint needs a mask, so /edit) and its
+    prompt."""
+
+    mode: discord.ui.Label[EditModal] = discord.ui.Label(
+        text="Kind of edit",
+        component=discord.ui.Select(
+            options=[
+                discord.SelectOption(label=MODE_NAMES[m][:100], value=m, default=m == "variation")
+                for m in MENU_MODES
+            ],
+        ),
+    )
+    prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
         label="What should the new version show?",
         style=discord.TextStyle.paragraph,
         placeholder="e.g. the same scene at night, in watercolour",
@@ -545,8 +588,51 @@ class EditModal(discord.ui.Modal, title="Edit image"):
         self.attachment = attachment
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
+        select = self.mode.component
+        assert isinstance(select, discord.ui.Select)
+        mode = select.values[0] if select.values else "variation"
         try:
-            await self.cog.start_edit(interaction, self.attachment, "variation", self.prompt.value)
+            if mode not in MENU_MODES:
+                raise errors.Refusal(f"The mode must be one of {', '.join(MENU_MODES)}.")
+            await self.cog.start_edit(interaction, self.attachment, mode, self.prompt.value)
+        except Exception as exc:
+            await errors.report(interaction, exc)
+
+    async def on_error(  # type: ignore[override]  # Modal's signature differs from View's
+        self, interaction: discord.Interaction, error: Exception, /
+    ) -> None:
+        await errors.report(interaction, error)
+
+
+class RemixModal(discord.ui.Modal, title="Remix"):
+    """The Remix button: the job's prompt and negative prompt, pre-filled, to change."""
+
+    def __init__(self, cog: GenerateCog, job: JobRecord) -> None:
+        super().__init__(timeout=900, custom_id=f"imagegate:remix-modal:{secrets.token_hex(6)}")
+        self.cog = cog
+        self.job_id = job.job_id
+        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=render.clip(str(job.request.get("prompt") or ""), PROMPT_MAX),
+            min_length=1,
+            max_length=PROMPT_MAX,
+        )
+        self.negative: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Negative prompt",
+            default=render.clip(str(job.request.get("negative_prompt") or ""), NEGATIVE_MAX)
+            or None,
+            required=False,
+            max_length=NEGATIVE_MAX,
+        )
+        self.add_item(self.prompt)
+        self.add_item(self.negative)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        try:
+            await self.cog.start_remix(
+                interaction, self.job_id, self.prompt.value, self.negative.value
+            )
         except Exception as exc:
             await errors.report(interaction, exc)
 
@@ -575,6 +661,10 @@ class ButtonActions:
             await self.delete(interaction, job_id)
             return
         self.cog.precheck(interaction)
+        if action == "remix":
+            job = await self.read_job(caller_of(interaction), job_id)
+            await interaction.response.send_modal(RemixModal(self.cog, job))
+            return
         if action == "vary" and k is None:
             count = views.image_count(interaction.message, job_id)
             if count > 1:

@@ -28,7 +28,7 @@ async def test_expired_interaction_falls_back_to_the_channel(env: Running):
     assert f"<@{fake.user.id}>" in post.json["content"]
     assert [str(u) for u in post.json["allowed_mentions"]["users"]] == [str(fake.user.id)]
     message = fake.get_message(post.response["id"])
-    assert labels(message)[:3] == ["Reroll", "Variations", "Delete"]
+    assert labels(message)[:4] == ["Reroll", "Variations", "Remix", "Delete"]
     assert message["embeds"][0]["description"] == "a slow painting"
     await fake.wait_until(
         lambda: "posted in the channel" in (handle.original_message or {}).get("content", ""),

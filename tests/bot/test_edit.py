@@ -119,13 +119,18 @@ async def test_edit_image_menu_asks_for_the_prompt_in_a_modal(env: Running):
     opener = await fake.context_menu("Edit image", posted)
     modal = await opener.wait_modal()
     assert modal["title"] == "Edit image"
-    (field,) = [
+    mode, text = [
         c for row in modal["components"] for c in row.get("components", [row.get("component")])
     ]
-    submit = await fake.submit_modal(modal["custom_id"], {field["custom_id"]: "in autumn colours"})
+    assert [o["value"] for o in mode["options"]] == ["variation", "sketch", "background", "avatar"]
+    submit = await fake.submit_modal(
+        modal["custom_id"],
+        {mode["custom_id"]: ["sketch"], text["custom_id"]: "in autumn colours"},
+    )
     assert (await submit.wait_callback()).type == 5
     result = await result_of(fake, submit)
     assert result["embeds"][0]["description"] == "in autumn colours"
+    assert result["embeds"][0]["title"] == "Sketch"  # the mode the member chose
 
 
 async def test_menu_on_a_message_without_an_image_is_refused(env: Running):

@@ -35,7 +35,14 @@ async def test_imagine_defers_then_follows_up_with_files_embed_and_buttons(env: 
     assert fields["Cost"] == "2 credits"
     assert fields["Credits left"] == str(before - 2)
     message = next(m for m in fake.messages if m["id"] == followup.response["id"])
-    assert labels(message) == ["Reroll", "Variations", "Delete", "Upscale 1", "Upscale 2"]
+    assert labels(message) == [
+        "Reroll",
+        "Variations",
+        "Remix",
+        "Delete",
+        "Upscale 1",
+        "Upscale 2",
+    ]
     job = re.search(r"job (\w+)", embed["footer"]["text"])[1]
     assert all(
         job in b["custom_id"] and len(b["custom_id"]) <= 100

@@ -135,6 +135,7 @@ def test_result_buttons_fit_discord_limits():
     assert [i.item.label for i in view.children] == [
         "Reroll",
         "Variations",
+        "Remix",
         "Delete",
         "Upscale 1",
         "Upscale 2",
@@ -142,7 +143,8 @@ def test_result_buttons_fit_discord_limits():
         "Upscale 4",
     ]
     assert view.children[0].custom_id == f"imagegate:reroll:{job}"
-    assert view.children[3].custom_id == f"imagegate:upscale:{job}:1"
+    assert view.children[2].custom_id == f"imagegate:remix:{job}"
+    assert view.children[4].custom_id == f"imagegate:upscale:{job}:1"
     # The longest job id the templates accept still fits.
     assert len(views.custom_id("upscale", "x" * 64, 10)) <= 100
     upscaled = views.result_view(job, "upscale", 1)
