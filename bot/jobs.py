@@ -142,6 +142,7 @@ class Tracker:
         self.model: str | None = None
         self.provider: str | None = None
         self.position = 0  # in the provider's queue; 0 once running
+        self.starts_in: float | None = None  # the core's estimate while queued
         self.job_id: str | None = None
         self.detail: str | None = None  # the provider's latest progress, in words
         loop = asyncio.get_running_loop()
@@ -168,6 +169,7 @@ class Tracker:
                 self.model = info.get("model", self.model)
                 self.provider = info.get("provider", self.provider)
                 self.position = info.get("position", 0) if stage == "queued" else 0
+                self.starts_in = info.get("starts_in_s") if stage == "queued" else None
             self._changed.set()
 
         return progress
@@ -177,8 +179,13 @@ class Tracker:
         if self.stage == "starting":
             return f"⏳ {self.what}…"
         if self.stage == "queued" and self.position:
+            eta = (
+                self.starts_in is not None
+                and f", starts in about {_elapsed(max(1, self.starts_in))}"
+            )
             return (
-                f"🕒 {self.what}: queued for {self.provider}, position {self.position} ({elapsed})"
+                f"🕒 {self.what}: queued for {self.provider}, position {self.position}{eta or ''}"
+                f" ({elapsed})"
             )
         if self.stage in ("generating", "queued"):
             model = f" with `{self.model}`" if self.model else ""

@@ -6,8 +6,11 @@ logged and ignored). Every ``info`` names the ``job_id``. The stages come in thi
 1. ``"queued"`` (zero or more times): the job's credits are reserved and it waits for a slot
    at its provider (``[providers.<name>] max_concurrency`` jobs run at once). ``info``:
    ``provider``, ``model`` (the reference that runs first), ``position`` (1 = next),
-   ``limit`` (jobs that run at once there). Sent when the job enters the queue and each
-   time its position changes. A job that finds a free slot skips this stage.
+   ``limit`` (jobs that run at once there), and ``starts_in_s`` (estimated seconds until it
+   starts: the median run time of the provider's last 20 jobs in this process, once per full
+   round of ``limit`` jobs ahead; absent until one job there has finished). Sent when the job
+   enters the queue and each time its position changes. A job that finds a free slot skips
+   this stage.
 2. ``"generating"`` (exactly once, unless the job is cancelled while queued): the job has
    its slot; its deadline (``[defaults] job_deadline_s``) starts now. ``info``:
    ``provider``, ``model``, ``n``.

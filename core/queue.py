@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import itertools
+import math
+import statistics
+
+RECENT_JOBS = 20  # the queue's start estimate uses the median of this many recent run times
 
 
 class Ticket:
@@ -62,6 +67,7 @@ class SlotQueue:
     def __init__(self, limit: int) -> None:
         self.limit = max(1, limit)
         self.running = 0
+        self._times: collections.deque[float] = collections.deque(maxlen=RECENT_JOBS)
         self._waiting: list[Ticket] = []  # in order of ``seq``
         self._seq = itertools.count()
         self._moved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -76,6 +82,22 @@ class SlotQueue:
         self._waiting.append(ticket)
         self._admit()
         return ticket
+
+    def record(self, seconds: float) -> None:
+        """A job of this provider ran for ``seconds`` (slot taken to slot given back)."""
+        self._times.append(max(0.0, seconds))
+
+    @property
+    def median_s(self) -> float | None:
+        """The median run time of the last ``RECENT_JOBS`` jobs here (this process), or None
+        before the first one finished."""
+        return statistics.median(self._times) if self._times else None
+
+    def start_estimate_s(self, position: int) -> float | None:
+        """Seconds until the job at ``position`` (1 = next) may start: one median job time
+        per full round of ``limit`` slots ahead of it; None without a median yet."""
+        median = self.median_s
+        return None if median is None else math.ceil(position / self.limit) * median
 
     def _place(self, ticket: Ticket) -> int:
         index = bisect.bisect_left(self._waiting, ticket.seq, key=lambda t: t.seq)

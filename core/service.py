@@ -689,10 +689,13 @@ class ImageService:
         try:
             await _queue_wait(ticket, job, progress)
             await _tell(progress, "generating", {**job, "n": request.n})
-            deadline = time.monotonic() + self.settings.defaults.job_deadline_s
+            started = time.monotonic()
+            deadline = started + self.settings.defaults.job_deadline_s
             receiver = forward_to(progress, {"job_id": job_id}) if progress else None
             with reporting_to(receiver):
-                return await self.orchestrator.run(chain, deadline, self._check_image)
+                outcome = await self.orchestrator.run(chain, deadline, self._check_image)
+            ticket.queue.record(time.monotonic() - started)  # finished runs only
+            return outcome
         finally:
             ticket.leave()
 
@@ -1567,6 +1570,9 @@ async def _queue_wait(ticket: Ticket, job: dict[str, Any], progress: Progress | 
             continue
         shown = position
         info = {**job, "position": position, "limit": ticket.queue.limit}
+        starts_in = ticket.queue.start_estimate_s(position)
+        if starts_in is not None:
+            info["starts_in_s"] = round(starts_in, 1)
         await _tell(progress, "queued", info)
         await ticket.wait(timeout=_QUEUE_REPORT_INTERVAL_S)
 

@@ -89,6 +89,7 @@ async def test_queued_job_shows_its_position(
     one_at_a_time = {"placeholder": {"kind": "placeholder", "max_concurrency": 1}}
     async with running(fake, settings_for(providers=one_at_a_time)) as env:
         gate = ProviderGate(env.service, monkeypatch)
+        env.service.queues.get("placeholder", 1).record(30.0)  # as if a 30 s job had run
         first = await fake.slash("imagine", {"prompt": "first"})
         await fake.wait_until(lambda: gate.started == 1, 5, "first job running")
         second = await fake.slash("imagine", {"prompt": "second"}, user=fake.admin)
@@ -98,6 +99,7 @@ async def test_queued_job_shows_its_position(
             "queue position",
         )
         assert "queued for placeholder" in second.original_message["content"]
+        assert "position 1, starts in about 30 s" in second.original_message["content"]
         assert gate.started == 1  # the second job waits in the provider's queue
         status = await env.service.quota(Caller(frontend="discord", user_id=str(fake.admin.id)))
         assert (status.held, status.in_flight) == (1, 1)  # queued: held and in flight

@@ -124,6 +124,30 @@ async def test_queued_job_is_in_flight_and_reports_in_order(one_at_a_time, monke
     assert [s for s, _ in first_events] == ["generating"]  # a free slot: no queued stage
     assert [s for s, _ in second_events] == ["queued", "generating"]
     assert second_events[1][1]["job_id"] == info["job_id"] and second_events[1][1]["n"] == 1
+    assert "starts_in_s" not in info  # no job had finished there yet
+
+    # Now one has: a queued job is told when it should start.
+    gate.opened.clear()
+    third, _ = jobs.start(ALICE, "three")
+    await jobs.until(lambda: gate.started == 3)
+    fourth, fourth_events = jobs.start(BOB, "four")
+    await jobs.until(lambda: bool(fourth_events))
+    queue = service.queues.get("placeholder", 1)
+    assert fourth_events[0][1]["starts_in_s"] == round(queue.median_s, 1)
+    gate.opened.set()
+    await asyncio.gather(third, fourth)
+
+
+def test_start_estimate_is_a_median_per_round_of_slots():
+    async def run() -> None:
+        queue = SlotQueue(2)
+        assert queue.start_estimate_s(1) is None
+        for seconds in (10.0, 2.0, 4.0):
+            queue.record(seconds)
+        assert queue.median_s == 4.0
+        assert [queue.start_estimate_s(p) for p in (1, 2, 3, 5)] == [4.0, 4.0, 8.0, 12.0]
+
+    asyncio.run(run())
 
 
 async def test_a_job_cancelled_while_queued_costs_nothing(one_at_a_time, monkeypatch):
