@@ -21,6 +21,7 @@ from core import ImageService, Settings
 from . import alerts, errors, views
 from .catalog import Catalog
 from .guilds import GuildSettings
+from .history import History
 from .jobs import JobRunner
 
 log = logging.getLogger("imagegate.bot")
@@ -64,6 +65,7 @@ class ImageBot(commands.Bot):
         self.catalog = Catalog(service)
         self.guild_settings = GuildSettings(service)
         self.jobs = JobRunner(self)
+        self.history = History(self)
         self.actions: Any = None
         self._background: set[asyncio.Task[Any]] = set()
 

@@ -32,6 +32,7 @@ import discord
 from core import Caller, ImageGateError, ImageRequest, ImageResult, Progress, check_upload
 
 from . import errors, render, views
+from .guilds import scope_of
 
 if TYPE_CHECKING:
     from .client import ImageBot
@@ -155,6 +156,7 @@ class Tracker:
         # reach Discord after a later one and overwrite the final summary).
         self._edit_lock = asyncio.Lock()
         self.dead = False
+        self._cancel_shown = False  # the Cancel button, once the job has an id
 
     def callback(self) -> Progress:
         """The ``progress`` argument for the job's ``ImageService`` call (stages and their
@@ -210,7 +212,12 @@ class Tracker:
             delay = self._last_edit + self.interval - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await self._edit(self.text())
+            if self.job_id and not self._cancel_shown:
+                self._cancel_shown = await self._edit(
+                    self.text(), view=views.cancel_view(self.job_id)
+                )
+            else:
+                await self._edit(self.text())
 
     async def _edit(self, text: str, **fields: Any) -> bool:
         async with self._edit_lock:
@@ -244,7 +251,7 @@ class Tracker:
 
     async def finish(self, text: str) -> None:
         if not _expiring(self.interaction):
-            await self._edit(text)
+            await self._edit(text, view=None)  # the Cancel button goes
 
 
 def _expiring(interaction: discord.Interaction) -> bool:
@@ -285,8 +292,19 @@ class JobRunner:
             await tracker.stop()
         mode = await self.delivery_mode(interaction, caller)
         message, where = await self.deliver(interaction, caller, delivery, mode=mode)
+        if mode == "public" and where in ("followup", "channel"):
+            await self.shared(interaction, caller, delivery.result.job_id)
         await tracker.finish(_summary(delivery.result, where, tracker))
         await self.audit(interaction, delivery, message)
+
+    async def shared(self, interaction: discord.Interaction, caller: Caller, job_id: str) -> None:
+        """Note that the job's result is public in this server, so /show works for others."""
+        if interaction.guild_id is None:
+            return
+        try:
+            await self.bot.service.share_job(caller, job_id, scope_of(interaction.guild_id))
+        except ImageGateError as exc:  # the result is out; /show will just not find it
+            log.warning("could not record job %s as public: %s", job_id, exc.message)
 
     async def delivery_mode(self, interaction: discord.Interaction, caller: Caller) -> str:
         """``public``, ``private`` or ``dm``: the server's delivery setting where it is set,
@@ -314,8 +332,8 @@ class JobRunner:
         member's DMs are closed) or ``nowhere``)."""
         private = mode != "public"
         result = delivery.result
-        images = [await self.bot.service.image(caller, image.id) for image in result.images]
-        data = [(blob, stored.mime) for stored, blob in images]
+        service = self.bot.service  # the result was the caller's to see (their job, or /show)
+        data = [(await service.image_data(image), image.mime) for image in result.images]
         embed = render.result_embed(result, delivery.prompt, interaction.user)
         view = views.result_view(result.job_id, result.operation, len(result.images))
         limit = interaction.filesize_limit

@@ -106,7 +106,84 @@ class DeleteButton(_JobButton, template=rf"imagegate:delete:{JOB}"):
         super().__init__(job_id, None, **button)
 
 
-DYNAMIC_ITEMS = (RerollButton, VariationsButton, UpscaleButton, RemixButton, DeleteButton)
+class CancelButton(_JobButton, template=rf"imagegate:cancel:{JOB}"):
+    """On the private progress message: stop the job (requester or Manage Messages)."""
+
+    action = "cancel"
+
+    def __init__(self, job_id: str, k: int | None = None, **button: Any) -> None:
+        button = {"label": "Cancel", "emoji": "✖️", "style": discord.ButtonStyle.danger, **button}
+        super().__init__(job_id, None, **button)
+
+
+class HistoryPageButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=r"imagegate:history:(?P<page>\d{1,4})"
+):
+    """Older / Newer on a /history page (the page number is in the custom id)."""
+
+    def __init__(self, page: int, label: str = "Older", **button: Any) -> None:
+        style = {"style": discord.ButtonStyle.secondary, **button, "label": label}
+        super().__init__(discord.ui.Button(custom_id=f"{PREFIX}:history:{page}", **style))
+        self.page = page
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> HistoryPageButton:
+        label = item.label if isinstance(item, discord.ui.Button) and item.label else "Page"
+        return cls(int(match["page"]), label)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: ImageBot = interaction.client  # type: ignore[assignment]
+        try:
+            await bot.history.page(interaction, self.page, edit=True)
+        except Exception as exc:
+            await errors.report(interaction, exc)
+
+
+class HistorySelect(discord.ui.DynamicItem[discord.ui.Select], template=r"imagegate:history-show"):
+    """The /history menu: pick a job to see its result again, with working buttons."""
+
+    def __init__(self, options: list[discord.SelectOption] | None = None) -> None:
+        super().__init__(
+            discord.ui.Select(
+                custom_id=f"{PREFIX}:history-show",
+                placeholder="Show a result again",
+                options=options or [discord.SelectOption(label="-", value="-")],
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> HistorySelect:
+        options = item.options if isinstance(item, discord.ui.Select) else None
+        return cls(options)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: ImageBot = interaction.client  # type: ignore[assignment]
+        try:
+            await bot.history.show(interaction, self.item.values[0])
+        except Exception as exc:
+            await errors.report(interaction, exc)
+
+
+DYNAMIC_ITEMS = (
+    RerollButton,
+    VariationsButton,
+    UpscaleButton,
+    RemixButton,
+    DeleteButton,
+    CancelButton,
+    HistoryPageButton,
+    HistorySelect,
+)
+
+
+def cancel_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
 
 
 def result_view(job_id: str, operation: str, count: int) -> discord.ui.View:

@@ -314,6 +314,25 @@ migration(
     """,
 )
 
+
+migration(
+    "m012_job_marks",  # /show: where a result was posted publicly; results deleted by a user
+    """
+    CREATE TABLE job_share (
+      job_id      TEXT NOT NULL,
+      scope       TEXT NOT NULL,
+      created_at  INTEGER NOT NULL,
+      PRIMARY KEY (job_id, scope)
+    );
+    CREATE TABLE job_deleted (
+      job_id      TEXT PRIMARY KEY,
+      deleted_by  TEXT NOT NULL,
+      deleted_at  INTEGER NOT NULL
+    );
+    """,
+)
+
+
 Params = Sequence[Any]
 
 

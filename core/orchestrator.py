@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .errors import (
     ContentRejectedError,
     ImageGateError,
     InvalidRequestError,
+    JobCancelledError,
     JobTimeoutError,
     ProviderError,
     ProviderResponseError,
@@ -82,21 +84,37 @@ class Orchestrator:
         return self._semaphores[name]
 
     async def run(
-        self, chain: list[tuple[ImageModel, Plan]], deadline: float, validate: Validate
+        self,
+        chain: list[tuple[ImageModel, Plan]],
+        deadline: float,
+        validate: Validate,
+        *,
+        cancel: asyncio.Event | None = None,
     ) -> Outcome:
         """Run the job on the first model, falling back along ``chain`` for missing images.
 
         ``chain`` holds each model with its plan for the full job; ``deadline`` is a
         ``clock()`` value. Never raises for provider failures: they end up in ``Outcome.error``.
+        When ``cancel`` is set, the calls still running are cancelled (the adapters stop
+        polling), the images delivered so far are kept, and the error is ``JobCancelledError``.
         """
+        cancel = cancel or asyncio.Event()
         outcome = Outcome()
         wanted = chain[0][1].n
         for model, plan in chain:
             missing = wanted - len(outcome.delivered)
             if missing <= 0:
                 break
+            if cancel.is_set():
+                outcome.error = _cancelled(len(outcome.delivered), wanted)
+                break
             outcome.warnings.extend(w for w in plan.warnings if w not in outcome.warnings)
-            errors = await self._run_model(model, plan, missing, deadline, validate, outcome)
+            errors = await self._run_model(
+                model, plan, missing, deadline, validate, outcome, cancel
+            )
+            if cancel.is_set() and len(outcome.delivered) < wanted:
+                outcome.error = _cancelled(len(outcome.delivered), wanted)
+                break
             if not errors:
                 if len(outcome.delivered) < wanted:
                     outcome.warnings.append(
@@ -117,12 +135,15 @@ class Orchestrator:
         deadline: float,
         validate: Validate,
         outcome: Outcome,
+        cancel: asyncio.Event,
     ) -> list[ImageGateError]:
         offset = len(outcome.delivered)
         batches = split(missing, model.capabilities.max_images_per_call)
         starts = [offset + sum(batches[:i]) for i in range(len(batches))]
         calls = [
-            self._batch(model, replace(plan, offset=start), count, deadline, validate, outcome)
+            self._batch(
+                model, replace(plan, offset=start), count, deadline, validate, outcome, cancel
+            )
             for start, count in zip(starts, batches, strict=True)
         ]
         if len(calls) == 1:  # most jobs: no task to spawn for one call
@@ -147,11 +168,15 @@ class Orchestrator:
         deadline: float,
         validate: Validate,
         outcome: Outcome,
+        cancel: asyncio.Event,
     ) -> list[Delivered]:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(loop.time() + max(0.0, deadline - self.clock())):
-                images = await self._with_retries(model, plan, count, deadline, outcome)
+                # A cancel stops the wait at the provider; images it returned are kept.
+                images = await _stoppable(
+                    self._with_retries(model, plan, count, deadline, outcome), cancel
+                )
                 return [
                     Delivered(model, image, await _checked(model, image, validate))
                     for image in images[:count]
@@ -203,6 +228,46 @@ async def _settled(call: Awaitable[list[Delivered]]) -> list[Delivered] | ImageG
         return await call
     except ImageGateError as exc:
         return exc
+
+
+async def _stoppable(
+    call: Coroutine[Any, Any, list[GeneratedImage]], cancel: asyncio.Event
+) -> list[GeneratedImage]:
+    """Await ``call`` in this task, unless ``cancel`` is set first: then it is cancelled
+    (a timeout scope that the cancel moves to now, so no extra task runs the call).
+
+    Raises:
+        JobCancelledError: ``cancel`` was set first.
+    """
+    if cancel.is_set():
+        call.close()
+        raise JobCancelledError("cancelled")
+    loop = asyncio.get_running_loop()
+    scope = asyncio.timeout(None)
+    active = True
+
+    def expire(_: asyncio.Future[Any]) -> None:
+        if active and cancel.is_set():
+            scope.reschedule(loop.time())
+
+    stop = asyncio.ensure_future(cancel.wait())
+    stop.add_done_callback(expire)
+    try:
+        async with scope:
+            return await call
+    except TimeoutError:
+        if scope.expired() and cancel.is_set():
+            raise JobCancelledError("cancelled") from None
+        raise
+    finally:
+        active = False
+        stop.cancel()
+
+
+def _cancelled(delivered: int, wanted: int) -> JobCancelledError:
+    if not delivered:
+        return JobCancelledError("the job was cancelled before any image arrived")
+    return JobCancelledError(f"the job was cancelled after {delivered} of {wanted} images")
 
 
 async def _checked(model: ImageModel, image: GeneratedImage, validate: Validate) -> ImageInfo:

@@ -258,6 +258,24 @@ migration(
 )
 
 
+migration(
+    "m012_job_marks",  # /show: where a result was posted publicly; results deleted by a user
+    """
+    CREATE TABLE job_share (
+      job_id      TEXT NOT NULL,
+      scope       TEXT NOT NULL,
+      created_at  BIGINT NOT NULL,
+      PRIMARY KEY (job_id, scope)
+    );
+    CREATE TABLE job_deleted (
+      job_id      TEXT PRIMARY KEY,
+      deleted_by  TEXT NOT NULL,
+      deleted_at  BIGINT NOT NULL
+    );
+    """,
+)
+
+
 _ATTEMPTS = 3
 # A race lost to a concurrent transaction: run the body again (see the module docstring).
 # Also a statement prepared before another process migrated the schema (a rolling upgrade of

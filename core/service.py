@@ -68,7 +68,7 @@ from .reports import (
     amount_text,
     parse_balance,
 )
-from .scopes import ScopeSettingsStore
+from .scopes import ScopeSettingsStore, check_scope
 from .settings import Settings
 from .store import ImageStore, StoredFile, copy_out, new_id
 from .tokens import TokenInfo, TokenStore, bare_prefix
@@ -466,8 +466,9 @@ class ImageService:
         )
         if hold.replayed:
             return await self._replay(caller, hold)
+        stop = asyncio.Event()  # set by ``cancel``: the job ends, keeping what arrived
         local = self._local[job_id] = _LocalJob(
-            self._execute(caller, request, chain, prices, hold, job_id, progress)
+            self._execute(caller, request, chain, prices, hold, job_id, progress, stop), stop
         )
         try:
             return await local.result()
@@ -480,9 +481,11 @@ class ImageService:
             del self._local[job_id]
             local.closed.set()
 
-    async def cancel(self, caller: Caller, job_id: str) -> JobRecord:
-        """Stop one of the caller's running jobs: its hold is released, so it is charged
-        nothing (unless it had already been charged for delivered images). A job running in
+    async def cancel(self, caller: Caller, job_id: str, *, moderator: bool = False) -> JobRecord:
+        """Stop one of the caller's running jobs (a ``moderator``, a front end's judgement such
+        as Discord's Manage Messages, may stop anyone's). A job still queued ends at once and
+        costs nothing; one generating stops waiting for its provider, keeps and charges the
+        images already delivered, and the rest of its hold is released. A job running in
         this process stops at once; one in another process sharing the database stops within
         about ``CANCEL_POLL_S`` (the request is recorded, and that process acts on it).
 
@@ -490,18 +493,18 @@ class ImageService:
         ``cancel_requested`` (elsewhere), or already finished (nothing to cancel).
 
         Raises:
-            NotFoundError: no such job, or not the caller's.
+            NotFoundError: no such job, or not the caller's (without ``moderator``).
         """
-        job = await self.job(caller, job_id)
+        job = await self.job(caller, job_id, shared=moderator)
         if job.status != "running":
             return job
         await self.store.request_cancel(job_id)
         local = self._local.get(job_id)
         if local is not None:
-            local.task.cancel()
+            local.stop.set()
             await asyncio.shield(local.closed.wait())
         log.info("job %s: cancel requested by %s", job_id, caller.key)
-        return await self.job(caller, job_id)
+        return await self.job(caller, job_id, shared=moderator)
 
     async def _watch_cancels(self) -> None:
         """Stop the jobs of this process that another process asked to cancel."""
@@ -516,7 +519,7 @@ class ImageService:
                 continue
             for job_id in wanted:
                 if (local := self._local.get(job_id)) is not None:
-                    local.task.cancel()
+                    local.stop.set()
 
     async def save_copies(self, images: list[StoredImage], directory: Path) -> list[Path]:
         """Copy delivered images into ``directory`` as files (``<job_id>-<index>.<ext>``), for
@@ -619,12 +622,15 @@ class ImageService:
         hold: Hold,
         job_id: str,
         progress: Progress | None,
+        stop: asyncio.Event,
     ) -> ImageResult:
-        outcome = await self._produce(request, chain, job_id, progress)
+        outcome = await self._produce(request, chain, job_id, progress, stop)
         stored = await self.store.save_images(
             job_id, [(d.model.ref, d.image, d.checked) for d in outcome.delivered]
         )
         status = "succeeded" if outcome.error is None else "partial" if stored else "failed"
+        if isinstance(outcome.error, JobCancelledError) and stored:
+            status = "cancelled"
         error = outcome.error.message if outcome.error else None
 
         async def record_results(tx: Tx, charged: int) -> None:
@@ -649,7 +655,12 @@ class ImageService:
             assert outcome.error is not None
             raise outcome.error
         warnings = list(outcome.warnings)
-        if outcome.error is not None:
+        if isinstance(outcome.error, JobCancelledError):
+            warnings.append(
+                f"cancelled after {len(stored)} of {request.n} images: {charged} credit(s)"
+                f" charged for those, {hold.amount - charged} released"
+            )
+        elif outcome.error is not None:
             warnings.append(
                 f"only {len(stored)} of {request.n} images were made ({outcome.error.message});"
                 " you were charged only for those"
@@ -679,21 +690,26 @@ class ImageService:
         chain: list[tuple[ImageModel, Plan]],
         job_id: str,
         progress: Progress | None,
+        stop: asyncio.Event,
     ) -> Outcome:
         """Wait for a slot at the first model's provider (reporting the queue position), then
-        run the job within its deadline; the slot is given back however it ends. The order of
-        progress events is documented in ``core.progress``."""
+        run the job within its deadline; the slot is given back however it ends. ``stop``
+        ends the wait in the queue (``JobCancelledError``) or the provider calls (the images
+        delivered are kept). The order of progress events is documented in
+        ``core.progress``."""
         first = chain[0][0]
         job = {"job_id": job_id, "provider": first.ctx.name, "model": first.ref}
         ticket = self.queues.get(first.ctx.name, first.ctx.settings.max_concurrency).enter()
         try:
-            await _queue_wait(ticket, job, progress)
+            await _unless(stop, _queue_wait(ticket, job, progress))
             await _tell(progress, "generating", {**job, "n": request.n})
             started = time.monotonic()
             deadline = started + self.settings.defaults.job_deadline_s
             receiver = forward_to(progress, {"job_id": job_id}) if progress else None
             with reporting_to(receiver):
-                outcome = await self.orchestrator.run(chain, deadline, self._check_image)
+                outcome = await self.orchestrator.run(
+                    chain, deadline, self._check_image, cancel=stop
+                )
             ticket.queue.record(time.monotonic() - started)  # finished runs only
             return outcome
         finally:
@@ -1057,6 +1073,46 @@ class ImageService:
         stored = await self.scopes.put(scope, values, by=admin.key)
         log.info("settings of %s changed by %s", scope, admin.key)
         return stored
+
+    # --- a user's own jobs: history, showing again, deleting, cancelling --------------------
+
+    async def share_job(self, caller: Caller, job_id: str, scope: str) -> None:
+        """Record that the caller's job was shown publicly in ``scope`` (e.g.
+        ``discord:guild:1234``), so others there may see it again (``shown_job``).
+
+        Raises:
+            NotFoundError: not the caller's job.
+        """
+        await self.job(caller, job_id)
+        await self.store.share(job_id, check_scope(scope))
+
+    async def shown_job(self, caller: Caller, job_id: str, scope: str | None = None) -> JobRecord:
+        """A job whose result the caller may see again: their own, or one shown publicly in
+        ``scope``; never a deleted one.
+
+        Raises:
+            NotFoundError: no such job here, or its result was deleted.
+        """
+        job = await self.store.job(job_id)
+        visible = job is not None and (
+            job.user == caller.key
+            or (scope is not None and await self.store.is_shared(job_id, scope))
+        )
+        if job is None or not visible:
+            raise NotFoundError(f"no job {job_id!r} that you can see here")
+        if job.deleted:
+            raise NotFoundError(f"the result of job {job_id} was deleted")
+        return job
+
+    async def delete_job(self, caller: Caller, job_id: str, *, moderator: bool = False) -> None:
+        """Mark a job's result deleted (history and ``shown_job`` never show it again): its
+        owner, or a ``moderator`` (a front end's judgement, e.g. Manage Messages).
+
+        Raises:
+            NotFoundError: no such job, or not the caller's (without ``moderator``).
+        """
+        job = await self.job(caller, job_id, shared=moderator)
+        await self.store.mark_deleted(job.job_id, caller.key)
 
     # --- styles and personal preferences (core.personal) -----------------------------------
 
@@ -1510,11 +1566,13 @@ class ImageService:
 
 
 class _LocalJob:
-    """A job's work running in this process, as its own task: ``cancel`` stops that task, not
-    the caller's. ``closed`` is set once the job's outcome is recorded."""
+    """A job's work running in this process, as its own task (a caller's own cancellation
+    stops it; ``cancel`` sets ``stop``, which the work obeys, keeping the images that
+    arrived). ``closed`` is set once the job's outcome is recorded."""
 
-    def __init__(self, work: Coroutine[Any, Any, ImageResult]) -> None:
+    def __init__(self, work: Coroutine[Any, Any, ImageResult], stop: asyncio.Event) -> None:
         self.task = asyncio.ensure_future(work)
+        self.stop = stop  # the work watches it (see ``ImageService.cancel``)
         self.closed = asyncio.Event()
 
     async def result(self) -> ImageResult:
@@ -1575,6 +1633,24 @@ async def _queue_wait(ticket: Ticket, job: dict[str, Any], progress: Progress | 
             info["starts_in_s"] = round(starts_in, 1)
         await _tell(progress, "queued", info)
         await ticket.wait(timeout=_QUEUE_REPORT_INTERVAL_S)
+
+
+async def _unless(cancel: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` unless ``cancel`` is set first: then ``work`` is cancelled and the job
+    ends as cancelled."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(cancel.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if cancel.is_set() and not (task.done() and not task.cancelled()):
+        raise JobCancelledError("the job was cancelled while it waited in the queue")
+    task.result()
 
 
 async def _tell(progress: Progress | None, stage: str, info: dict[str, Any]) -> None:

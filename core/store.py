@@ -66,6 +66,22 @@ def new_id(nbytes: int = 8) -> str:
     return random_hex(nbytes)
 
 
+async def _share(tx: Tx, job_id: str, scope: str, now_ms: int) -> None:
+    await tx.execute(
+        "INSERT INTO job_share (job_id, scope, created_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (job_id, scope) DO NOTHING",
+        (job_id, scope, now_ms),
+    )
+
+
+async def _mark_deleted(tx: Tx, job_id: str, by: str, now_ms: int) -> None:
+    await tx.execute(
+        "INSERT INTO job_deleted (job_id, deleted_by, deleted_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (job_id) DO NOTHING",
+        (job_id, by, now_ms),
+    )
+
+
 def _dt(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -212,7 +228,7 @@ class ImageStore:
         images = await self.db.fetchall(
             "SELECT * FROM image WHERE job_id = ? ORDER BY idx", (job_id,)
         )
-        return self._record(row, [self._stored(r) for r in images])
+        return self._record(row, [self._stored(r) for r in images], await self._marks([row]))
 
     async def jobs_of(self, user: str, *, limit: int, cursor: str | None) -> JobPage:
         """A page of ``user``'s jobs with their images, newest first.
@@ -227,7 +243,8 @@ class ImageStore:
                 f"SELECT * FROM image WHERE job_id IN ({marks}) ORDER BY idx", tuple(images)
             ):
                 images[r["job_id"]].append(self._stored(r))
-        jobs = [self._record(row, images[row["job_id"]]) for row in rows]
+        found = await self._marks(rows)
+        jobs = [self._record(row, images[row["job_id"]], found) for row in rows]
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
     async def images_of(self, user: str, *, limit: int, cursor: str | None) -> ImagePage:
@@ -274,7 +291,30 @@ class ImageStore:
         )
         return [row[0] for row in rows]
 
-    def _record(self, row: Any, images: list[StoredImage]) -> JobRecord:
+    async def _marks(self, rows: list[Any]) -> tuple[dict[str, int], set[str]]:
+        """What the jobs of ``rows`` reserved (by hold id) and which were deleted."""
+        if not rows:
+            return {}, set()
+        holds = [row["hold_id"] for row in rows if row["hold_id"]]
+        held: dict[str, int] = {}
+        if holds:
+            found = await self.db.fetchall(
+                "SELECT hold_id, from_allowance + from_granted FROM hold"
+                f" WHERE hold_id IN ({','.join('?' * len(holds))})",
+                tuple(holds),
+            )
+            held = {r[0]: int(r[1]) for r in found}
+        deleted = await self.db.fetchall(
+            f"SELECT job_id FROM job_deleted WHERE job_id IN ({','.join('?' * len(rows))})",
+            tuple(row["job_id"] for row in rows),
+        )
+        return held, {r[0] for r in deleted}
+
+    def _record(
+        self, row: Any, images: list[StoredImage], marks: tuple[dict[str, int], set[str]]
+    ) -> JobRecord:
+        held = marks[0].get(row["hold_id"]) if row["hold_id"] else None
+        deleted = row["job_id"] in marks[1]
         return JobRecord(
             job_id=row["job_id"],
             user=row["user_id"],
@@ -289,7 +329,23 @@ class ImageStore:
             created_at=datetime.fromtimestamp(row["created_at"] / 1000, UTC),
             finished_at=_dt(row["finished_at"]),
             cancel_requested=row["cancel_requested_at"] is not None,
+            credits_held=held,
+            deleted=deleted,
         )
+
+    async def share(self, job_id: str, scope: str) -> None:
+        """Record that the job's result was shown publicly in ``scope``."""
+        await self.db.transact(_share, job_id, scope, int(self.clock() * 1000))
+
+    async def is_shared(self, job_id: str, scope: str) -> bool:
+        row = await self.db.fetchone(
+            "SELECT 1 FROM job_share WHERE job_id = ? AND scope = ?", (job_id, scope)
+        )
+        return row is not None
+
+    async def mark_deleted(self, job_id: str, by: str) -> None:
+        """The job's result is deleted: history and /show never show it again."""
+        await self.db.transact(_mark_deleted, job_id, by, int(self.clock() * 1000))
 
     async def image(self, image_id: str) -> tuple[StoredImage, str] | None:
         """(image, owner user) or None."""

@@ -331,6 +331,15 @@ class JobRecord(BaseModel):
     created_at: datetime
     finished_at: datetime | None = None
     cancel_requested: bool = False  # asked to stop; the process running it will
+    credits_held: int | None = None  # reserved when it started; the rest went back
+    deleted: bool = False  # its owner (or a moderator) deleted the result: never show it
+
+    @property
+    def credits_refunded(self) -> int:
+        """Credits reserved for the job and given back (0 while it runs)."""
+        if self.status == "running" or self.credits_held is None:
+            return 0
+        return max(0, self.credits_held - self.credits_charged)
 
     def failure(self) -> ImageGateError | None:
         """The error a failed, interrupted or cancelled job ended with, carrying its billing

@@ -111,6 +111,20 @@ class AccountCog(commands.Cog, name="Account"):
     ) -> list[app_commands.Choice[str]]:
         return await style_choices(self.bot, interaction, current)
 
+    @app_commands.command(name="history", description="Your jobs, newest first (only you see this)")
+    @app_commands.describe(page="Which page (5 jobs each)")
+    async def history(
+        self, interaction: discord.Interaction, page: app_commands.Range[int, 1, 1000] = 1
+    ) -> None:
+        await self.bot.history.page(interaction, max(1, min(page, 1000)))
+
+    @app_commands.command(name="show", description="See a job's result again, with its buttons")
+    @app_commands.describe(job_id="The job id (in a result's footer or /history)")
+    async def show(
+        self, interaction: discord.Interaction, job_id: app_commands.Range[str, 1, 64]
+    ) -> None:
+        await self.bot.history.show(interaction, job_id)
+
 
 def _scope(interaction: discord.Interaction) -> str | None:
     """Where styles are looked up: this server (None in DMs: the operator's only)."""

@@ -7,6 +7,7 @@ the ``Caller`` and ``ImageRequest``, hand one ``ImageService`` call to ``JobRunn
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -546,6 +547,15 @@ class GenerateCog(commands.Cog, name="Generate"):
         await interaction.response.send_modal(EditModal(self, attachment))
 
 
+def _cancel_reply(job: JobRecord) -> str:
+    """What the Cancel button's presser is told (the job's own message says the rest)."""
+    if job.status == "running":
+        return "✖️ Cancelling: images already made are kept and charged, the rest is given back."
+    if job.status == "cancelled":
+        return f"✖️ Cancelled: {render.credits(job.credits_refunded)} given back."
+    return "This job is not running any more."
+
+
 def _image_of(message: discord.Message) -> discord.Attachment:
     """The first image attached to ``message``.
 
@@ -660,6 +670,9 @@ class ButtonActions:
         if action == "delete":
             await self.delete(interaction, job_id)
             return
+        if action == "cancel":
+            await self.cancel(interaction, job_id)
+            return
         self.cog.precheck(interaction)
         if action == "remix":
             job = await self.read_job(caller_of(interaction), job_id)
@@ -735,6 +748,8 @@ class ButtonActions:
                 ephemeral=True,
             )
             return
+        with contextlib.suppress(NotFoundError):  # never shown again by /history or /show
+            await self.bot.service.delete_job(caller, job_id, moderator=not owner)
         try:
             await interaction.delete_original_response()
         except discord.HTTPException:
@@ -742,3 +757,19 @@ class ButtonActions:
                 raise
             await interaction.message.delete()
         log.info("result of job %s deleted by %s", job_id, caller.key)
+
+    async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Stop a running job: its requester, or anyone with Manage Messages. The job's own
+        progress message then says what was charged and what was given back."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        caller = caller_of(interaction)
+        moderator = bool(interaction.permissions.manage_messages)
+        try:
+            job = await self.bot.service.cancel(caller, job_id, moderator=moderator)
+        except NotFoundError:
+            await interaction.edit_original_response(
+                content="🔒 Only the person who started this job, or someone with Manage"
+                " Messages, can cancel it."
+            )
+            return
+        await interaction.edit_original_response(content=_cancel_reply(job))

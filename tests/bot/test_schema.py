@@ -72,6 +72,8 @@ def test_commands_respect_discord_limits(schema: list[dict[str, Any]]):
         (1, "quota"),
         (1, "models"),
         (1, "settings"),
+        (1, "history"),
+        (1, "show"),
         (1, "imagegate"),
         (3, "Upscale"),
         (3, "Edit image"),
