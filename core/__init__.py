@@ -28,7 +28,7 @@ from .errors import (
 )
 from .images import EXTENSIONS, FORMAT_NAMES, check_upload, is_accepted_upload, preview, sniff_mime
 from .moderation import NSFW_TERMS, filter_form, find_in_texts, find_term, normalise_prompt
-from .personal import DELIVERY_MODES, Preferences, Style, make_style
+from .personal import DELIVERY_MODES, MAX_STYLE_TEXT, Preferences, Style, make_style
 from .progress import Progress
 from .reports import Digest, ProviderRunway, Usage, digest_text
 from .service import ImageService, ProviderInfo, default_cli_user
@@ -91,6 +91,7 @@ __all__ = [
     "LedgerEntry",
     "MAX_IMAGES_PER_JOB",
     "MAX_PROMPT_CHARS",
+    "MAX_STYLE_TEXT",
     "ModelInfo",
     "NSFW_TERMS",
     "NotFoundError",

@@ -16,8 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from core import Caller, filter_form, make_style
-from core.personal import MAX_STYLE_TEXT
+from core import MAX_STYLE_TEXT, Caller, filter_form, make_style
 
 from .. import errors, moderation, render, trust
 from ..guilds import (
