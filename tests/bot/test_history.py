@@ -103,8 +103,11 @@ async def test_history_pages_and_reshow_with_working_buttons(env: Running):
 
 async def test_show_own_or_public_here_and_never_deleted(env: Running):
     fake = env.fake
-    message = await result_of(fake, await fake.slash("imagine", {"prompt": "a comet"}))
+    made = await fake.slash("imagine", {"prompt": "a comet"})
+    message = await result_of(fake, made)
     job = job_of(message)
+    # Recorded as public once the delivery is done (the summary follows it).
+    await fake.wait_until(lambda: "Done" in content(made), 5, "summary")
     bob = fake.create_user("bob")
     for user in (fake.user, bob):  # the owner, and anyone here: it was posted publicly
         show = await fake.slash("show", {"job_id": job}, user=user)
