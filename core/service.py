@@ -654,17 +654,10 @@ class ImageService:
         if not stored:
             assert outcome.error is not None
             raise outcome.error
-        warnings = list(outcome.warnings)
-        if isinstance(outcome.error, JobCancelledError):
-            warnings.append(
-                f"cancelled after {len(stored)} of {request.n} images: {charged} credit(s)"
-                f" charged for those, {hold.amount - charged} released"
-            )
-        elif outcome.error is not None:
-            warnings.append(
-                f"only {len(stored)} of {request.n} images were made ({outcome.error.message});"
-                " you were charged only for those"
-            )
+        warnings = [
+            *outcome.warnings,
+            *_shortfall(outcome.error, len(stored), request.n, charged, hold),
+        ]
         model = _model_of(outcome.delivered)
         log.info(
             "job %s %s by %s: %d image(s), %d credit(s)",
@@ -1691,6 +1684,24 @@ def _plans(models: list[ImageModel], request: ImageRequest) -> list[tuple[ImageM
         with contextlib.suppress(InvalidRequestError):
             chain.append((model, model.plan(request)))
     return chain
+
+
+def _shortfall(
+    error: ImageGateError | None, made: int, asked: int, charged: int, hold: Hold
+) -> list[str]:
+    """The warning for a job that delivered fewer images than asked (cancelled or failed part
+    way), saying what was charged; none for a complete job."""
+    if isinstance(error, JobCancelledError):
+        return [
+            f"cancelled after {made} of {asked} images: {charged} credit(s)"
+            f" charged for those, {hold.amount - charged} released"
+        ]
+    if error is not None:
+        return [
+            f"only {made} of {asked} images were made ({error.message});"
+            " you were charged only for those"
+        ]
+    return []
 
 
 def _model_of(delivered: list[Delivered]) -> str:
