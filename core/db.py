@@ -7,10 +7,10 @@ Two backends share one interface (``Database``) and one set of transaction bodie
 
 A transaction body is ``async def body(tx, *args)`` that awaits only ``tx``'s methods
 (``fetchone``, ``fetchall``, ``execute``, ``executemany``), with ``?`` placeholders and SQL
-that both engines accept; each backend keeps its own schema (migrations) and engine-specific
-SQL in its module. Such a body never waits on anything else, so SQLite runs it to completion
-in its writer thread with no event loop (``run_body``), and PostgreSQL awaits it on a pooled
-connection.
+that both engines accept. The schema is written once for both (``core.schema``); SQL that
+only one engine accepts stays in its backend's module. Such a body never waits on anything
+else, so SQLite runs it to completion in its writer thread with no event loop
+(``run_body``), and PostgreSQL awaits it on a pooled connection.
 
 SQLite facts that shape the SQLite backend (see reference/core-and-quotas.md, B3 and B4):
 - WAL lets readers and the single writer work at once; all processes must be on one host.
@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import aiosqlite
 
+from . import schema
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -50,288 +51,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 MIN_SQLITE = (3, 35, 0)  # RETURNING
-
-MIGRATIONS: list[tuple[str, str]] = []
-
-
-def migration(name: str, sql: str) -> None:
-    """Register a schema step; steps run once each, in the order they are registered."""
-    MIGRATIONS.append((name, sql))
-
-
-migration(
-    "m001_jobs",
-    """
-    CREATE TABLE job (
-      job_id      TEXT PRIMARY KEY,
-      user_id     TEXT NOT NULL,
-      operation   TEXT NOT NULL,
-      model       TEXT NOT NULL,
-      status      TEXT NOT NULL,
-      request     TEXT NOT NULL,
-      hold_id     TEXT,
-      credits_charged INTEGER NOT NULL DEFAULT 0,
-      warnings    TEXT NOT NULL DEFAULT '[]',
-      error       TEXT,
-      owner       TEXT,
-      created_at  INTEGER NOT NULL,
-      finished_at INTEGER
-    );
-    CREATE INDEX job_user ON job(user_id, created_at);
-    CREATE TABLE image (
-      image_id    TEXT PRIMARY KEY,
-      job_id      TEXT REFERENCES job(job_id),
-      idx         INTEGER NOT NULL,
-      user_id     TEXT NOT NULL,
-      sha256      TEXT NOT NULL,
-      mime        TEXT NOT NULL,
-      width       INTEGER NOT NULL,
-      height      INTEGER NOT NULL,
-      seed        INTEGER,
-      model       TEXT NOT NULL,
-      provider_image_id TEXT,
-      meta        TEXT NOT NULL DEFAULT '{}',
-      created_at  INTEGER NOT NULL
-    );
-    CREATE INDEX image_job ON image(job_id, idx);
-    """,
-)
-
-migration(
-    "m002_quota",
-    """
-    CREATE TABLE account (
-      user_id         TEXT PRIMARY KEY,
-      period          TEXT NOT NULL,
-      allowance_used  INTEGER NOT NULL DEFAULT 0 CHECK (allowance_used >= 0),
-      granted         INTEGER NOT NULL DEFAULT 0 CHECK (granted >= 0),
-      held            INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),
-      allowance_override INTEGER CHECK (allowance_override >= 0),
-      updated_at      INTEGER NOT NULL
-    );
-    CREATE TABLE hold (
-      hold_id        TEXT PRIMARY KEY,
-      user_id        TEXT NOT NULL REFERENCES account(user_id),
-      idem_key       TEXT NOT NULL UNIQUE,
-      request_hash   TEXT NOT NULL,
-      period         TEXT NOT NULL,
-      from_allowance INTEGER NOT NULL,
-      from_granted   INTEGER NOT NULL,
-      state          TEXT NOT NULL CHECK (state IN ('held','settled','released','expired')),
-      settled_amount INTEGER,
-      job_id         TEXT,
-      owner          TEXT,
-      created_at     INTEGER NOT NULL,
-      expires_at     INTEGER NOT NULL
-    );
-    CREATE INDEX hold_open ON hold(user_id) WHERE state = 'held';
-    CREATE INDEX hold_expiry ON hold(expires_at) WHERE state = 'held';
-    CREATE TABLE ledger (
-      entry_id        INTEGER PRIMARY KEY AUTOINCREMENT,
-      user_id         TEXT NOT NULL,
-      hold_id         TEXT,
-      kind            TEXT NOT NULL CHECK (kind IN
-                        ('grant','reset','hold','capture','release','expire','adjust')),
-      d_allowance_used INTEGER NOT NULL DEFAULT 0,
-      d_granted       INTEGER NOT NULL DEFAULT 0,
-      d_held          INTEGER NOT NULL DEFAULT 0,
-      reason          TEXT,
-      created_at      INTEGER NOT NULL,
-      UNIQUE (hold_id, kind)
-    );
-    CREATE INDEX ledger_user ON ledger(user_id, entry_id);
-    CREATE TABLE rate_bucket (
-      user_id TEXT NOT NULL,
-      name    TEXT NOT NULL,
-      tat_ms  INTEGER NOT NULL,
-      PRIMARY KEY (user_id, name)
-    );
-    """,
-)
-
-
-migration(
-    "m003_scope_settings",
-    """
-    CREATE TABLE scope_setting (
-      scope       TEXT PRIMARY KEY,
-      value       TEXT NOT NULL,
-      updated_by  TEXT,
-      updated_at  INTEGER NOT NULL
-    );
-    """,
-)
-
-
-migration(
-    "m004_api_tokens",
-    """
-    CREATE TABLE api_token (
-      prefix        TEXT PRIMARY KEY,
-      kind          TEXT NOT NULL,
-      user_id       TEXT NOT NULL,
-      sha256        TEXT NOT NULL,
-      label         TEXT NOT NULL DEFAULT '',
-      created_at    INTEGER NOT NULL,
-      last_used_at  INTEGER,
-      revoked_at    INTEGER
-    );
-    CREATE INDEX api_token_kind ON api_token(kind, user_id);
-    """,
-)
-
-
-# The ledger becomes the whole audit trail: allowance changes are entries of their own (no
-# credits move), and ``actor`` says who made an operator's change. SQLite cannot alter a CHECK,
-# so the table is rebuilt (entry ids, and with them AUTOINCREMENT's counter, are kept).
-migration(
-    "m005_ledger_audit",
-    """
-    CREATE TABLE ledger_new (
-      entry_id        INTEGER PRIMARY KEY AUTOINCREMENT,
-      user_id         TEXT NOT NULL,
-      hold_id         TEXT,
-      kind            TEXT NOT NULL CHECK (kind IN
-                        ('grant','reset','hold','capture','release','expire','adjust',
-                         'allowance')),
-      d_allowance_used INTEGER NOT NULL DEFAULT 0,
-      d_granted       INTEGER NOT NULL DEFAULT 0,
-      d_held          INTEGER NOT NULL DEFAULT 0,
-      reason          TEXT,
-      created_at      INTEGER NOT NULL,
-      actor           TEXT,
-      UNIQUE (hold_id, kind)
-    );
-    INSERT INTO ledger_new (entry_id, user_id, hold_id, kind, d_allowance_used, d_granted,
-      d_held, reason, created_at)
-      SELECT entry_id, user_id, hold_id, kind, d_allowance_used, d_granted, d_held, reason,
-      created_at FROM ledger;
-    DROP TABLE ledger;
-    ALTER TABLE ledger_new RENAME TO ledger;
-    CREATE INDEX ledger_user ON ledger(user_id, entry_id);
-    """,
-)
-
-
-migration(
-    "m006_image_bytes_lost",
-    """
-    ALTER TABLE image ADD COLUMN bytes INTEGER;
-    ALTER TABLE image ADD COLUMN lost TEXT;
-    CREATE INDEX image_created ON image(created_at);
-    """,
-)
-
-
-migration(
-    "m007_reports",
-    """
-    CREATE INDEX job_created ON job(created_at);
-    CREATE INDEX ledger_created ON ledger(created_at);
-    CREATE TABLE provider_balance (
-      provider  TEXT NOT NULL,
-      taken_at  INTEGER NOT NULL,
-      amount    DOUBLE PRECISION NOT NULL,
-      unit      TEXT NOT NULL,
-      PRIMARY KEY (provider, taken_at)
-    );
-    CREATE TABLE alert_sent (
-      alert     TEXT NOT NULL,
-      period    TEXT NOT NULL,
-      sent_at   INTEGER NOT NULL,
-      PRIMARY KEY (alert, period)
-    );
-    """,
-)
-
-
-migration(
-    "m008_image_owner_hash",  # recognise an upload as one of the user's results
-    """
-    CREATE INDEX image_owner_hash ON image(user_id, sha256);
-    """,
-)
-
-
-migration(
-    "m009_instance_leases",
-    """
-    CREATE TABLE instance (
-      instance_id TEXT PRIMARY KEY,
-      host        TEXT NOT NULL,
-      pid         INTEGER NOT NULL,
-      started_at  INTEGER NOT NULL,
-      renewed_at  INTEGER NOT NULL,
-      expires_at  INTEGER NOT NULL
-    );
-    CREATE INDEX hold_owner ON hold(owner) WHERE state = 'held';
-    CREATE INDEX job_running ON job(owner) WHERE status = 'running';
-    """,
-)
-
-
-migration(
-    "m010_job_cancel",  # a cancel request that the process running the job acts on
-    """
-    ALTER TABLE job ADD COLUMN cancel_requested_at INTEGER;
-    CREATE INDEX image_user ON image(user_id, created_at);
-    """,
-)
-
-
-# Late charges (core.quota): a hold released while its job lived is charged when the job
-# delivers; what no credit covers is owed (``account.debt``, ``ledger.d_debt``). SQLite cannot
-# alter a CHECK, so the ledger is rebuilt again (entry ids and their counter kept).
-migration(
-    "m011_late_charges",
-    """
-    ALTER TABLE account ADD COLUMN debt INTEGER NOT NULL DEFAULT 0 CHECK (debt >= 0);
-    CREATE TABLE ledger_new (
-      entry_id        INTEGER PRIMARY KEY AUTOINCREMENT,
-      user_id         TEXT NOT NULL,
-      hold_id         TEXT,
-      kind            TEXT NOT NULL CHECK (kind IN
-                        ('grant','reset','hold','capture','release','expire','adjust',
-                         'allowance','late_charge')),
-      d_allowance_used INTEGER NOT NULL DEFAULT 0,
-      d_granted       INTEGER NOT NULL DEFAULT 0,
-      d_held          INTEGER NOT NULL DEFAULT 0,
-      reason          TEXT,
-      created_at      INTEGER NOT NULL,
-      actor           TEXT,
-      d_debt          INTEGER NOT NULL DEFAULT 0,
-      UNIQUE (hold_id, kind)
-    );
-    INSERT INTO ledger_new (entry_id, user_id, hold_id, kind, d_allowance_used, d_granted,
-      d_held, reason, created_at, actor)
-      SELECT entry_id, user_id, hold_id, kind, d_allowance_used, d_granted, d_held, reason,
-      created_at, actor FROM ledger;
-    DROP TABLE ledger;
-    ALTER TABLE ledger_new RENAME TO ledger;
-    CREATE INDEX ledger_user ON ledger(user_id, entry_id);
-    CREATE INDEX ledger_created ON ledger(created_at);
-    CREATE INDEX ledger_late ON ledger(user_id, created_at) WHERE kind = 'late_charge';
-    """,
-)
-
-
-migration(
-    "m012_job_marks",  # /show: where a result was posted publicly; results deleted by a user
-    """
-    CREATE TABLE job_share (
-      job_id      TEXT NOT NULL,
-      scope       TEXT NOT NULL,
-      created_at  INTEGER NOT NULL,
-      PRIMARY KEY (job_id, scope)
-    );
-    CREATE TABLE job_deleted (
-      job_id      TEXT PRIMARY KEY,
-      deleted_by  TEXT NOT NULL,
-      deleted_at  INTEGER NOT NULL
-    );
-    """,
-)
-
 
 Params = Sequence[Any]
 
@@ -378,8 +97,8 @@ class Database(abc.ABC):
     dialect: ClassVar[str]
     #: What a broken constraint (unique key, check) raises from ``transact``.
     IntegrityError: ClassVar[type[Exception]]
-    #: This backend's schema steps, (name, SQL), in order; both backends have the same names.
-    migrations: ClassVar[list[tuple[str, str]]]
+    #: The schema's steps (``core.schema``), as (name, statements) in this backend's SQL.
+    migrations: ClassVar[list[tuple[str, list[str]]]]
 
     @abc.abstractmethod
     async def transact(self, body: Body[T], *args: Any) -> T:
@@ -507,7 +226,7 @@ class SqliteDatabase(Database):
 
     dialect = "sqlite"
     IntegrityError = sqlite3.IntegrityError
-    migrations = MIGRATIONS
+    migrations = schema.migrations("sqlite")
 
     def __init__(self, writer: _Writer, reader: aiosqlite.Connection) -> None:
         self._writer = writer
@@ -570,7 +289,7 @@ class SqliteDatabase(Database):
         return {row[0]: row[1] for row in await self.fetchall("SELECT * FROM _migrations")}
 
     async def upgrade(self) -> list[str]:
-        return await self.transact(_migrate)
+        return await self.transact(_migrate, self.migrations)
 
     async def tables(self) -> dict[str, tuple[list[str], set[str]]]:
         """Every table of the schema (not ``_migrations``) with its columns and the tables it
@@ -727,16 +446,16 @@ def _deliver(results: list[tuple[_Op, tuple[bool, Any]]]) -> None:
             op.future.set_exception(value)
 
 
-async def _migrate(tx: Tx) -> list[str]:
+async def _migrate(tx: Tx, migrations: list[tuple[str, list[str]]]) -> list[str]:
     await tx.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
     )
     done = {row[0] for row in await tx.fetchall("SELECT name FROM _migrations")}
     applied = []
-    for name, sql in MIGRATIONS:
+    for name, statements in migrations:
         if name in done:
             continue
-        for statement in _statements(sql):
+        for statement in statements:
             await tx.execute(statement)
         await tx.execute("INSERT INTO _migrations VALUES (?, datetime('now'))", (name,))
         applied.append(name)
@@ -767,7 +486,3 @@ async def _connect(path: Path, busy_timeout_ms: int, synchronous: str) -> aiosql
     await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     await conn.execute("PRAGMA foreign_keys=ON")
     return conn
-
-
-def _statements(sql: str) -> list[str]:
-    return [part.strip() for part in sql.split(";") if part.strip()]
