@@ -58,18 +58,20 @@ class History:
         )
 
     async def show(self, interaction: discord.Interaction, job_id: str) -> None:
-        """Post a job's result again (privately), with its buttons."""
+        """Post a job's result again (privately), with its buttons. A job still running, here
+        or in another bot process (a shard), is waited for up to ``[discord] show_wait_s``."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         caller = caller_of(interaction)
         guild = interaction.guild_id
         service = self.bot.service
         job = await service.shown_job(
-            caller, job_id.strip(), scope_of(guild) if guild is not None else None
+            caller,
+            job_id.strip(),
+            scope_of(guild) if guild is not None else None,
+            timeout_s=self.bot.settings.discord.show_wait_s,
         )
-        if not job.images:
-            await interaction.edit_original_response(
-                content=f"Job `{job.job_id}` has no images ({STATUS.get(job.status, job.status)})."
-            )
+        if job.status == "running" or not job.images:
+            await interaction.edit_original_response(content=_not_shown(job))
             return
         result = ImageResult(
             job_id=job.job_id,
@@ -85,6 +87,16 @@ class History:
         await interaction.edit_original_response(
             content=f"Job `{job.job_id}` from {render.timestamp(job.created_at, 'f')}, again below."
         )
+
+
+def _not_shown(job: JobRecord) -> str:
+    """Why /show has no images to post: still running after the wait, or none made."""
+    if job.status == "running":
+        return (
+            f"Job `{job.job_id}` (started {render.timestamp(job.created_at, 'R')}) is still"
+            f" running: try `/show {job.job_id}` again in a minute."
+        )
+    return f"Job `{job.job_id}` has no images ({STATUS.get(job.status, job.status)})."
 
 
 def history_embed(jobs: list[JobRecord], page: int) -> discord.Embed:

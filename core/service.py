@@ -844,14 +844,21 @@ class ImageService:
         Raises:
             NotFoundError: no such job, or not the caller's.
         """
-        job = await self.job(caller, job_id, shared=shared)
+        return await self._finished(lambda: self.job(caller, job_id, shared=shared), timeout_s)
+
+    async def _finished(
+        self, read: Callable[[], Awaitable[JobRecord]], timeout_s: float
+    ) -> JobRecord:
+        """``read()``'s job once its status in the database is no longer running, or after
+        ``timeout_s``; in between only the status is read (one small query)."""
+        job = await read()
         deadline = time.monotonic() + timeout_s
         pause = 0.05
         while job.status == "running" and (left := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 1.5, 1.0)
-            if await self.store.job_status(job_id) != "running":
-                job = await self.job(caller, job_id, shared=shared)
+            if await self.store.job_status(job.job_id) != "running":
+                job = await read()
         return job
 
     async def image(
@@ -1079,13 +1086,20 @@ class ImageService:
         await self.job(caller, job_id)
         await self.store.share(job_id, check_scope(scope))
 
-    async def shown_job(self, caller: Caller, job_id: str, scope: str | None = None) -> JobRecord:
+    async def shown_job(
+        self, caller: Caller, job_id: str, scope: str | None = None, *, timeout_s: float = 0
+    ) -> JobRecord:
         """A job whose result the caller may see again: their own, or one shown publicly in
-        ``scope``; never a deleted one.
+        ``scope``; never a deleted one. With ``timeout_s``, once it has finished or that long
+        has passed (then still running), waiting on the database as ``wait_job`` does: the
+        job may be running in another process (another Discord shard or replica).
 
         Raises:
             NotFoundError: no such job here, or its result was deleted.
         """
+        return await self._finished(lambda: self._shown_job(caller, job_id, scope), timeout_s)
+
+    async def _shown_job(self, caller: Caller, job_id: str, scope: str | None) -> JobRecord:
         job = await self.store.job(job_id)
         visible = job is not None and (
             job.user == caller.key

@@ -200,6 +200,8 @@ class DiscordSettings(_Section):
     audit_channel_id: int | None = None
     max_attachment_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     progress_interval_s: float = Field(2.0, ge=0.5)
+    # /show of a job still running (here or in another bot process) waits this long for it.
+    show_wait_s: float = Field(60.0, ge=0, le=600)
     provider_concurrency: int = Field(4, ge=1)  # no longer used: core queues per provider
     # Who may create, take or re-set credits through Discord (see docs/discord.md); with
     # neither set, only the Discord application's owner or its team.

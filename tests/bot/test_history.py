@@ -3,14 +3,17 @@ and /show, against the fake Discord and the real core."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import anyio
 import pytest
 
-from core import Caller
+from core import Caller, ImageRequest, ImageService
 from tests.bot.conftest import FOLLOWUP, ProviderGate, Running, custom_id, labels, running
 from tests.bot.test_buttons import job_of, result_of
-from tests.discord_fake import FakeDiscord
+from tests.conftest import PG_URL_ENV
+from tests.discord_fake import FakeDiscord, FakeUser
 
 
 def buttons_of(message: dict[str, Any]) -> list[str]:
@@ -131,3 +134,64 @@ async def test_show_own_or_public_here_and_never_deleted(env: Running):
     await fake.wait_until(lambda: bool((listing.original_message or {}).get("embeds")), 5, "page")
     assert "(deleted)" in listing.original_message["embeds"][0]["description"]
     assert not listing.original_message.get("components")  # nothing to show again
+
+
+async def running_job(service: ImageService, user: FakeUser) -> str:
+    """The id of the user's job once it is recorded as running."""
+    caller = Caller(frontend="discord", user_id=str(user.id))
+    with anyio.fail_after(10):
+        while not (jobs := (await service.jobs(caller)).jobs):
+            await asyncio.sleep(0.02)
+    assert jobs[0].status == "running"
+    return jobs[0].job_id
+
+
+async def test_show_waits_for_a_job_running_on_another_replica(
+    fake_discord: FakeDiscord, settings_for, pg_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Replica A runs the job (its provider call held open); /show through a bot whose service
+    is replica B, on the same PostgreSQL database, answers with the result once A finishes."""
+    fake = fake_discord
+    monkeypatch.setenv(PG_URL_ENV, pg_url)
+    settings = settings_for(database={"url_env": PG_URL_ENV})
+    alice = Caller(frontend="discord", user_id=str(fake.user.id))
+    async with (
+        await ImageService.open(settings, sweeper=False) as replica_a,
+        running(fake, settings) as on_b,
+    ):
+        gate = ProviderGate(replica_a, monkeypatch)
+        made = asyncio.create_task(replica_a.generate(alice, ImageRequest(prompt="made on A")))
+        job_id = await running_job(replica_a, fake.user)
+        polled = asyncio.Event()  # B read the job as running and is looking again
+        job_status = on_b.service.store.job_status
+
+        async def observed(job: str) -> str | None:
+            polled.set()
+            return await job_status(job)
+
+        monkeypatch.setattr(on_b.service.store, "job_status", observed)
+        show = await fake.slash("show", {"job_id": job_id})
+        assert (await show.wait_callback()).type == 5  # deferred while it waits
+        with anyio.fail_after(10):
+            await polled.wait()
+        assert not [c for c in fake.calls_to("POST", FOLLOWUP) if c.files]
+        gate.open()
+        assert (await made).job_id == job_id
+        again = await result_of(fake, show)
+        assert again["flags"] & 64 and again["embeds"][0]["description"] == "made on A"
+        await fake.wait_until(lambda: "again below" in content(show), 5, "summary")
+        assert await on_b.remaining(fake.user) == 49  # charged once, by A
+
+
+async def test_show_of_a_job_still_running_after_the_wait_says_so(
+    fake_discord: FakeDiscord, settings_for, monkeypatch: pytest.MonkeyPatch
+):
+    async with running(fake_discord, settings_for(discord={"show_wait_s": 0.2})) as env:
+        gate = ProviderGate(env.service, monkeypatch)
+        made = await env.fake.slash("imagine", {"prompt": "slow"})
+        job_id = await running_job(env.service, env.fake.user)
+        show = await env.fake.slash("show", {"job_id": job_id})
+        told = f"try `/show {job_id}` again"
+        await env.fake.wait_until(lambda: told in content(show), 5, "still running")
+        gate.open()
+        await result_of(env.fake, made)
