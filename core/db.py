@@ -6,10 +6,13 @@ Two backends share one interface (``Database``) and one set of transaction bodie
   ledger shared by processes on many hosts (MCP replicas, Discord shards).
 
 A transaction body is ``async def body(tx, *args)`` that awaits only ``tx``'s methods
-(``fetchone``, ``fetchall``, ``execute``, ``executemany``), with ``?`` placeholders and SQL
-that both engines accept. The schema is written once for both (``core.schema``); SQL that
-only one engine accepts stays in its backend's module. Such a body never waits on anything
-else, so SQLite runs it to completion in its writer thread with no event loop
+(``fetchone``, ``fetchall``, ``execute``, ``executemany``, ``execute_all``), with ``?``
+placeholders and SQL that both engines accept. The schema is written once for both
+(``core.schema``); SQL that only one engine accepts stays in its backend's module. (One
+exception: where a PostgreSQL round trip per step is what a hot path costs, a body may send
+that path's steps as one PostgreSQL statement, ``tx.dialect`` telling it which;
+``core.quota`` closes holds so.) Such a body never waits on anything else, so SQLite runs it
+to completion in its writer thread with no event loop
 (``run_body``), and PostgreSQL awaits it on a pooled connection.
 
 SQLite facts that shape the SQLite backend (see reference/core-and-quotas.md, B3 and B4):
@@ -69,6 +72,12 @@ class Tx(Protocol):
         ...
 
     async def executemany(self, sql: str, rows: Sequence[Params]) -> None: ...
+
+    async def execute_all(self, statements: Sequence[tuple[str, Params]]) -> None:
+        """Run writes (INSERT, UPDATE, DELETE without RETURNING), in one trip to the server
+        where the backend has one (PostgreSQL: one statement). None may depend on another's
+        changes: on PostgreSQL each sees the database as it was before all of them."""
+        ...
 
 
 Body = Callable[..., Coroutine[Any, Any, T]]
@@ -219,6 +228,10 @@ class SqliteTx:
 
     async def executemany(self, sql: str, rows: Sequence[Params]) -> None:
         self.conn.executemany(sql, rows)
+
+    async def execute_all(self, statements: Sequence[tuple[str, Params]]) -> None:
+        for sql, params in statements:
+            self.conn.execute(sql, params)
 
 
 class SqliteDatabase(Database):

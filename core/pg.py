@@ -77,6 +77,10 @@ class PostgresTx:
     async def executemany(self, sql: str, rows: Any) -> None:
         await self.conn.executemany(pg_sql(sql), rows)
 
+    async def execute_all(self, statements: Sequence[tuple[str, Params]]) -> None:
+        params = [value for _, values in statements for value in values]
+        await self.conn.execute(combined_sql(tuple(sql for sql, _ in statements)), *params)
+
 
 class PostgresDatabase(Database):
     """A pool of asyncpg connections to one PostgreSQL database."""
@@ -104,6 +108,7 @@ class PostgresDatabase(Database):
                 min_size=min(2, pool_size),
                 max_size=pool_size,
                 server_settings={"application_name": "imagegate"},
+                reset=_keep_session,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             reason = redact(f"{type(exc).__name__}: {exc}", url)
@@ -220,6 +225,16 @@ def pg_sql(sql: str) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=256)
+def combined_sql(statements: tuple[str, ...]) -> str:
+    """Writes as one statement (``$n`` placeholders numbered across them): all but the last
+    become data-modifying ``WITH`` items, which PostgreSQL runs to completion, each once, on
+    the statement's one snapshot."""
+    *first, last = statements
+    items = ", ".join(f"_w{i} AS ({sql} RETURNING 1)" for i, sql in enumerate(first))
+    return pg_sql(f"WITH {items} {last}" if items else last)
+
+
 def redact(text: str, url: str) -> str:
     """``text`` without ``url`` or the password in it."""
     text = text.replace(url, "***")
@@ -228,6 +243,14 @@ def redact(text: str, url: str) -> str:
     except ValueError:
         password = None
     return text.replace(password, "***") if password else text
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Reset nothing when a connection goes back to the pool (asyncpg has rolled back any
+    open transaction by then). Nothing here changes session state (no SET, LISTEN, session
+    advisory lock or cursor outside a transaction), so the default reset (RESET ALL,
+    UNLISTEN *, CLOSE ALL, pg_advisory_unlock_all()) would be one more trip to the server per
+    transaction for nothing."""
 
 
 def _collect(task: asyncio.Future[Any]) -> None:
