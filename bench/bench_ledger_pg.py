@@ -120,7 +120,16 @@ async def _bare(url: str, pairs: int) -> float:
         elapsed = time.perf_counter() - start
     finally:
         await pool.close()
+    await _check(url)  # the baseline did the same work: its ledger sums to its accounts
     return (pairs // CALLERS) * CALLERS / elapsed
+
+
+async def _check(url: str) -> None:
+    db = await PostgresDatabase.open(url, pool_size=1)
+    try:
+        assert await QuotaStore(db).check_ledger() == []
+    finally:
+        await db.close()
 
 
 async def _rounds(server: PostgresServer, pairs: int) -> tuple[dict[str, list[float]], list[float]]:
