@@ -45,6 +45,7 @@ ADVICE_TEXT: dict[str, str] = {
 _LEAD = {
     "content_rejected": "The image provider's safety filter refused this request: ",
     "provider_unavailable": "The image provider failed: ",
+    "provider_rate_limited": "The image provider failed: ",
     "timeout": "The image provider failed: ",
 }
 _EMOJI = {

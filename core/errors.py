@@ -32,7 +32,7 @@ the job and given back)::
     │   └── JobCancelledError            cancelled            yes        resend_if_wanted
     └── ProviderError                    provider_unavailable no         try_other_model
         ├── ProviderUnavailableError     5xx, connection      yes        (retried, fallback)
-        ├── ProviderRateLimitedError     429                  yes        retry (retried, fallback)
+        ├── ProviderRateLimitedError     provider_rate_limited yes       retry (retried, fallback)
         ├── ProviderTimeoutError         timeout              yes        (retried, fallback)
         ├── ProviderConflictError        409                  yes        retry (retried)
         ├── ProviderAuthError            401/403: our key     no         tell_operator (fallback)
@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 Advice = Literal[
     "fix_request",
@@ -61,17 +61,7 @@ Advice = Literal[
     "resend_if_wanted",
     "report_bug",
 ]
-ADVICE: tuple[Advice, ...] = (
-    "fix_request",
-    "retry",
-    "try_other_model",
-    "wait_for_credits",
-    "change_content",
-    "tell_operator",
-    "check_reference",
-    "resend_if_wanted",
-    "report_bug",
-)
+ADVICE: tuple[Advice, ...] = get_args(Advice)
 
 
 class ImageGateError(Exception):
@@ -324,6 +314,9 @@ class ProviderUnavailableError(ProviderError):
 
 
 class ProviderRateLimitedError(ProviderError):
+    """The provider refuses more requests for now (HTTP 429, or its own "too many")."""
+
+    code = "provider_rate_limited"
     advice = "retry"
     retryable = True
     fallback_ok = True

@@ -91,3 +91,13 @@ def test_a_wait_that_is_not_finite_is_reported_as_a_day():
     error = core.errors.ProviderRateLimitedError("busy", retry_after=float("inf"))
     assert error.as_dict()["retry_after_s"] == 86_400
     assert "about 86400 s" in error_result(error).content[0].text
+
+
+def test_a_provider_rate_limit_has_its_own_code_worded_as_a_provider_failure():
+    error = core.errors.ProviderRateLimitedError("nebula is busy (rate limited)", retry_after=7.0)
+    assert error.code == "provider_rate_limited" and error.retryable and error.advice == "retry"
+    assert user_message(error).startswith("⏳ The image provider failed: nebula is busy")
+    result = error_result(error)
+    facts = result.structured_content["error"]
+    assert facts["code"] == "provider_rate_limited" and facts["retry_after_s"] == 7
+    assert result.content[0].text.startswith("provider_rate_limited: nebula is busy")
