@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import httpx
 
@@ -99,6 +99,17 @@ _QUEUE_REPORT_INTERVAL_S = 1.0  # a queued job's position is reported at most th
 _SMALL_IMAGE_PIXELS = 1024 * 1024  # inputs: bytes say little (a flat 40 MP PNG is 100 kB)
 CANCEL_POLL_S = 1.0  # how often a process looks for cancel requests for its running jobs
 MAX_OWN_TOKENS = 5  # active MCP tokens a user may mint for themselves
+
+
+class JobOptions(TypedDict, total=False):
+    """How a job of ``ImageService`` (generate, edit, upscale, rerun, from_result) runs.
+    ``idempotency_key``: a request sent again under the same key gets the first job's result,
+    not a second job (and charge); ``progress``: told each stage; ``max_credits``: refuse the
+    job, before reserving anything, if it could cost more (see ``ImageService.estimate``)."""
+
+    idempotency_key: str | None
+    progress: Progress | None
+    max_credits: int | None
 
 
 @dataclass(frozen=True)
@@ -235,16 +246,9 @@ class ImageService:
     # --- jobs -------------------------------------------------------------------------------
 
     async def generate(
-        self,
-        caller: Caller,
-        request: ImageRequest,
-        *,
-        idempotency_key: str | None = None,
-        progress: Progress | None = None,
-        max_credits: int | None = None,
+        self, caller: Caller, request: ImageRequest, **options: Unpack[JobOptions]
     ) -> ImageResult:
-        """Text to image. ``max_credits``: refuse the job, before reserving anything, if it
-        could cost more (see ``estimate``).
+        """Text to image, run as ``options`` say (``JobOptions``).
 
         Raises:
             InvalidRequestError, UnknownModelError: bad input; nothing was spent.
@@ -254,33 +258,21 @@ class ImageService:
                 was released; nothing was charged.
         """
         _expect(request, ("generate",))
-        return await self._run(caller, request, idempotency_key, progress, max_credits)
+        return await self._run(caller, request, **options)
 
     async def edit(
-        self,
-        caller: Caller,
-        request: ImageRequest,
-        *,
-        idempotency_key: str | None = None,
-        progress: Progress | None = None,
-        max_credits: int | None = None,
+        self, caller: Caller, request: ImageRequest, **options: Unpack[JobOptions]
     ) -> ImageResult:
         """An edit mode (variation, sketch, inpaint, background, avatar); as ``generate``."""
         _expect(request, EDIT_MODES)
-        return await self._run(caller, request, idempotency_key, progress, max_credits)
+        return await self._run(caller, request, **options)
 
     async def upscale(
-        self,
-        caller: Caller,
-        request: ImageRequest,
-        *,
-        idempotency_key: str | None = None,
-        progress: Progress | None = None,
-        max_credits: int | None = None,
+        self, caller: Caller, request: ImageRequest, **options: Unpack[JobOptions]
     ) -> ImageResult:
         """Upscale one input image; as ``generate``."""
         _expect(request, ("upscale",))
-        return await self._run(caller, request, idempotency_key, progress, max_credits)
+        return await self._run(caller, request, **options)
 
     async def rerun(
         self,
@@ -291,12 +283,12 @@ class ImageService:
         shared: bool = False,
         prompt: str | None = None,
         negative_prompt: str | None = None,
-        idempotency_key: str | None = None,
-        progress: Progress | None = None,
+        **options: Unpack[JobOptions],
     ) -> ImageResult:
         """Run a stored job again with the same settings (and a new seed): a reroll. With
         ``prompt`` (and ``negative_prompt``; ``""`` drops it) the new text replaces the job's,
-        everything else kept: a remix. It is a new job, charged as one.
+        everything else kept: a remix. It is a new job, charged as one, run as ``options``
+        say (``JobOptions``).
 
         ``shared``: the job may be someone else's that a front end showed this caller (a
         public Discord result); the caller pays. Only a generate job can be rerun by another
@@ -319,7 +311,7 @@ class ImageService:
             fields["prompt"] = prompt
             fields["negative_prompt"] = negative_prompt or None
         request = ImageRequest.model_validate(fields)
-        return await self._run(caller, request, idempotency_key, progress)
+        return await self._run(caller, request, **options)
 
     async def from_result(
         self,
@@ -331,13 +323,12 @@ class ImageService:
         shared: bool = False,
         prefer: str | None = None,
         n: int | None = None,
-        idempotency_key: str | None = None,
-        progress: Progress | None = None,
+        **options: Unpack[JobOptions],
     ) -> ImageResult:
         """Variations (with the job's prompt, ``n`` images, by default as many as the job
         made) or an upscale of image ``index`` (from 1) of a stored job. The model is the
         job's if it can do ``operation``, else ``prefer``, else as ``model_for`` chooses.
-        ``shared`` as in ``rerun``.
+        ``shared`` as in ``rerun``; ``options`` as in ``generate``.
 
         Raises:
             NotFoundError: no such job (or not the caller's, without ``shared``).
@@ -350,9 +341,7 @@ class ImageService:
         model = self.model_for(operation, job.request.get("model"), prefer)
         if operation == "upscale":
             request = ImageRequest.checked(operation="upscale", image=image, model=model)
-            return await self.upscale(
-                caller, request, idempotency_key=idempotency_key, progress=progress
-            )
+            return await self.upscale(caller, request, **options)
         request = ImageRequest.checked(
             operation="variation",
             prompt=str(job.request.get("prompt") or ""),
@@ -360,7 +349,7 @@ class ImageService:
             n=n or int(job.request.get("n") or 1),
             model=model,
         )
-        return await self.edit(caller, request, idempotency_key=idempotency_key, progress=progress)
+        return await self.edit(caller, request, **options)
 
     async def estimate(self, caller: Caller, request: ImageRequest) -> Estimate:
         """What ``request`` would cost the caller, checked and planned as a real job is, but
@@ -418,17 +407,13 @@ class ImageService:
         return {model.ref: self.registry.price(model.ref, request.operation) for model, _ in chain}
 
     async def _run(
-        self,
-        caller: Caller,
-        request: ImageRequest,
-        idempotency_key: str | None,
-        progress: Progress | None,
-        max_credits: int | None = None,
+        self, caller: Caller, request: ImageRequest, **options: Unpack[JobOptions]
     ) -> ImageResult:
         self._screen(request)
         chain = await self._plan_chain(caller, request)
         prices = self._prices(request, chain)
         most = request.n * max(prices.values())
+        max_credits = options.get("max_credits")
         if max_credits is not None and most > max_credits:
             raise SpendLimitError(
                 f"this job can cost up to {most} credits ({request.n} x"
@@ -456,7 +441,7 @@ class ImageService:
             self.quotas.reserve(
                 caller.key,
                 amount=most,
-                idem_key=idempotency_key or f"auto:{job_id}",
+                idem_key=options.get("idempotency_key") or f"auto:{job_id}",
                 request_hash=_hash(caller.key, model_ref, record),
                 policy=self.policy(caller),
                 job_id=job_id,
@@ -468,7 +453,10 @@ class ImageService:
             return await self._replay(caller, hold)
         stop = asyncio.Event()  # set by ``cancel``: the job ends, keeping what arrived
         local = self._local[job_id] = _LocalJob(
-            self._execute(caller, request, chain, prices, hold, job_id, progress, stop), stop
+            self._execute(
+                caller, request, chain, prices, hold, job_id, options.get("progress"), stop
+            ),
+            stop,
         )
         try:
             return await local.result()
