@@ -39,6 +39,10 @@ guild_ready_timeout=0.1) as client``
     GUILD_CREATEs processed, ``setup_hook`` done), yields the client, then ``client.close()``
     and awaits the task. Login/setup_hook errors propagate. Outside pytest use
     ``async with FakeDiscord() as fake: with fake.patch_discord(): ...``.
+``python -m tests.discord_fake.pointed MODULE ARGS`` (``tests.discord_fake.pointed``)
+    Runs ``python -m MODULE ARGS`` (e.g. ``bot --config PATH``) as its own OS process
+    against a fake in the test's process: start it with ``child_env(fake)`` in its
+    environment.
 
 FakeDiscord(*, host="127.0.0.1", port=0, application_id=1100000000000000001,
 bot_name="imagegate", callback_deadline=3.0, require_synced=True, validate=True,
