@@ -197,8 +197,9 @@ class ImageModel(ABC):
         """The model names the provider serves now, where its API lists them."""
         return None
 
-    async def cancel(self, ticket: str) -> None:  # noqa: B027 - optional for adapters
-        """Ask the provider to stop work on ``ticket`` (its id for a job this adapter started).
+    async def cancel(self, ticket: str, deadline: float) -> None:  # noqa: B027 - optional
+        """Ask the provider to stop work on ``ticket`` (its id for a job this adapter started),
+        by ``deadline`` (``CANCEL_TIMEOUT_S`` from the call, as ``time.monotonic()``).
 
         Called by ``remote_job`` when the wait for that job ends without its result: the job
         was cancelled, hit its deadline or failed. Best effort; the default does nothing.
@@ -207,7 +208,7 @@ class ImageModel(ABC):
     @contextlib.asynccontextmanager
     async def remote_job(self, ticket: str) -> AsyncIterator[RemoteJob]:
         """Wrap the wait for a job the provider runs on its side: if the block ends without
-        finishing (cancellation included), ``cancel(job.ticket)`` runs, shielded from the
+        finishing (cancellation included), ``cancel(job.ticket, …)`` runs, shielded from the
         cancellation and bounded by ``CANCEL_TIMEOUT_S``, so a scarce GPU or an account's
         credit stops being spent on images nobody will get. The block may change
         ``job.ticket`` (to the id the provider answered with)."""
@@ -219,6 +220,32 @@ class ImageModel(ABC):
                 await _cancel_quietly(self, job.ticket)
             raise
 
+    def auth(self) -> dict[str, Any]:
+        """The ``call_api`` keyword arguments that authenticate (and identify) a request to the
+        provider: ``Authorization: Bearer`` with the key, unless the adapter overrides this.
+
+        Raises:
+            ProviderAuthError: the key it needs is not set.
+        """
+        return {"headers": bearer(self.ctx)}
+
+    def classify(self, response: httpx.Response) -> ImageGateError | None:
+        """The adapter's reading of a failed reply in its provider's own error vocabulary (what
+        the HTTP status alone would misfile), or None for the usual mapping."""
+        return None
+
+    async def api(self, method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response:
+        """``call_api`` on ``base_url + path`` with this adapter's ``auth`` and ``classify``.
+
+        Raises:
+            ContentRejectedError: the provider's moderation refused the prompt or an image.
+            ProviderError: any other failure, classified.
+        """
+        return await call_api(
+            self.ctx, method, self.ctx.base_url + path, deadline=deadline,
+            classify=self.classify, **self.auth(), **kwargs,
+        )  # fmt: skip
+
     def require_operation(self, request: ImageRequest) -> None:
         """Raise a clear error when this model does not serve ``request.operation``."""
         if request.operation not in self.capabilities.operations:
@@ -227,9 +254,22 @@ class ImageModel(ABC):
                 f"{self.ref} does not do {request.operation}; it serves: {served}"
             )
 
+    def accept(self, request: ImageRequest, options: type[OptionsModel]) -> OptionsModel:
+        """The first step of ``plan()``: check that this model serves ``request.operation``,
+        then return the request's options for it, validated by ``options`` (the adapter's
+        ``Options``; see ``parse_options``).
+
+        Raises:
+            InvalidRequestError: an operation it does not serve, an unknown option or a bad
+                value; names what is allowed.
+        """
+        self.require_operation(request)
+        return parse_options(self, request, options)
+
 
 async def _cancel_quietly(model: ImageModel, ticket: str) -> None:
-    task = asyncio.ensure_future(asyncio.wait_for(model.cancel(ticket), CANCEL_TIMEOUT_S))
+    deadline = time.monotonic() + CANCEL_TIMEOUT_S
+    task = asyncio.ensure_future(asyncio.wait_for(model.cancel(ticket, deadline), CANCEL_TIMEOUT_S))
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:  # cancelled again while waiting: the task still runs
@@ -251,6 +291,11 @@ def remaining(deadline: float, cap: float) -> float:
     if left <= 0:
         raise ProviderTimeoutError("the provider did not answer in time")
     return min(left, cap)
+
+
+async def pause(ctx: ProviderContext, deadline: float) -> None:
+    """Wait between two polls of a job: ``poll_interval_s``, but not past ``deadline``."""
+    await asyncio.sleep(min(ctx.settings.poll_interval_s, max(0.0, deadline - time.monotonic())))
 
 
 Classify = Callable[[httpx.Response], "ImageGateError | None"]
@@ -601,11 +646,14 @@ def size_for_aspect(
 ) -> tuple[int, int]:
     """A ``(width, height)`` of about ``area`` pixels with the given width/height ratio, each
     side a multiple of ``multiple`` within ``[low, high]``."""
+    width, height = math.sqrt(area * ratio), math.sqrt(area / ratio)
+    return snap(width, multiple, low, high), snap(height, multiple, low, high)
 
-    def snap(value: float) -> int:
-        return int(min(high, max(low, round(value / multiple) * multiple)))
 
-    return snap(math.sqrt(area * ratio)), snap(math.sqrt(area / ratio))
+def snap(side: float, multiple: int, low: int, high: int | None = None) -> int:
+    """``side`` rounded to the nearest multiple of ``multiple``, within ``[low, high]``."""
+    snapped = max(low, round(side / multiple) * multiple)
+    return snapped if high is None else min(high, snapped)
 
 
 def moderation_refusal(
@@ -696,6 +744,27 @@ async def wait_for_callback(ctx: ProviderContext, waiter: Any, deadline: float) 
         ) from None
 
 
+async def read_callback_or_reply(
+    ctx: ProviderContext,
+    post: Callable[[str | None], Awaitable[httpx.Response]],
+    deadline: float,
+    model: type[ResponseModel],
+    *,
+    use: bool = True,
+) -> ResponseModel:
+    """``callback_or_reply`` for a provider whose callback posts what its reply would hold: the
+    callback's JSON when one came, else the reply's, read as ``model``.
+
+    Raises:
+        ProviderTimeoutError: no callback came before ``deadline``.
+        ProviderResponseError: what came lacks what we need.
+    """
+    response, called_back = await callback_or_reply(ctx, post, deadline, use=use)
+    if called_back is not None:
+        return parse_data(ctx, called_back, model)
+    return parse_json(ctx, response, model)
+
+
 def parse_data(ctx: ProviderContext, data: Any, model: type[ResponseModel]) -> ResponseModel:
     """``parse_json`` for a body that is already decoded (a callback's JSON).
 
@@ -711,6 +780,20 @@ def parse_data(ctx: ProviderContext, data: Any, model: type[ResponseModel]) -> R
 def no_image(ctx: ProviderContext) -> ProviderResponseError:
     """The error for a reply that finished without any image."""
     return ProviderResponseError(f"{ctx.name} returned no image", provider=ctx.name)
+
+
+def failed_job(
+    ctx: ProviderContext, message: str, status: object, marks: tuple[str, ...] = ("moderation",)
+) -> ImageGateError:
+    """The error for a job that a successful reply reports as failed: a moderation refusal when
+    its ``message`` contains one of ``marks``, else a bad reply naming the message (or the
+    ``status`` when there is none)."""
+    text = redact(message, ctx.api_key, 200)
+    if any(mark in text.lower() for mark in marks):
+        return content_rejected(ctx, text)
+    return ProviderResponseError(
+        f"{ctx.name} could not make the images ({text or status})", provider=ctx.name
+    )
 
 
 def _unreadable(ctx: ProviderContext, exc: ValidationError, what: str) -> ProviderResponseError:

@@ -22,14 +22,12 @@ auth, ``api_key_env`` names a variable holding ``user:password``.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import io
 import json
 import random
 import re
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -51,23 +49,20 @@ from ..images import normalize_mask
 from ..progress import ProviderProgress, report
 from ..types import OPERATIONS, GeneratedImage, ImageRequest
 from .base import (
-    CANCEL_TIMEOUT_S,
     Capabilities,
-    ImageModel,
     Plan,
     ProviderContext,
     ProviderOptions,
     RemoteJob,
-    basic_auth,
-    call_api,
     check_output_size,
     keep_input_size,
     no_image,
-    parse_options,
+    parse_json,
+    pause,
     redact,
-    size_for_aspect,
     upscaled_size,
 )
+from .selfhosted import DEFAULT_SIZE, SelfHostedImageModel, sd_size
 
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 TYPED = {"seed": int, "width": int, "height": int, "steps": int, "scale": int,
@@ -75,7 +70,6 @@ TYPED = {"seed": int, "width": int, "height": int, "steps": int, "scale": int,
 TEXT = ("prompt", "negative_prompt", "model", "image", "mask")
 FIELDS = {"seed": "seed", "steps": "steps", "guidance": "guidance", "strength": "strength",
           "scale": "scale", "negative_prompt": "negative_prompt"}  # fmt: skip
-DEFAULT_SIZE = (512, 512)
 ASSUMED_UPSCALE = 4  # an upscale workflow without {{scale}} (see _check_output)
 # What a typed placeholder gets when the request leaves its setting out.
 DEFAULTS = {"steps": 20, "guidance": 7.0, "strength": 0.75, "scale": 2}
@@ -94,6 +88,14 @@ class _Status(BaseModel):
 class _Entry(BaseModel):
     outputs: dict[str, _Output] = {}
     status: _Status | None = None
+
+
+class _Uploaded(BaseModel):
+    name: str
+
+
+class _Queued(BaseModel):
+    prompt_id: str
 
 
 class Workflow:
@@ -154,11 +156,9 @@ def _substitute(text: str, values: dict[str, Any]) -> Any:
     return PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), text)
 
 
-class ComfyUIImageModel(ImageModel):
+class ComfyUIImageModel(SelfHostedImageModel):
     kind = "comfyui"
     default_base_url = "http://127.0.0.1:8188"
-    tunes = frozenset({"steps", "guidance"})
-    key_optional = True
 
     class Options(ProviderOptions):
         """Settings reach ComfyUI through the workflows' placeholders, not through options."""
@@ -177,8 +177,7 @@ class ComfyUIImageModel(ImageModel):
         )
 
     def plan(self, request: ImageRequest) -> Plan:
-        self.require_operation(request)
-        parse_options(self, request, self.Options)
+        self.accept(request, self.Options)
         op = request.operation
         workflow = self.workflows[op]
         values: dict[str, Any] = {
@@ -238,19 +237,7 @@ class ComfyUIImageModel(ImageModel):
                     " leave out the size and aspect ratio"
                 )
             return DEFAULT_SIZE
-        if request.size is not None:
-            if any(side % 8 for side in request.size):
-                raise InvalidRequestError(
-                    f"ComfyUI makes sizes in multiples of 8; {request.size[0]}x{request.size[1]}"
-                    " is not"
-                )
-            return request.size
-        ratio = request.ratio()
-        return (
-            size_for_aspect(ratio, area=DEFAULT_SIZE[0] * DEFAULT_SIZE[1])
-            if ratio
-            else DEFAULT_SIZE
-        )
+        return sd_size(request, "ComfyUI")
 
     async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
         seed = plan.seed_for(0)
@@ -275,37 +262,27 @@ class ComfyUIImageModel(ImageModel):
 
     async def _upload(self, data: bytes, deadline: float) -> str:
         name = f"imagegate-{hashlib.sha256(data).hexdigest()[:24]}.png"
-        response = await self._call(
+        response = await self.api(
             "POST", "/upload/image", deadline,
             files={"image": (name, data, "image/png")}, data={"type": "input", "overwrite": "true"},
         )  # fmt: skip
-        try:
-            return str(response.json()["name"])
-        except (ValueError, KeyError, TypeError):
-            raise ProviderResponseError(
-                f"{self.ctx.name} sent an upload reply we could not read", provider=self.ctx.name
-            ) from None
+        return parse_json(self.ctx, response, _Uploaded).name
 
     async def _queue(self, graph: dict[str, Any], job: RemoteJob, deadline: float) -> str:
         """Queue the prompt; the id ComfyUI runs it under (older versions choose their own)."""
         body = {"prompt": graph, "prompt_id": job.ticket}
         try:
-            response = await self._call("POST", "/prompt", deadline, json=body)
+            response = await self.api("POST", "/prompt", deadline, json=body)
         except ProviderError as exc:
             if exc.status is not None:  # ComfyUI answered with an error: nothing was queued
                 job.ticket = None
             raise
-        try:
-            return str(response.json()["prompt_id"])
-        except (ValueError, KeyError, TypeError):
-            raise ProviderResponseError(
-                f"{self.ctx.name} sent a reply we could not read", provider=self.ctx.name
-            ) from None
+        return parse_json(self.ctx, response, _Queued).prompt_id
 
     async def _wait(self, prompt_id: str, deadline: float) -> _Entry:
         """Poll the history until the prompt is there, reporting the queue meanwhile."""
         while True:
-            response = await self._call("GET", f"/history/{prompt_id}", deadline)
+            response = await self.api("GET", f"/history/{prompt_id}", deadline)
             try:
                 history = json.loads(response.content)
                 entry = _Entry.model_validate(history[prompt_id]) if prompt_id in history else None
@@ -316,13 +293,11 @@ class ComfyUIImageModel(ImageModel):
             if entry is not None:
                 return self._checked(entry)
             await self._report_queue(prompt_id, deadline)
-            await asyncio.sleep(
-                min(self.ctx.settings.poll_interval_s, max(0.0, deadline - time.monotonic()))
-            )
+            await pause(self.ctx, deadline)
 
     async def _report_queue(self, prompt_id: str, deadline: float) -> None:
         try:
-            queue = (await self._call("GET", "/queue", deadline)).json()
+            queue = (await self.api("GET", "/queue", deadline)).json()
             running = [row[1] for row in queue.get("queue_running", [])]
             pending = sorted(queue.get("queue_pending", []), key=lambda row: row[0])
         except (ImageGateError, ValueError, AttributeError, IndexError, TypeError, KeyError):
@@ -349,21 +324,14 @@ class ComfyUIImageModel(ImageModel):
 
     async def _view(self, ref: dict[str, Any], deadline: float) -> bytes:
         params = {k: str(ref.get(k, "")) for k in ("filename", "subfolder", "type")}
-        return (await self._call("GET", "/view", deadline, params=params)).content
+        return (await self.api("GET", "/view", deadline, params=params)).content
 
-    async def cancel(self, ticket: str) -> None:
+    async def cancel(self, ticket: str, deadline: float) -> None:
         """Drop the prompt from the queue, or interrupt it if it is the one running."""
-        deadline = time.monotonic() + CANCEL_TIMEOUT_S
-        await self._call("POST", "/queue", deadline, json={"delete": [ticket]})
-        await self._call("POST", "/interrupt", deadline, json={"prompt_id": ticket})
+        await self.api("POST", "/queue", deadline, json={"delete": [ticket]})
+        await self.api("POST", "/interrupt", deadline, json={"prompt_id": ticket})
 
-    async def _call(self, method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response:
-        return await call_api(
-            self.ctx, method, self.ctx.base_url + path, deadline=deadline,
-            classify=self._classify, auth=basic_auth(self.ctx), **kwargs,
-        )  # fmt: skip
-
-    def _classify(self, response: httpx.Response) -> ImageGateError | None:
+    def classify(self, response: httpx.Response) -> ImageGateError | None:
         """``/prompt``'s validation errors: the workflow does not fit this ComfyUI."""
         if response.status_code != 400:
             return None

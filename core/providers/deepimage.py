@@ -8,7 +8,6 @@ image count, so ``n`` images are ``n`` jobs; ``sample_num`` works as the seed.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import time
 from typing import Any, Literal
@@ -32,7 +31,6 @@ from .base import (
     ImageModel,
     Plan,
     ProviderOptions,
-    call_api,
     callback_or_reply,
     check_output_size,
     download,
@@ -41,7 +39,7 @@ from .base import (
     keep_input_size,
     parse_data,
     parse_json,
-    parse_options,
+    pause,
     provider_message,
     require_key,
     size_for_aspect,
@@ -99,8 +97,7 @@ class DeepImageImageModel(ImageModel):
         )
 
     def plan(self, request: ImageRequest) -> Plan:
-        self.require_operation(request)
-        options = parse_options(self, request, self.Options)
+        options = self.accept(request, self.Options)
         op, image = request.operation, request.image
         warnings = ignored(request, ("steps", "guidance"), "Deep-Image")
         body: dict[str, Any] = {}
@@ -185,27 +182,17 @@ class DeepImageImageModel(ImageModel):
         return [GeneratedImage(data=data, seed=seed, provider_image_id=job.job)]
 
     async def _post(self, endpoint: str, body: dict[str, Any], deadline: float) -> _Job:
-        url = f"{self.ctx.base_url}/rest_api/{endpoint}"
-        response = await call_api(
-            self.ctx, "POST", url, deadline=deadline, classify=self._classify,
-            headers=self._headers(), json=body,
-        )  # fmt: skip
+        response = await self.api("POST", f"/rest_api/{endpoint}", deadline, json=body)
         return self._checked(parse_json(self.ctx, response, _Job))
 
     async def _poll(self, job: str, deadline: float) -> str:
-        url = f"{self.ctx.base_url}/rest_api/result/{job}"
         while True:
-            await asyncio.sleep(
-                max(0.0, min(self.ctx.settings.poll_interval_s, deadline - time.monotonic()))
-            )
+            await pause(self.ctx, deadline)
             if time.monotonic() >= deadline:
                 raise ProviderTimeoutError(
                     f"{self.ctx.name} job {job} was not done in time", provider=self.ctx.name
                 )
-            response = await call_api(
-                self.ctx, "GET", url, deadline=deadline, classify=self._classify,
-                headers=self._headers(),
-            )  # fmt: skip
+            response = await self.api("GET", f"/rest_api/result/{job}", deadline)
             found = self._checked(parse_json(self.ctx, response, _Job))
             if found.status == "complete" and found.result_url:
                 return found.result_url
@@ -221,7 +208,7 @@ class DeepImageImageModel(ImageModel):
             )
         return job
 
-    def _classify(self, response: httpx.Response) -> ImageGateError | None:
+    def classify(self, response: httpx.Response) -> ImageGateError | None:
         """The documented errors that the HTTP status alone would misfile."""
         message = provider_message(response, self.ctx.api_key)
         kwargs: dict[str, Any] = {"provider": self.ctx.name, "status": response.status_code}
@@ -236,15 +223,12 @@ class DeepImageImageModel(ImageModel):
             return ProviderResponseError(f"{name} lost the job ({message})", **kwargs)
         return None
 
-    def _headers(self) -> dict[str, str]:
-        return {"x-api-key": require_key(self.ctx)}
+    def auth(self) -> dict[str, Any]:
+        return {"headers": {"x-api-key": require_key(self.ctx)}}
 
     async def balance(self) -> str | None:
         """Credits left, from ``GET /rest_api/me`` (its shape is undocumented)."""
-        url = f"{self.ctx.base_url}/rest_api/me"
-        response = await call_api(
-            self.ctx, "GET", url, deadline=time.monotonic() + 30, headers=self._headers()
-        )
+        response = await self.api("GET", "/rest_api/me", time.monotonic() + 30)
         credits = parse_json(self.ctx, response, _Me).credits
         return "unknown" if credits is None else f"{credits} credits"
 

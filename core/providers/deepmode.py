@@ -25,16 +25,13 @@ from .base import (
     Plan,
     ProviderCall,
     ProviderOptions,
-    bearer,
-    call_api,
-    callback_or_reply,
     check_output_size,
     download,
     ignored,
     keep_input_size,
-    parse_data,
+    no_image,
     parse_json,
-    parse_options,
+    read_callback_or_reply,
     upscaled_size,
 )
 
@@ -87,8 +84,7 @@ class DeepmodeImageModel(ImageModel):
         )
 
     def plan(self, request: ImageRequest) -> Plan:
-        self.require_operation(request)
-        options = parse_options(self, request, self.Options)
+        options = self.accept(request, self.Options)
         op = request.operation
         if op in SINGLE and request.n > 1:
             raise InvalidRequestError(f"Deepmode {op} makes one image per request; ask for n=1")
@@ -175,26 +171,18 @@ class DeepmodeImageModel(ImageModel):
     async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
         call = plan.call
         assert call is not None
-        url = self.ctx.base_url + call.path
         multipart = call.files is not None
         extra = {"num_images": count} if plan.operation == "generate" else {}
 
         async def post(callback: str | None) -> httpx.Response:
             args = call.send_args(**extra, **({"callback": callback} if callback else {}))
-            return await call_api(
-                self.ctx, "POST", url, deadline=deadline, headers=bearer(self.ctx), **args
-            )
+            return await self.api("POST", call.path, deadline, **args)
 
         # The docs say a callback gets the same body as the sync reply; remixes are sync only.
-        response, called_back = await callback_or_reply(self.ctx, post, deadline, use=not multipart)
-        if called_back is not None:
-            items = parse_data(self.ctx, called_back, _Reply).items()
-        else:
-            items = parse_json(self.ctx, response, _Reply).items()
+        reply = await read_callback_or_reply(self.ctx, post, deadline, _Reply, use=not multipart)
+        items = reply.items()
         if not items:
-            raise ProviderResponseError(
-                f"{self.ctx.name} returned no image", provider=self.ctx.name
-            )
+            raise no_image(self.ctx)
         return [await self._fetch(item, deadline) for item in items[:count]]
 
     async def _fetch(self, item: _Image, deadline: float) -> GeneratedImage:
@@ -216,8 +204,7 @@ class DeepmodeImageModel(ImageModel):
         )
 
     async def _lookup(self, image_id: str, deadline: float) -> _Image:
-        url = f"{self.ctx.base_url}/api/images/{image_id}"
-        response = await call_api(self.ctx, "GET", url, deadline=deadline, headers=bearer(self.ctx))
+        response = await self.api("GET", f"/api/images/{image_id}", deadline)
         found = parse_json(self.ctx, response, _Image)
         if not found.image_url:
             raise ProviderResponseError(
@@ -227,10 +214,7 @@ class DeepmodeImageModel(ImageModel):
 
     async def balance(self) -> str | None:
         """Credits left (``GET /api/check-balance``)."""
-        url = f"{self.ctx.base_url}/api/check-balance"
-        response = await call_api(
-            self.ctx, "GET", url, deadline=time.monotonic() + 30, headers=bearer(self.ctx)
-        )
+        response = await self.api("GET", "/api/check-balance", time.monotonic() + 30)
         return f"{parse_json(self.ctx, response, _Balance).remaining_balance} credits"
 
 

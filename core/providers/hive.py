@@ -21,16 +21,12 @@ from .base import (
     ImageModel,
     Plan,
     ProviderOptions,
-    call_api,
-    callback_or_reply,
     check_output_size,
-    content_rejected,
     download,
+    failed_job,
     ignored,
-    parse_data,
-    parse_json,
-    parse_options,
-    redact,
+    no_image,
+    read_callback_or_reply,
     require_key,
 )
 
@@ -82,8 +78,7 @@ class HiveImageModel(ImageModel):
         )
 
     def plan(self, request: ImageRequest) -> Plan:
-        self.require_operation(request)
-        parse_options(self, request, self.Options)
+        self.accept(request, self.Options)
         if request.size not in (None, SIZE) or request.aspect_ratio not in (None, "1:1"):
             raise InvalidRequestError(
                 "Hive v2 makes 1024x1024 (1:1) images only; leave out the size or ask for 1:1"
@@ -99,22 +94,14 @@ class HiveImageModel(ImageModel):
     async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
         body: dict[str, Any] = {**plan.body, "options": {**plan.body["options"]}}
         body["options"]["num_images"] = count
-        headers = {"authorization": f"Token {require_key(self.ctx)}"}
 
         async def post(callback: str | None) -> httpx.Response:
             # Async: an immediate acknowledgement, then the finished task POSTed to us.
             mode = "async" if callback else "sync"
             sent = {**body, "callback_url": callback} if callback else body
-            url = f"{self.ctx.base_url}/api/v2/task/{mode}"
-            return await call_api(
-                self.ctx, "POST", url, deadline=deadline, headers=headers, json=sent
-            )
+            return await self.api("POST", f"/api/v2/task/{mode}", deadline, json=sent)
 
-        response, called_back = await callback_or_reply(self.ctx, post, deadline)
-        if called_back is not None:
-            task = parse_data(self.ctx, called_back, _Task)
-        else:
-            task = parse_json(self.ctx, response, _Task)
+        task = await read_callback_or_reply(self.ctx, post, deadline, _Task)
         urls = self._urls(task)
         return [
             GeneratedImage(data=await download(self.ctx, u, deadline=deadline), meta=_meta(task))
@@ -128,20 +115,16 @@ class HiveImageModel(ImageModel):
             )
         first = task.status[0]
         if str(first.status.code) != "0":
-            message = redact(first.status.message, self.ctx.api_key, 200)
-            if any(mark in message.lower() for mark in _MODERATION):
-                raise content_rejected(self.ctx, message)
-            raise ProviderResponseError(
-                f"{self.ctx.name} could not make the images ({message or first.status.code})",
-                provider=self.ctx.name,
-            )
+            raise failed_job(self.ctx, first.status.message, first.status.code, _MODERATION)
         outputs = first.response.output if first.response else []
         urls = [image.url for output in outputs for image in output.images]
         if not urls:
-            raise ProviderResponseError(
-                f"{self.ctx.name} returned no image", provider=self.ctx.name
-            )
+            raise no_image(self.ctx)
         return urls
+
+    def auth(self) -> dict[str, Any]:
+        """v2 project keys go in ``Authorization: Token``."""
+        return {"headers": {"authorization": f"Token {require_key(self.ctx)}"}}
 
 
 def _meta(task: _Task) -> dict[str, Any]:

@@ -13,21 +13,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..errors import InvalidRequestError, ProviderResponseError
+from ..errors import InvalidRequestError
 from ..types import GeneratedImage, ImageRequest
 from .base import (
     Capabilities,
     ImageModel,
     Plan,
     ProviderOptions,
-    bearer,
-    call_api,
     check_output_size,
     content_rejected,
     download,
     ignored,
+    no_image,
     parse_json,
-    parse_options,
     size_for_aspect,
 )
 
@@ -77,8 +75,7 @@ class HiveV3ImageModel(ImageModel):
         )
 
     def plan(self, request: ImageRequest) -> Plan:
-        self.require_operation(request)
-        options = parse_options(self, request, self.Options)
+        options = self.accept(request, self.Options)
         warnings = ignored(request, ("strength", "scale"), "Hive v3")
         fields: dict[str, Any] = {"prompt": request.prompt}
         if request.negative_prompt:
@@ -131,22 +128,12 @@ class HiveV3ImageModel(ImageModel):
         seed = plan.seed_for(0)
         if seed is not None:
             fields["seed"] = seed % 2**31  # Hive takes 0..2147483647 (-1 = random)
-        url = f"{self.ctx.base_url}/api/v3/{self.model}"
-        response = await call_api(
-            self.ctx,
-            "POST",
-            url,
-            deadline=deadline,
-            headers=bearer(self.ctx),
-            json={"input": fields},
-        )
+        response = await self.api("POST", f"/api/v3/{self.model}", deadline, json={"input": fields})
         reply = parse_json(self.ctx, response, _Reply)
         if any(o.content_moderation and not o.content_moderation.safe for o in reply.output):
             raise content_rejected(self.ctx, "an image was flagged by moderation")
         if not reply.output:
-            raise ProviderResponseError(
-                f"{self.ctx.name} returned no image", provider=self.ctx.name
-            )
+            raise no_image(self.ctx)
         images = []
         for index, output in enumerate(reply.output[:count]):
             data = await download(self.ctx, output.url, deadline=deadline)

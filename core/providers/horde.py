@@ -14,7 +14,6 @@ request counts as refused on content grounds.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -33,12 +32,9 @@ from ..images import normalize_mask
 from ..progress import ProviderProgress, report
 from ..types import GeneratedImage, ImageRequest
 from .base import (
-    CANCEL_TIMEOUT_S,
     Capabilities,
-    ImageModel,
     Plan,
     ProviderOptions,
-    call_api,
     check_output_size,
     content_rejected,
     decode_b64,
@@ -48,16 +44,16 @@ from .base import (
     keep_input_size,
     no_image,
     parse_json,
-    parse_options,
+    pause,
     provider_message,
     require_key,
-    size_for_aspect,
+    snap,
 )
+from .selfhosted import SelfHostedImageModel, sampling_params, sd_size
 
 ANONYMOUS_KEY = "0000000000"
 CLIENT_AGENT = "imagegate:0.1.0:self-hosted"  # the Horde asks every client to name itself
 MAX_IMAGES = 4
-DEFAULT_SIZE = (512, 512)
 SIDE = (64, 3072)  # multiples of 64 [stable_v2.py width/height]
 PROCESSING = {"variation": "img2img", "inpaint": "inpainting"}
 SAMPLERS = (
@@ -100,11 +96,9 @@ class _Model(BaseModel):
     count: int = 0
 
 
-class HordeImageModel(ImageModel):
+class HordeImageModel(SelfHostedImageModel):
     kind = "horde"
     default_base_url = "https://aihorde.net"
-    tunes = frozenset({"steps", "guidance"})
-    key_optional = True
 
     class Options(ProviderOptions):
         sampler: str | None = Field(None, description=f"one of {', '.join(SAMPLERS)}")
@@ -123,21 +117,14 @@ class HordeImageModel(ImageModel):
         )
 
     def plan(self, request: ImageRequest) -> Plan:
-        self.require_operation(request)
-        options = parse_options(self, request, self.Options)
+        options = self.accept(request, self.Options)
         if options.sampler is not None and options.sampler not in SAMPLERS:
             raise InvalidRequestError(
                 f"{self.ref}: sampler {options.sampler!r} is not one of {', '.join(SAMPLERS)}"
             )
         op = request.operation
         warnings = ignored(request, ("scale",), "the Horde")
-        params: dict[str, Any] = {}
-        if request.steps is not None:
-            params["steps"] = request.steps
-        if request.guidance is not None:
-            params["cfg_scale"] = request.guidance
-        if options.sampler:
-            params["sampler_name"] = options.sampler
+        params = sampling_params(request, options.sampler)
         if options.karras is not None:
             params["karras"] = options.karras
         prompt = request.prompt
@@ -151,10 +138,13 @@ class HordeImageModel(ImageModel):
         image = request.image
         if image is None:
             warnings += ignored(request, ("strength",), "text to image")
-            params["width"], params["height"] = _size(request)
+            params["width"], params["height"] = sd_size(
+                request, "the Horde", multiple=64, high=SIDE[1], hint=" (try 512x512 or 768x512)"
+            )
         else:
             keep_input_size(request, f"the Horde's {op}")
-            params["width"], params["height"] = _snap(image.width), _snap(image.height)
+            # The Horde resizes the source to the request's size: the nearest it makes.
+            params.update(width=snap(image.width, 64, *SIDE), height=snap(image.height, 64, *SIDE))
         check_output_size(self, (params["width"], params["height"]), "the Horde")
         if image is not None:
             body["source_image"] = encode_b64(image.data)
@@ -171,8 +161,7 @@ class HordeImageModel(ImageModel):
         seed = plan.seed_for(0)
         if seed is not None:
             body["params"]["seed"] = str(seed)  # a string in the API [stable_v2.py]
-        url = f"{self.ctx.base_url}/api/v2/generate/async"
-        response = await self._call("POST", url, deadline, json=body)
+        response = await self.api("POST", "/api/v2/generate/async", deadline, json=body)
         request_id = parse_json(self.ctx, response, _Queued).id
         async with self.remote_job(request_id):
             status = await self._wait(request_id, deadline)
@@ -184,10 +173,10 @@ class HordeImageModel(ImageModel):
         return [await self._image(g, deadline) for g in kept[:count]]
 
     async def _wait(self, request_id: str, deadline: float) -> _Status:
-        base = f"{self.ctx.base_url}/api/v2/generate"
+        base = "/api/v2/generate"
         while True:
             check = parse_json(
-                self.ctx, await self._call("GET", f"{base}/check/{request_id}", deadline), _Check
+                self.ctx, await self.api("GET", f"{base}/check/{request_id}", deadline), _Check
             )
             if check.faulted:
                 raise ProviderUnavailableError(
@@ -200,7 +189,7 @@ class HordeImageModel(ImageModel):
                     provider=self.ctx.name,
                 )
             if check.done:
-                response = await self._call("GET", f"{base}/status/{request_id}", deadline)
+                response = await self.api("GET", f"{base}/status/{request_id}", deadline)
                 return parse_json(self.ctx, response, _Status)
             await report(
                 ProviderProgress(
@@ -211,8 +200,7 @@ class HordeImageModel(ImageModel):
                     steps=check.finished + check.processing if check.processing else None,
                 )
             )
-            pause = min(self.ctx.settings.poll_interval_s, max(0.0, deadline - time.monotonic()))
-            await asyncio.sleep(pause)
+            await pause(self.ctx, deadline)
 
     async def _image(self, generation: _Generation, deadline: float) -> GeneratedImage:
         if generation.img.startswith(("http://", "https://")):
@@ -222,23 +210,22 @@ class HordeImageModel(ImageModel):
         seed = int(generation.seed) if generation.seed.isdigit() else None
         return GeneratedImage(data=data, seed=seed, provider_image_id=generation.id or None)
 
-    async def cancel(self, ticket: str) -> None:
+    async def cancel(self, ticket: str, deadline: float) -> None:
         """Delete the request: workers stop picking up its images."""
-        url = f"{self.ctx.base_url}/api/v2/generate/status/{ticket}"
-        await self._call("DELETE", url, time.monotonic() + CANCEL_TIMEOUT_S)
+        await self.api("DELETE", f"/api/v2/generate/status/{ticket}", deadline)
 
     async def balance(self) -> str | None:
         """The account's kudos, from ``GET /api/v2/find_user``."""
         if self._key() == ANONYMOUS_KEY:
             return "anonymous (no kudos)"
-        url = f"{self.ctx.base_url}/api/v2/find_user"
-        user = parse_json(self.ctx, await self._call("GET", url, time.monotonic() + 30), _User)
+        response = await self.api("GET", "/api/v2/find_user", time.monotonic() + 30)
+        user = parse_json(self.ctx, response, _User)
         return f"{user.kudos:g} kudos"
 
     async def available_models(self) -> list[str] | None:
         """Image models with at least one worker, from ``GET /api/v2/status/models``."""
-        url = f"{self.ctx.base_url}/api/v2/status/models"
-        response = await self._call("GET", url, time.monotonic() + 30, params={"type": "image"})
+        path = "/api/v2/status/models"
+        response = await self.api("GET", path, time.monotonic() + 30, params={"type": "image"})
         try:
             models = [_Model.model_validate(item) for item in response.json()]
         except (ValueError, TypeError):
@@ -247,17 +234,14 @@ class HordeImageModel(ImageModel):
             ) from None
         return [m.name for m in models if m.count > 0]
 
-    async def _call(self, method: str, url: str, deadline: float, **kwargs: Any) -> httpx.Response:
-        headers = {"apikey": self._key(), "Client-Agent": CLIENT_AGENT}
-        return await call_api(
-            self.ctx, method, url, deadline=deadline, classify=self._classify,
-            headers=headers, **kwargs,
-        )  # fmt: skip
+    def auth(self) -> dict[str, Any]:
+        """The key in ``apikey``, and the client named in ``Client-Agent`` as the Horde asks."""
+        return {"headers": {"apikey": self._key(), "Client-Agent": CLIENT_AGENT}}
 
     def _key(self) -> str:
         return require_key(self.ctx) if self.ctx.settings.api_key_env else ANONYMOUS_KEY
 
-    def _classify(self, response: httpx.Response) -> ImageGateError | None:
+    def classify(self, response: httpx.Response) -> ImageGateError | None:
         """The Horde's return codes (``rc``) that the HTTP status alone would misfile."""
         try:
             body = response.json()
@@ -282,28 +266,3 @@ class HordeImageModel(ImageModel):
                 status=response.status_code,
             )
         return None
-
-
-def _size(request: ImageRequest) -> tuple[int, int]:
-    """Sides in multiples of 64 from 64 to 3072.
-
-    Raises:
-        InvalidRequestError: a size the Horde does not make.
-    """
-    if request.size is not None:
-        low, high = SIDE
-        if any(side % 64 or not low <= side <= high for side in request.size):
-            raise InvalidRequestError(
-                f"the Horde makes sides in multiples of 64 from {low} to {high};"
-                f" {request.size[0]}x{request.size[1]} is not (try 512x512 or 768x512)"
-            )
-        return request.size
-    ratio = request.ratio()
-    if ratio is None:
-        return DEFAULT_SIZE
-    return size_for_aspect(ratio, area=DEFAULT_SIZE[0] * DEFAULT_SIZE[1], high=SIDE[1])
-
-
-def _snap(side: int) -> int:
-    """An input's side as the Horde takes it (it resizes the source to the request's size)."""
-    return min(SIDE[1], max(SIDE[0], round(side / 64) * 64))

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..errors import InvalidRequestError, ProviderResponseError
+from ..errors import InvalidRequestError
 from ..images import normalize_mask
 from ..types import GeneratedImage, ImageRequest
 from .base import (
@@ -23,17 +23,15 @@ from .base import (
     ImageModel,
     Plan,
     ProviderOptions,
-    bearer,
-    call_api,
     check_output_size,
-    content_rejected,
     decode_b64,
     encode_b64,
+    failed_job,
     ignored,
+    no_image,
     parse_json,
-    parse_options,
-    redact,
     size_for_aspect,
+    snap,
 )
 
 FILL = "black-forest-labs/FLUX.1-Fill-dev"
@@ -92,8 +90,7 @@ class NebulaBlockImageModel(ImageModel):
         )
 
     def plan(self, request: ImageRequest) -> Plan:
-        self.require_operation(request)
-        parse_options(self, request, self.Options)
+        self.accept(request, self.Options)
         warnings = ignored(request, ("strength", "scale"), f"NebulaBlock {self.model}")
         body: dict[str, Any] = {"model": self.model, "prompt": request.prompt}
         if request.negative_prompt:
@@ -140,7 +137,7 @@ class NebulaBlockImageModel(ImageModel):
                     f" {request.size[0]}x{request.size[1]}"
                 )
             return request.size
-        size = (_round16(image.width), _round16(image.height))
+        size = (snap(image.width, 16, 16), snap(image.height, 16, 16))
         if size != (image.width, image.height):
             warnings.append(
                 f"{FILL} works in multiples of 16: the result will be {size[0]}x{size[1]}"
@@ -152,23 +149,13 @@ class NebulaBlockImageModel(ImageModel):
         seed = plan.seed_for(0)
         if seed is not None:
             body["seed"] = seed
-        url = f"{self.ctx.base_url}/images/generation"
-        response = await call_api(
-            self.ctx, "POST", url, deadline=deadline, headers=bearer(self.ctx), json=body
-        )
+        response = await self.api("POST", "/images/generation", deadline, json=body)
         reply = parse_json(self.ctx, response, _Reply)
         if reply.status != "success":
-            message = redact(reply.message, self.ctx.api_key, 200)
-            if "moderation" in message.lower():
-                raise content_rejected(self.ctx, message)
-            raise ProviderResponseError(
-                f"{self.ctx.name} failed ({message or reply.status})", provider=self.ctx.name
-            )
+            raise failed_job(self.ctx, reply.message, reply.status)
         items = [item for item in reply.data or [] if item.b64_json or item.image_b64]
         if not items:
-            raise ProviderResponseError(
-                f"{self.ctx.name} returned no image", provider=self.ctx.name
-            )
+            raise no_image(self.ctx)
         return [
             GeneratedImage(
                 data=decode_b64(self.ctx, item.b64_json or item.image_b64 or ""),
@@ -180,10 +167,7 @@ class NebulaBlockImageModel(ImageModel):
 
     async def balance(self) -> str | None:
         """Dollars left (``GET {base}/users/credits``)."""
-        url = f"{self.ctx.base_url}/users/credits"
-        response = await call_api(
-            self.ctx, "GET", url, deadline=time.monotonic() + 30, headers=bearer(self.ctx)
-        )
+        response = await self.api("GET", "/users/credits", time.monotonic() + 30)
         return _dollars(parse_json(self.ctx, response, _Credits).data.available_balance)
 
 
@@ -195,10 +179,6 @@ def _dollars(amount: str | float) -> str:
     except InvalidOperation:  # not a number, or not a finite one: as the provider wrote it
         return f"${amount}"
     return f"${cents}" if cents == value else f"${value.normalize():f}"
-
-
-def _round16(side: int) -> int:
-    return max(16, round(side / 16) * 16)
 
 
 def _meta(item: _Item) -> dict[str, Any]:

@@ -26,15 +26,13 @@ from .base import (
     Plan,
     ProviderCall,
     ProviderOptions,
-    bearer,
-    call_api,
     check_output_size,
     decode_b64,
     download,
     ignored,
     keep_input_size,
+    no_image,
     parse_json,
-    parse_options,
 )
 
 Size = tuple[int, int]
@@ -101,8 +99,7 @@ class OpenAIImageModel(ImageModel):
         )
 
     def plan(self, request: ImageRequest) -> Plan:
-        self.require_operation(request)
-        options = parse_options(self, request, self.Options)
+        options = self.accept(request, self.Options)
         who = f"the OpenAI images API ({self.model})"
         warnings = ignored(request, ("negative_prompt", "seed", "steps", "guidance"), who)
         warnings += ignored(request, ("strength", "scale"), who)
@@ -190,15 +187,10 @@ class OpenAIImageModel(ImageModel):
     async def do_generate(self, plan: Plan, count: int, deadline: float) -> list[GeneratedImage]:
         call = plan.call
         assert call is not None
-        response = await call_api(
-            self.ctx, "POST", self.ctx.base_url + call.path, deadline=deadline,
-            classify=self._classify, headers=bearer(self.ctx), **call.send_args(n=count),
-        )  # fmt: skip
+        response = await self.api("POST", call.path, deadline, **call.send_args(n=count))
         items = parse_json(self.ctx, response, _Reply).data
         if not items:
-            raise ProviderResponseError(
-                f"{self.ctx.name} returned no image", provider=self.ctx.name
-            )
+            raise no_image(self.ctx)
         images = []
         for item in items[:count]:
             if item.b64_json:
@@ -213,8 +205,8 @@ class OpenAIImageModel(ImageModel):
             images.append(GeneratedImage(data=data_bytes, meta=meta))
         return images
 
-    def _classify(self, response: httpx.Response) -> ImageGateError | None:
-        # OpenAI answers 429 both for "slow down" and for an empty account.
+    def classify(self, response: httpx.Response) -> ImageGateError | None:
+        """OpenAI answers 429 both for "slow down" and for an empty account."""
         try:
             error = response.json().get("error") or {}
             code = str(error.get("code") or error.get("type") or "")

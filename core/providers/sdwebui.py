@@ -28,11 +28,8 @@ from ..progress import ProviderProgress, report
 from ..types import GeneratedImage, ImageRequest
 from .base import (
     Capabilities,
-    ImageModel,
     Plan,
     ProviderOptions,
-    basic_auth,
-    call_api,
     check_output_size,
     decode_b64,
     encode_b64,
@@ -40,13 +37,11 @@ from .base import (
     keep_input_size,
     no_image,
     parse_json,
-    parse_options,
-    size_for_aspect,
     upscaled_size,
 )
+from .selfhosted import SelfHostedImageModel, sampling_params, sd_size
 
 MAX_IMAGES = 4  # batch_size per call: what a consumer GPU holds at 512x512
-DEFAULT_SIZE = (512, 512)  # txt2img's own default
 PATHS = {"generate": "txt2img", "variation": "img2img", "inpaint": "img2img"}
 
 
@@ -80,11 +75,9 @@ class _Checkpoint(BaseModel):
     title: str
 
 
-class SDWebUIImageModel(ImageModel):
+class SDWebUIImageModel(SelfHostedImageModel):
     kind = "sdwebui"
     default_base_url = "http://127.0.0.1:7860"
-    tunes = frozenset({"steps", "guidance"})
-    key_optional = True
 
     class Options(ProviderOptions):
         sampler: str | None = Field(
@@ -107,8 +100,7 @@ class SDWebUIImageModel(ImageModel):
         )
 
     def plan(self, request: ImageRequest) -> Plan:
-        self.require_operation(request)
-        options = parse_options(self, request, self.Options)
+        options = self.accept(request, self.Options)
         if request.operation == "upscale":
             body, warnings = self._upscale(request, options)
         else:
@@ -121,19 +113,14 @@ class SDWebUIImageModel(ImageModel):
         body: dict[str, Any] = {"prompt": request.prompt, "save_images": False}
         if request.negative_prompt:
             body["negative_prompt"] = request.negative_prompt
-        if request.steps is not None:
-            body["steps"] = request.steps
-        if request.guidance is not None:
-            body["cfg_scale"] = request.guidance
-        if options.sampler:
-            body["sampler_name"] = options.sampler
+        body.update(sampling_params(request, options.sampler))
         if options.scheduler:
             body["scheduler"] = options.scheduler
         if self.model != "default":
             body["override_settings"] = {"sd_model_checkpoint": self.model}
         if op == "generate":
             warnings += ignored(request, ("strength",), "text to image")
-            size = _size(request)
+            size = sd_size(request, "the WebUI", hint=" (try 512x512, 768x512 or 1024x1024)")
             check_output_size(self, size, "the WebUI")
             body["width"], body["height"] = size
             return body, warnings
@@ -193,10 +180,7 @@ class SDWebUIImageModel(ImageModel):
         ]
 
     async def _post(self, path: str, body: dict[str, Any], deadline: float) -> httpx.Response:
-        url = f"{self.ctx.base_url}/sdapi/v1/{path}"
-        return await call_api(
-            self.ctx, "POST", url, deadline=deadline, json=body, auth=basic_auth(self.ctx)
-        )
+        return await self.api("POST", f"/sdapi/v1/{path}", deadline, json=body)
 
     async def _watching(self, call: Any) -> httpx.Response:
         """Await ``call`` (the generation request), reporting the WebUI's progress meanwhile."""
@@ -214,11 +198,9 @@ class SDWebUIImageModel(ImageModel):
                     await task
 
     async def _report_progress(self) -> None:
-        url = f"{self.ctx.base_url}/sdapi/v1/progress?skip_current_image=true"
+        path = "/sdapi/v1/progress?skip_current_image=true"
         try:
-            response = await call_api(
-                self.ctx, "GET", url, deadline=time.monotonic() + 10, auth=basic_auth(self.ctx)
-            )
+            response = await self.api("GET", path, time.monotonic() + 10)
             found = _Progress.model_validate_json(response.content)
         except (ProviderResponseError, ValidationError, Exception):  # noqa: BLE001 - advisory
             return
@@ -237,10 +219,7 @@ class SDWebUIImageModel(ImageModel):
 
     async def available_models(self) -> list[str] | None:
         """The checkpoints' titles, from ``GET /sdapi/v1/sd-models``."""
-        url = f"{self.ctx.base_url}/sdapi/v1/sd-models"
-        response = await call_api(
-            self.ctx, "GET", url, deadline=time.monotonic() + 30, auth=basic_auth(self.ctx)
-        )
+        response = await self.api("GET", "/sdapi/v1/sd-models", time.monotonic() + 30)
         try:
             checkpoints = [_Checkpoint.model_validate(item) for item in json.loads(response.text)]
         except (ValueError, ValidationError, TypeError):
@@ -248,23 +227,3 @@ class SDWebUIImageModel(ImageModel):
                 f"{self.ctx.name} sent a model list we could not read", provider=self.ctx.name
             ) from None
         return [c.title for c in checkpoints]
-
-
-def _size(request: ImageRequest) -> tuple[int, int]:
-    """The txt2img size: given (a multiple of 8, as the WebUI's latent space needs), from the
-    aspect ratio at the default's area, or the WebUI's default.
-
-    Raises:
-        InvalidRequestError: a side that is not a multiple of 8.
-    """
-    if request.size is not None:
-        if any(side % 8 for side in request.size):
-            raise InvalidRequestError(
-                f"the WebUI makes sizes in multiples of 8; {request.size[0]}x{request.size[1]}"
-                " is not (try 512x512, 768x512 or 1024x1024)"
-            )
-        return request.size
-    ratio = request.ratio()
-    if ratio is None:
-        return DEFAULT_SIZE
-    return size_for_aspect(ratio, area=DEFAULT_SIZE[0] * DEFAULT_SIZE[1])
