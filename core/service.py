@@ -1249,7 +1249,8 @@ class ImageService:
                 fields["aspect_ratio"] = (
                     fields.get("aspect_ratio") or (chosen and chosen.aspect) or prefs.aspect
                 )
-            fields["n"] = fields.get("n") or prefs.count or None
+            if fields.get("n") is None:  # an explicit bad count (0) is refused, not replaced
+                fields["n"] = prefs.count or None
         return ImageRequest.checked(
             operation=operation,
             prompt=prompt or None,

@@ -56,9 +56,11 @@ from core import (
     ImageRequest,
     ImageResult,
     ImageService,
+    InvalidRequestError,
     JobCancelledError,
     ModelInfo,
     NotFoundError,
+    Operation,
     Progress,
     QuotaStatus,
     Settings,
@@ -324,13 +326,17 @@ Model = Annotated[
 # The range is advertised, and checked by core (ImageRequest), so that an agent gets the same
 # structured invalid_input error as every other front end instead of a schema error.
 Count = Annotated[
-    int,
+    int | None,
     Field(
         json_schema_extra={"minimum": 1, "maximum": MAX_IMAGES_PER_JOB},
-        description="Number of images; each costs the model's price.",
+        description="How many (default 1, or the user's own); each costs the model's price.",
     ),
 ]
 Seed = Annotated[int | None, Field(ge=0, le=2**32 - 1, description="For repeatable results.")]
+StyleName = Annotated[
+    str | None,
+    Field(max_length=40, description="A style name from list_models; wraps the prompt."),
+]
 Options = Annotated[
     dict[str, Any] | None,
     Field(description="The model's options, as list_models shows them (e.g. steps)."),
@@ -406,7 +412,7 @@ async def generate_image(
     prompt: Annotated[
         str, Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What to draw.")
     ],
-    n: Count = 1,
+    n: Count = None,
     size: Annotated[
         str | None,
         Field(pattern=r"^\d{2,4}x\d{2,4}$", description="WIDTHxHEIGHT, 64-4096 px, e.g. 1024x768."),
@@ -420,6 +426,7 @@ async def generate_image(
     ] = None,
     seed: Seed = None,
     model: Model = None,
+    style: StyleName = None,
     options: Options = None,
     return_image: ReturnImageParam = None,
     max_credits: MaxCredits = None,
@@ -438,18 +445,22 @@ async def generate_image(
 async def _prepare_generate(
     ctx: Context,
     prompt: str,
-    n: int,
+    n: int | None,
     size: str | None,
     aspect_ratio: str | None,
     negative_prompt: str | None,
     seed: int | None,
     model: str | None,
+    style: str | None,
     options: dict[str, Any] | None,
 ) -> Prepared:
     app, caller = _app(ctx)
     try:
-        request = ImageRequest.checked(
-            operation="generate",
+        request = await _personalised(
+            app,
+            caller,
+            "generate",
+            style,
             prompt=prompt,
             n=n,
             size=parse_size(size),
@@ -465,6 +476,22 @@ async def _prepare_generate(
 
 
 _consent_generate = _consent_after(_prepare_generate)
+
+
+async def _personalised(
+    app: AppState, caller: Caller, operation: Operation, style: str | None, **fields: Any
+) -> ImageRequest:
+    """The request with the style and the caller's own defaults (model, style, aspect,
+    count) filling what the call left out, as on Discord. An MCP call belongs to no
+    community, so only the operator's styles exist here.
+
+    Raises:
+        InvalidRequestError: an unknown style (or a bad field; see ``personalise``).
+    """
+    try:
+        return await app.service.personalise(caller, operation, style=style, **fields)
+    except NotFoundError as exc:  # only a named style can be missing
+        raise InvalidRequestError(f"{exc.message}; list_models lists the styles") from None
 
 
 async def edit_image(
@@ -491,9 +518,10 @@ async def edit_image(
     strength: Annotated[
         float | None, Field(ge=0, le=1, description="0-1: how much to change.")
     ] = None,
-    n: Count = 1,
+    n: Count = None,
     seed: Seed = None,
     model: Model = None,
+    style: StyleName = None,
     options: Options = None,
     return_image: ReturnImageParam = None,
     max_credits: MaxCredits = None,
@@ -515,9 +543,10 @@ async def _prepare_edit(
     prompt: str,
     mask: str | None,
     strength: float | None,
-    n: int,
+    n: int | None,
     seed: int | None,
     model: str | None,
+    style: str | None,
     options: dict[str, Any] | None,
 ) -> Prepared:
     app, caller = _app(ctx)
@@ -528,8 +557,11 @@ async def _prepare_edit(
             if mask
             else None
         )
-        request = ImageRequest.checked(
-            operation=mode,
+        request = await _personalised(
+            app,
+            caller,
+            mode,
+            style,
             prompt=prompt,
             image=source,
             mask=matte,
@@ -661,19 +693,31 @@ async def list_jobs(
     return jobs_result(page)
 
 
+class StyleOut(BaseModel):
+    """A style: pass its name as ``style``."""
+
+    name: str
+    description: str = ""
+
+
 class ModelsOut(BaseModel):
-    """Models you can use, with their operations and prices in credits per image."""
+    """Models you can use, with their operations and prices in credits per image, and the
+    styles."""
 
     default_model: str
     models: list[ModelInfo]
+    styles: list[StyleOut]
 
 
 async def list_models(ctx: Context) -> ModelsOut:
-    """Before picking a model or pricing a job: the models you can use, with operations
-    (generate, variation, sketch, inpaint, background, avatar, upscale), max images per job and
-    price in credits per image. Free."""
+    """Before picking a model, style or price: models with operations (generate, variation,
+    sketch, inpaint, background, avatar, upscale), max images per job, price in credits per
+    image and options; and the styles. Free."""
     app, _ = _app(ctx)
-    return ModelsOut(default_model=app.service.default_model, models=app.service.models())
+    styles = [StyleOut(name=s.name, description=s.description) for s in await app.service.styles()]
+    return ModelsOut(
+        default_model=app.service.default_model, models=app.service.models(), styles=styles
+    )
 
 
 async def get_quota(ctx: Context) -> QuotaStatus:

@@ -93,6 +93,8 @@ async def test_preferences_fill_what_was_left_out(service: ImageService):
     assert request.model == "placeholder:default"
     explicit = await service.personalise(ALICE, "generate", prompt="a boat", n=1)
     assert explicit.n == 1
+    with pytest.raises(InvalidRequestError, match="number of images"):
+        await service.personalise(ALICE, "generate", prompt="a boat", n=0)  # not the default
     cleared = await service.set_preferences(ALICE, style="", count=0)
     assert (cleared.style, cleared.count, cleared.delivery) == (None, 0, "dm")
     with pytest.raises(InvalidRequestError):
