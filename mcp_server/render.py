@@ -90,37 +90,32 @@ class JobOut(BaseModel):
 
 async def job_result(
     service: ImageService,
-    *,
+    job: ImageResult | JobRecord,
     status: JobStatus,
-    job_id: str,
-    model: str,
-    images: list[StoredImage],
-    charged: int,
     remaining: int | None,
-    warnings: list[str],
     return_image: ReturnImage,
-    replayed: bool = False,
 ) -> CallToolResult:
-    """Render delivered images: text, inline previews within the budget, resource links."""
-    warnings = list(warnings)
-    if replayed:
+    """Render a job's delivered images: text, inline previews within the budget, resource
+    links."""
+    warnings = list(job.warnings)
+    if isinstance(job, ImageResult) and job.replayed:
         warnings.append("this request was already served: same images, not charged again")
-    blocks, notes = await _inline_images(service, images, return_image)
+    blocks, notes = await _inline_images(service, job.images, return_image)
     warnings.extend(notes)
-    paths, note = await _save_copies(service, images)
+    paths, note = await _save_copies(service, job.images)
     warnings.extend(note)
     out = JobOut(
         status=status,
-        job_id=job_id,
-        model=model,
-        credits_charged=charged,
+        job_id=job.job_id,
+        model=job.model,
+        credits_charged=job.credits_charged,
         credits_remaining=remaining,
         warnings=warnings,
-        images=[_image_out(i, path) for i, path in zip(images, paths, strict=True)],
+        images=[_image_out(i, path) for i, path in zip(job.images, paths, strict=True)],
     )
     links: list[ContentBlock] = [
         ResourceLink(type="resource_link", **image_resource(i).model_dump(exclude_none=True))
-        for i in images
+        for i in job.images
     ]
     text = TextContent(type="text", text=_summary(out))
     return CallToolResult(
@@ -132,18 +127,8 @@ async def image_result(
     service: ImageService, result: ImageResult, return_image: ReturnImage, *, requested: int
 ) -> CallToolResult:
     """Render a finished ``ImageResult`` of a job that asked for ``requested`` images."""
-    return await job_result(
-        service,
-        status="partial" if len(result.images) < requested else "succeeded",
-        job_id=result.job_id,
-        model=result.model,
-        images=result.images,
-        charged=result.credits_charged,
-        remaining=result.credits_remaining,
-        warnings=result.warnings,
-        return_image=return_image,
-        replayed=result.replayed,
-    )
+    status: JobStatus = "partial" if len(result.images) < requested else "succeeded"
+    return await job_result(service, result, status, result.credits_remaining, return_image)
 
 
 async def record_result(
@@ -155,17 +140,7 @@ async def record_result(
         return error_result(failure, remaining=remaining)
     if record.status == "running":
         return running_result(record.job_id, record.model, 0.0, remaining)
-    return await job_result(
-        service,
-        status=record.status,
-        job_id=record.job_id,
-        model=record.model,
-        images=record.images,
-        charged=record.credits_charged,
-        remaining=remaining,
-        warnings=record.warnings,
-        return_image=return_image,
-    )
+    return await job_result(service, record, record.status, remaining, return_image)
 
 
 def estimate_result(estimate: Estimate) -> CallToolResult:

@@ -2,10 +2,10 @@
 opens ``ImageService``.
 
 Tools stay thin: check the input, build ``Caller`` and ``ImageRequest``, start one service call,
-render. The image tools do the first two in a resolver (``_prepare_*``, the SDK's dependency
-injection), so that a second resolver can ask the user to approve a larger spend (``consent``)
-about a request already known to be valid, before the tool body spends anything. (Their
-parameters define the input schema; the resolvers take them by name.)
+render. The image tools do the first two in a resolver (``_prepare``, through the SDK's
+dependency injection), so that a second resolver can ask the user to approve a larger spend
+(``consent``) about a request already known to be valid, before anything is spent; each is
+declared by its own parameters and description (``_image_tool``).
 
 Who calls: over stdio (and over HTTP with no clients configured) the ``[mcp] stdio_user``; over
 HTTP with clients configured, the user whose bearer token came with the request.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import inspect
 import logging
 import secrets
 import time
@@ -300,6 +301,12 @@ def build_server(
     server.budgets = budgets
     server.verifier = verifier
     server.require_token = require_token
+    _register(server)
+    return server
+
+
+def _register(server: ImageGateServer) -> None:
+    """Add the tools (their docstrings are their descriptions) and the image resource."""
     for fn, hints in _TOOLS:
         server.add_tool(
             fn,
@@ -314,7 +321,6 @@ def build_server(
         description="A full-size image you made (PNG, JPEG or WebP); only you can read it.",
         mime_type="image/png",
     )(read_image)
-    return server
 
 
 # --- parameters -------------------------------------------------------------------------------
@@ -367,7 +373,7 @@ Result = Annotated[CallToolResult, JobOut]
 @dataclass(frozen=True)
 class Prepared:
     """An image tool's call, checked and turned into a request (or the error that stopped
-    it) by its ``_prepare_*`` resolver, with the service method that runs it."""
+    it) by ``_prepare``, with the service method that runs it."""
 
     app: AppState
     caller: Caller
@@ -376,9 +382,105 @@ class Prepared:
     error: ImageGateError | None = None
 
 
+ImageTool = Literal["generate", "edit", "upscale"]
+
+
+def _image_tool(kind: ImageTool) -> Callable[[Callable[..., None]], Callable[..., Any]]:
+    """Make an image tool from its declaration: a function whose parameters are the tool's own
+    arguments and whose docstring is its description (the body never runs).
+
+    The tool also takes ``_spending``'s arguments. Before it runs, the SDK runs two resolvers
+    (its dependency injection): ``_prepare`` checks the arguments and builds the request, then
+    ``_consent_after`` asks the user to approve a larger spend, of a request known to be
+    valid; the tool then prices or runs it (``_spend``). The SDK hands a resolver the tool
+    arguments its signature names, so each tool's are made here from the declaration."""
+
+    def build(declared: Callable[..., None]) -> Callable[..., Any]:
+        own = list(inspect.signature(declared, eval_str=True).parameters.values())
+
+        async def prepare(ctx: Context, **args: Any) -> Prepared:
+            return await _prepare(ctx, kind, args)
+
+        prepare.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [_param("ctx", Context), *(_param(p.name) for p in own)]
+        )
+
+        async def tool(ctx: Context, **args: Any) -> CallToolResult:
+            return await _spend(ctx, **args)
+
+        params = [
+            _param("ctx", Context),
+            *own,
+            *inspect.signature(_spending, eval_str=True).parameters.values(),
+            _param("job", Annotated[Prepared, Resolve(prepare)]),
+            _param("consent", Annotated[Consent, Resolve(_consent_after(prepare))]),
+        ]
+        tool.__signature__ = inspect.Signature(params, return_annotation=Result)  # type: ignore[attr-defined]
+        tool.__annotations__ = {p.name: p.annotation for p in params} | {"return": Result}
+        tool.__name__ = tool.__qualname__ = declared.__name__
+        tool.__doc__ = declared.__doc__
+        return tool
+
+    return build
+
+
+def _spending(
+    return_image: ReturnImageParam = None,
+    max_credits: MaxCredits = None,
+    dry_run: DryRun = False,
+) -> None:
+    """The arguments every image tool takes after its own (see ``_image_tool``)."""
+
+
+def _param(name: str, annotation: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """A parameter of a made signature: ``ctx`` first, the others by name only."""
+    kind = (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD if name == "ctx" else inspect.Parameter.KEYWORD_ONLY
+    )
+    return inspect.Parameter(name, kind, annotation=annotation)
+
+
+async def _prepare(ctx: Context, kind: ImageTool, args: dict[str, Any]) -> Prepared:
+    """An image tool's own arguments checked and made into a request, with the service method
+    that runs it; or the error that stopped it (nothing is spent then)."""
+    app, caller = _app(ctx)
+    service = app.service
+    methods = {"generate": service.generate, "edit": service.edit, "upscale": service.upscale}
+    try:
+        for what in ("image", "mask"):
+            ref = args.pop(what, None)
+            if ref:  # a reference, URL or base64: the image itself from here on
+                args[what] = await resolve_image(service, caller, ref, app.fetcher, what=what)
+        if kind == "upscale":
+            request = ImageRequest.checked(operation="upscale", **args)
+        else:
+            request = await _personalised(app, caller, args.pop("mode", kind), args)
+    except ImageGateError as exc:
+        return Prepared(app, caller, error=exc)
+    return Prepared(app, caller, request, methods[kind])
+
+
+async def _personalised(
+    app: AppState, caller: Caller, operation: Operation, args: dict[str, Any]
+) -> ImageRequest:
+    """The request with the style and the caller's own defaults (model, style, aspect,
+    count) filling what the call left out, as on Discord. An MCP call belongs to no
+    community, so only the operator's styles exist here.
+
+    Raises:
+        InvalidRequestError: an unknown style (or a bad argument; see ``personalise``).
+    """
+    if "size" in args:
+        args["size"] = parse_size(args["size"])
+    try:
+        return await app.service.personalise(caller, operation, **args)
+    except NotFoundError as exc:  # only a named style can be missing
+        raise InvalidRequestError(f"{exc.message}; list_models lists the styles") from None
+
+
 def _consent_after(prepare: Callable[..., Awaitable[Prepared]]) -> Callable[..., Any]:
-    """The consent resolver of the tool whose request ``prepare`` builds: the SDK finds a
-    resolver's dependencies in its annotations, so each tool needs its own, made here."""
+    """The consent resolver of the tool whose request ``prepare`` builds (the SDK finds a
+    resolver's dependencies in its annotations)."""
 
     async def consent(
         ctx: Context, job: Prepared, max_credits: int | None, dry_run: bool
@@ -407,8 +509,8 @@ def _consent_after(prepare: Callable[..., Awaitable[Prepared]]) -> Callable[...,
 # --- tools ------------------------------------------------------------------------------------
 
 
-async def generate_image(
-    ctx: Context,
+@_image_tool("generate")
+def generate_image(
     prompt: Annotated[
         str, Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What to draw.")
     ],
@@ -428,74 +530,15 @@ async def generate_image(
     model: Model = None,
     style: StyleName = None,
     options: Options = None,
-    return_image: ReturnImageParam = None,
-    max_credits: MaxCredits = None,
-    dry_run: DryRun = False,
-    *,
-    job: Annotated[Prepared, Resolve(_prepare_generate)],
-    consent: Annotated[Consent, Resolve(_consent_generate)],
-) -> Result:
+) -> None:
     """Make new images from a text prompt. Costs the model's price per delivered image (see
     list_models); failed or cancelled jobs cost nothing, and dry_run prices a job for free.
     Returns per image an imagegate://images/{id} URI, size and seed, plus a small preview. A
     job that outlasts the wait returns status "running" and a job_id for get_job."""
-    return await _spend(ctx, job, consent, return_image, max_credits, dry_run)
 
 
-async def _prepare_generate(
-    ctx: Context,
-    prompt: str,
-    n: int | None,
-    size: str | None,
-    aspect_ratio: str | None,
-    negative_prompt: str | None,
-    seed: int | None,
-    model: str | None,
-    style: str | None,
-    options: dict[str, Any] | None,
-) -> Prepared:
-    app, caller = _app(ctx)
-    try:
-        request = await _personalised(
-            app,
-            caller,
-            "generate",
-            style,
-            prompt=prompt,
-            n=n,
-            size=parse_size(size),
-            aspect_ratio=aspect_ratio,
-            negative_prompt=negative_prompt,
-            seed=seed,
-            model=model,
-            options=options,
-        )
-    except ImageGateError as exc:
-        return Prepared(app, caller, error=exc)
-    return Prepared(app, caller, request, app.service.generate)
-
-
-_consent_generate = _consent_after(_prepare_generate)
-
-
-async def _personalised(
-    app: AppState, caller: Caller, operation: Operation, style: str | None, **fields: Any
-) -> ImageRequest:
-    """The request with the style and the caller's own defaults (model, style, aspect,
-    count) filling what the call left out, as on Discord. An MCP call belongs to no
-    community, so only the operator's styles exist here.
-
-    Raises:
-        InvalidRequestError: an unknown style (or a bad field; see ``personalise``).
-    """
-    try:
-        return await app.service.personalise(caller, operation, style=style, **fields)
-    except NotFoundError as exc:  # only a named style can be missing
-        raise InvalidRequestError(f"{exc.message}; list_models lists the styles") from None
-
-
-async def edit_image(
-    ctx: Context,
+@_image_tool("edit")
+def edit_image(
     image: ImageInput,
     mode: Annotated[
         EditMode,
@@ -523,64 +566,14 @@ async def edit_image(
     model: Model = None,
     style: StyleName = None,
     options: Options = None,
-    return_image: ReturnImageParam = None,
-    max_credits: MaxCredits = None,
-    dry_run: DryRun = False,
-    *,
-    job: Annotated[Prepared, Resolve(_prepare_edit)],
-    consent: Annotated[Consent, Resolve(_consent_edit)],
-) -> Result:
+) -> None:
     """Change an image you have (a result's URI, a URL or base64): variations, a sketch made
     real, inpainting under a mask, a new background, or an avatar from a face. Costs the
     model's price per delivered image; results, dry_run and waits as generate_image."""
-    return await _spend(ctx, job, consent, return_image, max_credits, dry_run)
 
 
-async def _prepare_edit(
-    ctx: Context,
-    image: str,
-    mode: EditMode,
-    prompt: str,
-    mask: str | None,
-    strength: float | None,
-    n: int | None,
-    seed: int | None,
-    model: str | None,
-    style: str | None,
-    options: dict[str, Any] | None,
-) -> Prepared:
-    app, caller = _app(ctx)
-    try:
-        source = await resolve_image(app.service, caller, image, app.fetcher, what="image")
-        matte = (
-            await resolve_image(app.service, caller, mask, app.fetcher, what="mask")
-            if mask
-            else None
-        )
-        request = await _personalised(
-            app,
-            caller,
-            mode,
-            style,
-            prompt=prompt,
-            image=source,
-            mask=matte,
-            strength=strength,
-            n=n,
-            seed=seed,
-            model=model,
-            options=options,
-        )
-    except ImageGateError as exc:
-        return Prepared(app, caller, error=exc)
-    return Prepared(app, caller, request, app.service.edit)
-
-
-_consent_edit = _consent_after(_prepare_edit)
-
-
-async def upscale_image(
-    ctx: Context,
+@_image_tool("upscale")
+def upscale_image(
     image: ImageInput,
     scale: Annotated[Literal[2, 3, 4] | None, Field(description="2 (default), 3 or 4.")] = None,
     prompt: Annotated[
@@ -588,43 +581,9 @@ async def upscale_image(
     ] = "",
     model: Model = None,
     options: Options = None,
-    return_image: ReturnImageParam = None,
-    max_credits: MaxCredits = None,
-    dry_run: DryRun = False,
-    *,
-    job: Annotated[Prepared, Resolve(_prepare_upscale)],
-    consent: Annotated[Consent, Resolve(_consent_upscale)],
-) -> Result:
+) -> None:
     """Make an image 2x, 3x or 4x larger, e.g. a result worth keeping. Costs the model's upscale
     price (see list_models); results, dry_run and waits as generate_image."""
-    return await _spend(ctx, job, consent, return_image, max_credits, dry_run)
-
-
-async def _prepare_upscale(
-    ctx: Context,
-    image: str,
-    scale: int | None,
-    prompt: str,
-    model: str | None,
-    options: dict[str, Any] | None,
-) -> Prepared:
-    app, caller = _app(ctx)
-    try:
-        source = await resolve_image(app.service, caller, image, app.fetcher, what="image")
-        request = ImageRequest.checked(
-            operation="upscale",
-            prompt=prompt,
-            image=source,
-            scale=scale,
-            model=model,
-            options=options,
-        )
-    except ImageGateError as exc:
-        return Prepared(app, caller, error=exc)
-    return Prepared(app, caller, request, app.service.upscale)
-
-
-_consent_upscale = _consent_after(_prepare_upscale)
 
 
 JobId = Annotated[
@@ -785,9 +744,11 @@ async def _spend(
     return_image: ReturnImage | None,
     max_credits: int | None,
     dry_run: bool,
+    **_: Any,
 ) -> CallToolResult:
     """Price the job (``dry_run``) or, once its spend is approved, run it, waiting up to the
-    bound; never more than the user approved."""
+    bound; never more than the user approved. (The tool's own arguments, also passed, are in
+    ``job`` already.)"""
     if job.error is not None:
         return error_result(job.error)
     app, caller, request, method = job.app, job.caller, job.request, job.method
