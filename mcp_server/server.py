@@ -20,9 +20,10 @@ import inspect
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, Literal, cast
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -43,6 +44,7 @@ from mcp.types import (
     Tool,
     ToolAnnotations,
 )
+from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field, ValidationError
 
 from core import (
@@ -108,6 +110,9 @@ INSTRUCTIONS = (
 )
 
 ServiceMethod = Callable[..., Coroutine[Any, Any, ImageResult]]
+# In a tools/call's ``_meta``: the client's name for one call, the same when it sends the call
+# again (a retry after a lost answer), so that it is served once (``_idempotency_key``).
+IDEMPOTENCY_KEY = "imagegate/idempotencyKey"
 
 
 @dataclass
@@ -373,7 +378,7 @@ Result = Annotated[CallToolResult, JobOut]
 @dataclass(frozen=True)
 class Prepared:
     """An image tool's call, checked and turned into a request (or the error that stopped
-    it) by ``_prepare``, with the service method that runs it."""
+    it) by ``_prepare``, with the service method that runs it (its idempotency key bound)."""
 
     app: AppState
     caller: Caller
@@ -455,9 +460,10 @@ async def _prepare(ctx: Context, kind: ImageTool, args: dict[str, Any]) -> Prepa
             request = ImageRequest.checked(operation="upscale", **args)
         else:
             request = await _personalised(app, caller, args.pop("mode", kind), args)
+        key = _idempotency_key(ctx, caller)
     except ImageGateError as exc:
         return Prepared(app, caller, error=exc)
-    return Prepared(app, caller, request, methods[kind])
+    return Prepared(app, caller, request, partial(methods[kind], idempotency_key=key))
 
 
 async def _personalised(
@@ -774,12 +780,9 @@ async def _run(
     max_credits: int | None,
 ) -> CallToolResult:
     """Run the job, waiting up to the bound with progress notifications."""
-    key = _idempotency_key(ctx, caller)
 
     def call(progress: Progress) -> Coroutine[Any, Any, ImageResult]:
-        return method(
-            caller, request, idempotency_key=key, progress=progress, max_credits=max_credits
-        )
+        return method(caller, request, progress=progress, max_credits=max_credits)
 
     job = app.jobs.start(caller.key, request.n, call)
     finished = await _follow(
@@ -901,13 +904,35 @@ def _access_token(ctx: Context) -> AccessToken | None:
 
 
 def _idempotency_key(ctx: Context, caller: Caller) -> str | None:
-    """The MCP request id within this connection, so a replayed request is not charged twice.
+    """What makes a call the same request as an earlier one, so that sent again it gets the
+    first result instead of being charged again (docs/mcp.md, Replays):
 
-    Connections get a random token (a new request-id space can never collide with an old one);
-    where the SDK has no connection state, each call gets a fresh key from the service."""
+    - the client's own key, ``_meta`` ``imagegate/idempotencyKey``, on any protocol and
+      connection: the same key from the same user is the same request;
+    - else, on a connection that lasts across requests (the handshake protocols, up to
+      2025-11-25: stdio, or an HTTP session), the request id within that connection;
+    - else None, a new job: on 2026-07-28 each request stands alone and every client numbers
+      its requests from 0, so an id (with the same token, even the same arguments) cannot
+      tell a request sent again from a new one.
+
+    Raises:
+        InvalidRequestError: a key that is not a string of 1 to 200 printable characters.
+    """
+    meta: Mapping[str, object] = ctx.request_context.meta or {}
+    if IDEMPOTENCY_KEY in meta:
+        own = meta[IDEMPOTENCY_KEY]
+        if not isinstance(own, str) or not 0 < len(own) <= 200 or not own.isprintable():
+            raise InvalidRequestError(
+                f"_meta {IDEMPOTENCY_KEY} must be a string of 1 to 200 printable characters,"
+                " one per call (a UUID, say), the same when the call is sent again"
+            )
+        return f"mcp:{caller.key}:key:{own}"
+    if ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return None
     state = connection_state(ctx)
     if state is None or ctx.request_context.request_id is None:
         return None
+    # A random token per connection: a new connection's ids never meet an old one's.
     token = state.setdefault("imagegate.connection", secrets.token_hex(8))
     return f"mcp:{caller.key}:{token}:{ctx.request_id}"
 
@@ -920,8 +945,9 @@ def connection_state(ctx: Context) -> dict[str, Any] | None:
 
     The high-level ``Context`` offers no public way to the connection: its ``ServerSession``
     keeps it as ``_connection``. This is the one place that reads it. Should an SDK release
-    drop it, a warning is logged once and every call gets a fresh idempotency key (a replayed
-    request is then charged again, not refused); a test checks it against the real SDK."""
+    drop it, a warning is logged once and calls without their own idempotency key get a fresh
+    one (a replayed request is then charged again, not refused); a test checks it against the
+    real SDK. (On 2026-07-28 the SDK makes a connection per request: not used there.)"""
     connection = getattr(ctx.session, "_connection", None)
     state = getattr(connection, "state", None)
     if isinstance(state, dict):

@@ -19,7 +19,7 @@ from PIL import Image
 
 from core import Caller, ImageService
 from core.errors import ContentRejectedError, ProviderUnavailableError
-from mcp_server.server import _idempotency_key, build_server, connection_state
+from mcp_server.server import IDEMPOTENCY_KEY, _idempotency_key, build_server, connection_state
 from tests.core.test_late_charges import charge_late
 
 from .conftest import Gate, make_settings, png
@@ -357,7 +357,8 @@ async def test_server_built_from_settings_opens_and_closes_its_service(settings_
 
 
 async def test_idempotency_key_is_per_connection_and_request_id(service, caplog):
-    """Against the real SDK objects: the connection state the key relies on is there."""
+    """Against the real SDK objects: the connection state the key relies on is there, and
+    the client's own key in _meta wins on every protocol."""
     server = build_server(service)
     caller = Caller(frontend="mcp", user_id="local")
 
@@ -367,23 +368,28 @@ async def test_idempotency_key_is_per_connection_and_request_id(service, caplog)
         return _idempotency_key(ctx, caller) or ""
 
     server.add_tool(probe)
-    async with Client(server) as client:  # the newest protocol: the state is still there
-        assert (await client.call_tool("probe", {})).structured_content["result"]
+    async with Client(server) as client:  # the newest protocol: no connection beyond a request
+        assert (await client.call_tool("probe", {})).structured_content["result"] == ""
+        own = await client.call_tool("probe", {}, meta={IDEMPOTENCY_KEY: "abc"})
+        assert own.structured_content["result"] == "mcp:mcp:local:key:abc"
     keys = []
     for _ in range(2):
-        # A connection that lasts across requests (the handshake protocol; the newest one
-        # gives each request its own connection object, so replays are not recognised there).
+        # A connection that lasts across requests (the handshake protocols).
         async with Client(server, mode="legacy") as client:
             for _ in range(2):
                 result = await client.call_tool("probe", {})
                 keys.append(result.structured_content["result"])
+            own = await client.call_tool("probe", {}, meta={IDEMPOTENCY_KEY: "abc"})
+            assert own.structured_content["result"] == "mcp:mcp:local:key:abc"
     assert all(k.startswith("mcp:mcp:local:") for k in keys)
     token = [k.rsplit(":", 2)[1] for k in keys]
     assert token[0] == token[1] != token[2] == token[3]  # one token per connection
     assert len(set(keys)) == 4  # request ids differ within a connection
 
     no_connection: Any = SimpleNamespace(
-        session=SimpleNamespace(), request_context=SimpleNamespace(request_id=1)
+        session=SimpleNamespace(),
+        request_context=SimpleNamespace(request_id=1, meta=None),
+        protocol_version="2025-11-25",
     )
     with caplog.at_level("WARNING", logger="imagegate.mcp"):
         assert _idempotency_key(no_connection, caller) is None
