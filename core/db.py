@@ -119,6 +119,11 @@ class Database(abc.ABC):
         """
 
     @abc.abstractmethod
+    def waiting(self) -> int:
+        """Transactions submitted and not started yet (queued behind the writer, or waiting
+        for a pooled connection): how far writes are backed up right now."""
+
+    @abc.abstractmethod
     async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
         """Run a read query outside any write transaction."""
 
@@ -289,6 +294,9 @@ class SqliteDatabase(Database):
     async def transact(self, body: Body[T], *args: Any) -> T:
         return await self._writer.submit(body, args)
 
+    def waiting(self) -> int:
+        return self._writer.waiting
+
     async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
         """Run a read query on the read connection (one thread hand-off)."""
         return list(await self._reader.execute_fetchall(sql, params))
@@ -367,6 +375,7 @@ class _Writer:
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._state_lock = threading.Lock()
         self._closed = False
+        self.waiting = 0  # ops still _QUEUED (changed under _state_lock)
         self._thread = threading.Thread(target=self._serve, name="imagegate-db-writer", daemon=True)
         self._thread.start()
 
@@ -374,6 +383,8 @@ class _Writer:
         if self._closed:
             raise sqlite3.ProgrammingError("the database is closed")
         op = _Op(fn, args, asyncio.get_running_loop())
+        with self._state_lock:
+            self.waiting += 1
         self._queue.put(op)
         try:
             return await op.future
@@ -383,6 +394,7 @@ class _Writer:
             with self._state_lock:
                 if op.state == _QUEUED:
                     op.state = _CANCELLED
+                    self.waiting -= 1
             raise
 
     async def close(self) -> None:
@@ -417,6 +429,7 @@ class _Writer:
             live = [op for op in group if op.state == _QUEUED]
             for op in live:
                 op.state = _RUNNING
+            self.waiting -= len(live)
         if not live:
             return
         conn = self._conn

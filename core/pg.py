@@ -91,6 +91,7 @@ class PostgresDatabase(Database):
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._waiting = 0  # transactions waiting for a connection
 
     @classmethod
     async def open(
@@ -130,17 +131,20 @@ class PostgresDatabase(Database):
             task.add_done_callback(_collect)
             raise
 
+    def waiting(self) -> int:
+        return self._waiting
+
     async def _transact(self, body: Body[T], args: tuple, started: list[bool]) -> T:
-        async with self._pool.acquire() as conn:
-            started.append(True)
-            for attempt in range(1, _ATTEMPTS + 1):
-                try:
-                    async with conn.transaction(isolation="read_committed"):
-                        return await body(PostgresTx(conn), *args)
-                except _RETRY:
-                    if attempt == _ATTEMPTS:
-                        raise
-        raise AssertionError("unreachable")
+        self._waiting += 1
+        try:
+            conn = await self._pool.acquire()
+        finally:
+            self._waiting -= 1
+        started.append(True)
+        try:
+            return await _attempts(conn, body, args)
+        finally:
+            await self._pool.release(conn)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
         return await self._pool.fetch(pg_sql(sql), *params)
@@ -205,6 +209,18 @@ class PostgresDatabase(Database):
                     column,
                 )
             return await check(PostgresTx(conn))
+
+
+async def _attempts(conn: asyncpg.Connection, body: Body[T], args: tuple) -> T:
+    """Run ``body`` in a transaction on ``conn``, again after a race it lost (``_RETRY``)."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            async with conn.transaction(isolation="read_committed"):
+                return await body(PostgresTx(conn), *args)
+        except _RETRY:
+            if attempt == _ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 @functools.lru_cache(maxsize=2048)

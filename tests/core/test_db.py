@@ -122,10 +122,12 @@ async def test_sqlite_a_transaction_cancelled_while_queued_never_runs(tmp_path: 
     blocker = asyncio.create_task(db.transact(hold_writer))
     await asyncio.to_thread(started.wait, 5)
     queued = asyncio.create_task(db.transact(_put, "a:never"))
-    await asyncio.sleep(0.01)
+    while not db.waiting():  # it is queued once its task has run up to its first wait
+        await asyncio.sleep(0)
     queued.cancel()
     with pytest.raises(asyncio.CancelledError):
         await queued
+    assert db.waiting() == 0
     release.set()
     await blocker
     await db.transact(_put, "a:after")
@@ -202,10 +204,12 @@ async def test_postgres_cancelled_while_waiting_for_a_connection_never_runs(pg_u
     blocker = asyncio.create_task(db.transact(hold_connection))
     await inside.wait()
     queued = asyncio.create_task(db.transact(_put, "a:never"))
-    await asyncio.sleep(0.01)
+    while not db.waiting():  # it is queued once its task has run up to its first wait
+        await asyncio.sleep(0)
     queued.cancel()
     with pytest.raises(asyncio.CancelledError):
         await queued
+    assert db.waiting() == 0
     release.set()
     await blocker
     await db.transact(_put, "a:after")
