@@ -198,6 +198,13 @@ async def open_database(settings: DatabaseSettings, *, migrate: bool | None = No
     return db
 
 
+def skip_locked(tx: Tx, table: str) -> str:
+    """The end of a SELECT that locks the rows of ``table`` (a name or alias) it returns and
+    leaves out those another transaction has locked: on PostgreSQL. SQLite has one writer at
+    a time, so nothing is ever locked under it (and it knows no such clause)."""
+    return f" FOR UPDATE OF {table} SKIP LOCKED" if tx.dialect == "postgresql" else ""
+
+
 def run_body(body: Coroutine[Any, Any, T]) -> T:
     """Run a transaction body to its end without an event loop: it awaits only ``Tx`` methods
     that finish at once (SQLite's), so one ``send`` completes it.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .db import Database, Tx
+from .db import Database, Tx, skip_locked
 from .errors import IdempotencyConflictError, QuotaExceededError, RateLimitedError
 from .leases import LAPSED
 from .types import LedgerEntry, QuotaStatus
@@ -395,9 +395,14 @@ async def _reserve(
 
 
 async def _sweep(tx: Tx, instance: str, now_ms: int) -> int:
+    # Every sweeper takes the rows in one order (accounts by user, holds by id), so replicas
+    # sweeping at once never wait on each other in a circle (a deadlock on PostgreSQL). There
+    # the holds are locked as they are chosen, skipping those another transaction holds: it is
+    # settling, releasing or sweeping them already.
     rows = await tx.fetchall(
         "SELECT hold_id FROM hold WHERE state = 'held' AND ((owner IS NULL AND expires_at <= ?)"
-        f" OR (owner IS NOT NULL AND owner <> ? AND owner {LAPSED}))",
+        f" OR (owner IS NOT NULL AND owner <> ? AND owner {LAPSED})) ORDER BY user_id, hold_id"
+        + skip_locked(tx, "hold"),
         (now_ms, instance, now_ms),
     )
     released = 0

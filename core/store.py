@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .db import Database, Tx
+from .db import Database, Tx, skip_locked
 from .errors import InvalidRequestError, NotFoundError
 from .ids import random_hex
 from .images import EXTENSIONS, ImageInfo, preview, sniff_mime
@@ -587,7 +587,8 @@ async def _interrupt_jobs(tx: Tx, instance: str, now_ms: int) -> int:
         "SELECT j.job_id, j.request, h.state, h.settled_amount,"
         " (SELECT count(*) FROM image i WHERE i.job_id = j.job_id)"
         " FROM job j LEFT JOIN hold h ON h.hold_id = j.hold_id"
-        f" WHERE j.status = 'running' AND j.owner <> ? AND j.owner {LAPSED}",
+        f" WHERE j.status = 'running' AND j.owner <> ? AND j.owner {LAPSED} ORDER BY j.job_id"
+        + skip_locked(tx, "j"),  # one order for every sweeper, as in the quota sweep
         (instance, now_ms),
     )
     interrupted = 0

@@ -9,14 +9,20 @@ moves time on.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from core import Caller, ImageRequest, ImageService, parse_settings
 from core.db import open_database
 from core.leases import Leases
+from core.pg import PostgresDatabase
 from core.quota import Policy, QuotaStore
+from core.store import ImageStore
 from tests.conftest import make_settings
 from tests.core.test_quota import Clock
 from tests.emulators import Fault, create_emulator
@@ -79,6 +85,60 @@ async def test_only_holds_of_lapsed_leases_are_released(store):
     assert await frozen.forget_lapsed() == 2  # alive's and mine (not its own)
     assert not await frozen.renew()
     assert await frozen.renew()
+
+
+async def _beside_a_lock(
+    db: PostgresDatabase, url: str, sweep: Callable[[], Awaitable[int]], table: str, key: str
+) -> int:
+    """What ``sweep`` returns, run while another connection has locked one row of ``table``
+    (``key`` in its first column); fails as soon as the sweep waits for that lock."""
+    other = await asyncpg.connect(url)
+    try:
+        async with other.transaction():
+            column = "hold_id" if table == "hold" else "job_id"
+            await other.execute(f"SELECT 1 FROM {table} WHERE {column} = $1 FOR UPDATE", key)
+            task = asyncio.create_task(sweep())
+            while not task.done():
+                assert not await db.fetchall(
+                    "SELECT 1 FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND application_name = 'imagegate'"
+                ), f"the sweep waited for a {table} row another transaction had locked"
+                await asyncio.sleep(0.01)
+            return await task
+    finally:
+        await other.close()
+
+
+async def test_sweeps_pass_over_rows_another_transaction_has_locked(pg_url: str, tmp_path: Path):
+    """Replicas sweeping at once on PostgreSQL: each takes only the holds and jobs nobody
+    else has locked, in one order (holds by user and id, jobs by id), so they never wait for
+    each other in a circle (they deadlocked, and the transaction retry hid it)."""
+    db = await PostgresDatabase.open(pg_url)
+    await db.upgrade()
+    clock = Clock()
+    quotas, store = QuotaStore(db, clock), ImageStore(db, tmp_path, durable=False, clock=clock)
+    gone = Leases(db, 10, clock)
+    await gone.register()
+    holds = [await _hold(quotas, key, gone.instance_id) for key in "abc"]
+
+    async def job(tx: Any, index: int) -> None:
+        request = {"operation": "generate"}
+        await store.insert_job(
+            tx, f"job{index}", user="u", request=request, model="m", hold_id=holds[index],
+            owner=gone.instance_id,
+        )  # fmt: skip
+
+    for index in range(3):
+        await db.transact(job, index)
+    clock.now += 11  # its lease has lapsed
+    assert await _beside_a_lock(db, pg_url, lambda: quotas.sweep(), "hold", holds[1]) == 2
+    assert (
+        await _beside_a_lock(db, pg_url, lambda: store.interrupt_lapsed("me"), "job", "job1") == 2
+    )
+    assert await quotas.sweep() == 1  # the rows left, once free
+    assert await store.interrupt_lapsed("me") == 1
+    assert await quotas.check_ledger() == []
+    await db.close()
 
 
 async def test_a_second_service_leaves_a_live_one_alone(tmp_path, backend):
