@@ -1,8 +1,10 @@
 """Operator alerts and the weekly digest, posted to ``[discord] audit_channel_id``.
 
 Core decides what is due (``ImageService.check_alerts``: each condition at most once per UTC
-day; ``weekly_digest_due``: once per ISO week) and logs it; this only posts what it is handed.
-The check runs every ``[alerts] check_interval_s`` once the bot is connected.
+day for this sink, however many bot processes share the database; ``weekly_digest_due``: once
+per ISO week); this only posts what it is handed. The service logs the same alerts by itself,
+with or without a bot. The check runs every ``[alerts] check_interval_s`` once the bot is
+connected.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("imagegate.bot")
 
 DIGEST_READER = Caller(frontend="bot", user_id="digest", is_admin=True)
+SINK = "discord"  # the alerts this posts are claimed under this name (see check_alerts)
 MAX_MESSAGE_CHARS = 2000
 
 
@@ -35,7 +38,7 @@ def wanted(bot: ImageBot) -> bool:
 
 async def check_once(bot: ImageBot) -> int:
     """Post the alerts due now, and the weekly digest when due; returns how many posts."""
-    posts = [f"⚠️ {alert.message}" for alert in await bot.service.check_alerts()]
+    posts = [f"⚠️ {alert.message}" for alert in await bot.service.check_alerts(SINK)]
     if await bot.service.weekly_digest_due():
         digest = await bot.service.digest(DIGEST_READER, days=7)
         posts.append("📊 Weekly digest\n" + digest_text(digest))

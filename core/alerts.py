@@ -1,9 +1,10 @@
 """Operator alerts: a provider about to run dry, a model failing; each at most once a day.
 
 ``ImageService.check_alerts`` finds the conditions that hold now and claims each one for the
-current UTC day in ``alert_sent`` (one row per alert and period, written once), so however
-many processes check, and however often, a condition is reported once per day. The bot posts
-what it is handed to the audit channel; the service logs it either way.
+current UTC day and one sink in ``alert_sent`` (one row per sink, alert and period, written
+once), so however many processes check, and however often, a condition reaches each sink once
+per day: the log (every long-running service checks in the background, with or without a bot)
+and the bot's audit channel.
 """
 
 from __future__ import annotations

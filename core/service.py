@@ -98,6 +98,7 @@ _SMALL_IMAGE_BYTES = 1024 * 1024  # decoding one takes a few ms and little memor
 _QUEUE_REPORT_INTERVAL_S = 1.0  # a queued job's position is reported at most this often
 _SMALL_IMAGE_PIXELS = 1024 * 1024  # inputs: bytes say little (a flat 40 MP PNG is 100 kB)
 CANCEL_POLL_S = 1.0  # how often a process looks for cancel requests for its running jobs
+LOG_SINK = "log"  # the alerts the service logs itself (``check_alerts``)
 MAX_OWN_TOKENS = 5  # active MCP tokens a user may mint for themselves
 
 
@@ -164,6 +165,7 @@ class ImageService:
         self._sweeper: asyncio.Task[None] | None = None
         self._lease_keeper: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._alerter: asyncio.Task[None] | None = None
         self._local: dict[str, _LocalJob] = {}  # jobs running in this process, by id
         self._decode_slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2) - 1))
         self._styles_lock = asyncio.Lock()
@@ -182,8 +184,10 @@ class ImageService:
         """Open the database, build the models, take this process's lease, release what
         processes whose lease lapsed left behind, and check the files of the images recorded
         last (``ImageStore.check_recent``). The lease is renewed in the background until
-        ``aclose``; ``sweeper`` also releases, every ``[quota] sweep_interval_s``, what other
-        processes leave behind later.
+        ``aclose``; ``sweeper`` (every long-running front end: the bot, the MCP server,
+        ``imagegate serve``) also releases, every ``[quota] sweep_interval_s``, what other
+        processes leave behind later, and logs the ``[alerts]`` due (``check_alerts``), from
+        start-up and every ``[alerts] check_interval_s``.
 
         ``receive_callbacks``: this process serves ``service.callbacks.app`` (``imagegate
         serve`` does), so providers may answer asynchronously when ``[callbacks] public_url``
@@ -222,10 +226,12 @@ class ImageService:
         if sweeper:
             service._sweeper = asyncio.create_task(service._sweep_forever())
             service._watcher = asyncio.create_task(service._watch_cancels())
+            if settings.alerts.runway_days or settings.alerts.failure_rate:
+                service._alerter = asyncio.create_task(service._log_alerts_forever())
         return service
 
     async def aclose(self) -> None:
-        for task in (self._sweeper, self._lease_keeper, self._watcher):
+        for task in (self._sweeper, self._lease_keeper, self._watcher, self._alerter):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -1440,16 +1446,15 @@ class ImageService:
             providers=await self._runways(),
         )
 
-    async def check_alerts(self) -> list[Alert]:
-        """The ``[alerts]`` conditions that hold now and were not reported yet today (UTC);
-        each is logged here and returned once, for a front end to post."""
+    async def check_alerts(self, sink: str) -> list[Alert]:
+        """The ``[alerts]`` conditions that hold now and were not handed to ``sink`` yet today
+        (UTC): each reaches each sink once a day, however many processes share the database.
+        The service logs them itself (sink ``LOG_SINK``, see ``open``); a front end that posts
+        them somewhere checks with a sink of its own (the bot: ``"discord"``)."""
         found = await self._runway_alerts() + await self._failure_alerts()
         now_ms = int(self.clock() * 1000)
         today = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
-        fresh = [a for a in found if await self.alert_book.claim(a.key, today, now_ms)]
-        for alert in fresh:
-            log.warning("alert: %s", alert.message)
-        return fresh
+        return [a for a in found if await self.alert_book.claim(f"{sink}:{a.key}", today, now_ms)]
 
     async def weekly_digest_due(self) -> bool:
         """True once per ISO week when ``[alerts] weekly_digest`` is on: post the digest now."""
@@ -1553,12 +1558,26 @@ class ImageService:
         return released
 
     async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.quota.sweep_interval_s)
-            try:
-                await self.recover()
-            except Exception:  # the sweeper must outlive a transient database error
-                log.exception("hold sweeper failed")
+        await asyncio.sleep(self.settings.quota.sweep_interval_s)
+        await _repeat(self.recover, self.settings.quota.sweep_interval_s, "hold sweeper")
+
+    async def _log_alerts_forever(self) -> None:
+        async def log_due() -> None:
+            for alert in await self.check_alerts(LOG_SINK):
+                log.warning("alert: %s", alert.message)
+
+        await _repeat(log_due, self.settings.alerts.check_interval_s, "alert check")
+
+
+async def _repeat(step: Callable[[], Awaitable[object]], every_s: float, what: str) -> None:
+    """``step()`` now and then every ``every_s`` seconds, until cancelled; a failure (a
+    transient database error) is logged and the next round runs anyway."""
+    while True:
+        try:
+            await step()
+        except Exception:
+            log.exception("%s failed", what)
+        await asyncio.sleep(every_s)
 
 
 class _LocalJob:

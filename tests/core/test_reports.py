@@ -76,7 +76,7 @@ async def test_alert_claims_are_once_per_period(clocked):
     assert await book.claim("runway:x", "2026-01-01", 1)
     assert not await book.claim("runway:x", "2026-01-01", 2)
     assert await book.claim("runway:x", "2026-01-02", 3)
-    assert await service.check_alerts() == []  # nothing configured: nothing to say
+    assert await service.check_alerts("log") == []  # nothing configured: nothing to say
     assert not await service.weekly_digest_due()
 
 
