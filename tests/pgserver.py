@@ -6,6 +6,11 @@ Debian's ``/usr/lib/postgresql/<version>/bin``); ``.ci/run`` installs them when 
 As root (CI), the server runs as the ``postgres`` user (``runuser``), since PostgreSQL refuses
 to run as root. ``durable=False`` (tests) turns fsync off: a crash of the test machine may
 lose the throwaway data, nothing else changes.
+
+The server lives no longer than the process that started it: a watchdog process (this file run
+as a script) holds the read end of a pipe whose write end only the starting process has; when
+that process ends without ``stop()`` (pytest killed), the pipe closes and the watchdog stops
+the server and deletes its folder.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -56,6 +62,8 @@ class PostgresServer:
         self.max_connections = max_connections
         self.running = False
         self._shared = False
+        self._lifeline: int | None = None  # the pipe end the watchdog waits on
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     def start(self) -> PostgresServer:
         """Create the cluster and start the server; returns self.
@@ -85,7 +93,21 @@ class PostgresServer:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"{exc}\n{tail}") from None
         self.running = True
+        self._start_watchdog()
         return self
+
+    def _start_watchdog(self) -> None:
+        """Tie the server to this process (see the module docstring). The write end is not
+        inheritable, so no other child of this process keeps the server alive."""
+        read_end, self._lifeline = os.pipe()
+        stop = self._command("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-I", __file__, "--watch", str(read_end), str(self.root), *stop],
+            pass_fds=(read_end,),
+            start_new_session=True,  # a Ctrl-C to pytest's process group is not for it
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(read_end)
 
     def stop(self) -> None:
         """Stop the server (at once: its data is thrown away) and delete its folder."""
@@ -96,6 +118,12 @@ class PostgresServer:
             except RuntimeError:
                 pass
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._lifeline is not None:  # the watchdog finds nothing left to do, and exits
+            os.close(self._lifeline)
+            self._lifeline = None
+        if self._watchdog is not None:
+            self._watchdog.wait(60)
+            self._watchdog = None
 
     def url(self, database: str = "postgres", schema: str | None = None) -> str:
         """A ``postgresql://`` URL for ``database`` over the server's Unix socket; with
@@ -125,13 +153,32 @@ class PostgresServer:
             "-v", "ON_ERROR_STOP=1", "-c", sql,
         )  # fmt: skip
 
-    def _run(self, tool: str, *args: str) -> str:
+    def _command(self, tool: str, *args: str) -> list[str]:
         command = [str(self.bin / tool), *args]
         if tool == "psql" and not (self.bin / tool).exists():
             command[0] = shutil.which("psql") or "psql"
         if os.geteuid() == 0 and tool != "psql":
             command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        return command
+
+    def _run(self, tool: str, *args: str) -> str:
+        done = subprocess.run(
+            self._command(tool, *args), capture_output=True, text=True, timeout=120
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
         return done.stdout
+
+
+def _watch(lifeline: int, root: Path, stop: list[str]) -> None:
+    """Wait until the pipe's other end closes (its holder stopped the server, or died), then
+    stop the server if it still runs and delete its folder."""
+    with os.fdopen(lifeline, "rb") as pipe:
+        pipe.read()
+    if (root / "data" / "postmaster.pid").exists():
+        subprocess.run(stop, capture_output=True, timeout=120)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--watch"]:
+    _watch(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:])
