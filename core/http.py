@@ -12,6 +12,8 @@ callers see only httpx.
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -28,14 +30,18 @@ EAGER_BYTES = 32 * 1024 * 1024
 KEEP_ALIVE_S = 60.0  # idle connections to a provider stay open this long
 
 
-def make_http_client() -> httpx.AsyncClient:
+def make_http_client(*, warm: bool = False) -> httpx.AsyncClient:
     """An ``AsyncClient`` that scales to thousands of concurrent calls; no redirects followed.
 
     The number of calls in flight is bounded by each provider's ``max_concurrency`` (the
-    orchestrator's semaphores), not by the client.
+    orchestrator's semaphores), not by the client. ``warm``: a provider call is coming, so
+    start loading what it needs now (``AiohttpTransport.warm_up``; in a running event loop).
     """
+    transport = AiohttpTransport()
+    if warm:
+        transport.warm_up()
     return httpx.AsyncClient(
-        transport=AiohttpTransport(),
+        transport=transport,
         follow_redirects=False,
         timeout=httpx.Timeout(120.0, connect=15.0),
     )
@@ -50,36 +56,52 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     Proxy variables in the environment are not used (httpx ignores them too once it is given
     a transport), which also spares aiohttp reading ``~/.netrc`` on every request.
 
-    The session is made on first use, in the event loop that uses it.
+    The session is made on first use, in the event loop that uses it. aiohttp itself is
+    imported in a worker thread, never in the event loop: it takes 0.1-0.5 s, during which
+    every other job, heartbeat and request of the process would wait.
     """
 
     def __init__(self, *, keep_alive_s: float = KEEP_ALIVE_S) -> None:
         self._keep_alive_s = keep_alive_s
         self._session: aiohttp.ClientSession | None = None
+        self._loading: asyncio.Future[ssl.SSLContext] | None = None
 
-    def _get_session(self) -> aiohttp.ClientSession:
+    def warm_up(self) -> None:
+        """Start importing aiohttp and reading the CA bundle in a worker thread (at service
+        start-up), so the first call finds both ready; a later call also waits for them."""
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(asyncio.to_thread(_load))
+
+    async def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            import aiohttp  # ~0.1 s: not for processes that never call a provider
-
-            connector = aiohttp.TCPConnector(
-                limit=0,  # the orchestrator bounds concurrency, per provider
-                ssl=httpx.create_ssl_context(),
-                keepalive_timeout=self._keep_alive_s,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
-                auto_decompress=False,  # httpx decodes
-            )
+            self.warm_up()
+            assert self._loading is not None
+            ssl_context = await asyncio.shield(self._loading)  # shared by concurrent calls
+            if self._session is None:  # else another call made it meanwhile
+                self._session = self._new_session(ssl_context)
         return self._session
 
+    def _new_session(self, ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
+        import aiohttp  # loaded already (``_load``)
+
+        connector = aiohttp.TCPConnector(
+            limit=0,  # the orchestrator bounds concurrency, per provider
+            ssl=ssl_context,
+            keepalive_timeout=self._keep_alive_s,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
+            auto_decompress=False,  # httpx decodes
+        )
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = await self._get_session()
         import aiohttp
 
         body = await request.aread()
         timeout = request.extensions.get("timeout", {})
         with _as_httpx_errors(request):
-            session = self._get_session()
             response = await session.request(
                 request.method,
                 str(request.url),
@@ -121,9 +143,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            await asyncio.wait([self._loading])  # a thread cannot be stopped: let it finish
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _load() -> ssl.SSLContext:
+    """What a session needs and takes long to load (run in a worker thread)."""
+    import aiohttp  # noqa: F401
+
+    return httpx.create_ssl_context()
 
 
 class _ResponseStream(httpx.AsyncByteStream):

@@ -199,7 +199,9 @@ class ImageService:
         Raises:
             ConfigError: the settings cannot work (unknown alias target, missing price, ...).
         """
-        client = http or make_http_client()
+        # Warmed at once, off the event loop, when a provider will be called over HTTP.
+        calls_out = any(p.kind != "placeholder" for p in settings.providers.values())
+        client = http or make_http_client(warm=calls_out)
         callbacks = None
         if receive_callbacks and settings.callbacks.public_url:
             callbacks = CallbackHub(settings.callbacks.public_url, settings.callbacks.path)

@@ -8,10 +8,14 @@ import asyncio
 import contextlib
 import gc
 import gzip
+import json
 import os
+import subprocess
+import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -202,3 +206,60 @@ async def test_a_read_response_is_freed_without_the_garbage_collector():
             assert ref() is None  # with httpx's reference loop it would wait for gc
         finally:
             gc.enable()
+
+
+FIRST_CALL = """
+import asyncio, json, socket, sys, threading
+
+on_loop_thread = []
+
+
+def audit(event, args):
+    if event == "import" and args[0] == "aiohttp":
+        on_loop_thread.append(threading.current_thread() is threading.main_thread())
+
+
+sys.addaudithook(audit)
+from core import Caller, ImageGateError, ImageRequest, ImageService, parse_settings
+
+closed = socket.socket()
+closed.bind(("127.0.0.1", 0))  # bound, never listening: every connection is refused
+settings = parse_settings({
+    "database": {"path": sys.argv[1] + "/db.sqlite"},
+    "images": {"dir": sys.argv[1] + "/images"},
+    "providers": {"p": {
+        "kind": "openai", "base_url": f"http://127.0.0.1:{closed.getsockname()[1]}/v1",
+        "api_key_env": "IG_TEST_FIRST_CALL_KEY", "models": ["dall-e-2"],
+    }},
+    "pricing": {"default": 1},
+    "defaults": {"max_retries": 0},
+})
+
+
+async def main():
+    async with await ImageService.open(settings) as service:
+        request = ImageRequest(prompt="x", model="p:dall-e-2")
+        try:
+            await service.generate(Caller.parse("cli:t"), request)
+        except ImageGateError:
+            pass
+
+
+asyncio.run(main())
+print(json.dumps(on_loop_thread))
+"""
+
+
+def test_the_first_provider_call_never_imports_aiohttp_on_the_event_loop(tmp_path):
+    """aiohttp takes 0.1-0.5 s to import: a service loads it in a worker thread from start-up,
+    so its first provider call does not stop every other job for that long."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "IG_TEST_FIRST_CALL_KEY": "sk-test"},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [False]  # imported once, off the event loop's thread
