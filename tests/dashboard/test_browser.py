@@ -76,6 +76,21 @@ def read_overview(driver: Any) -> dict[str, Any]:
     }
 
 
+def click_to(driver: Any, element: Any, landmark: str) -> None:
+    """Click ``element`` and wait for the page it leads to (the one with id ``landmark``): a
+    click returns before the browser has left the page (read at once, the sign-in form was
+    still there under load)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
+    WebDriverWait(driver, 30).until(
+        expected_conditions.presence_of_element_located((By.ID, landmark))
+    )
+
+
 def loaded_width(driver: Any, image: Any) -> int:
     """The natural width of an ``<img>`` once the browser has finished loading it."""
     from selenium.webdriver.support.wait import WebDriverWait
@@ -130,7 +145,7 @@ async def test_signed_in_pages_match_the_ledger(seeded: Seeded, tmp_path: Path, 
             driver.get(f"{base}/admin/?days=30")
             assert driver.find_element(By.ID, "token").get_attribute("type") == "password"
             driver.find_element(By.ID, "token").send_keys(token)
-            driver.find_element(By.ID, "signin").click()
+            click_to(driver, driver.find_element(By.ID, "signin"), "credits-chart")
             seen = read_overview(driver)
             cookie = driver.get_cookie("imagegate_admin")
             pages.append(driver.page_source)
@@ -140,7 +155,7 @@ async def test_signed_in_pages_match_the_ledger(seeded: Seeded, tmp_path: Path, 
             # A thumbnail opens its job, which shows the full image.
             thumb = driver.find_element(By.CSS_SELECTOR, "#gallery a")
             thumb_loaded = loaded_width(driver, thumb.find_element(By.TAG_NAME, "img"))
-            thumb.click()
+            click_to(driver, thumb, "job-id")
             seen["job_id"] = driver.find_element(By.ID, "job-id").text
             image = driver.find_element(By.CSS_SELECTOR, ".images img")
             seen["image_width"] = loaded_width(driver, image)
