@@ -19,10 +19,12 @@ from core.providers.base import (
     call_api,
     download,
     error_for_status,
+    failed_job,
     keep_input_size,
     moderation_refusal,
     parse_options,
     size_for_aspect,
+    snap,
     wait_for_callback,
 )
 from core.settings import ProviderSettings
@@ -58,6 +60,23 @@ def test_size_for_aspect():
     assert size_for_aspect(16 / 9) == (1344, 768)
     assert size_for_aspect(9 / 16, area=512 * 512, low=256) == (384, 704)
     assert size_for_aspect(32.0, low=256, high=2048) == (2048, 256)
+
+
+def test_snap_rounds_to_the_nearest_multiple_within_the_bounds():
+    assert snap(100, 64, 64, 3072) == 128
+    assert snap(20, 64, 64) == 64
+    assert snap(5000, 64, 64, 3072) == 3072
+    assert snap(4999, 16, 16) == 4992  # no upper bound given
+
+
+def test_a_failed_job_is_a_refusal_only_when_its_message_says_so():
+    ctx = _ctx()
+    assert isinstance(failed_job(ctx, "Blocked by Moderation", "error"), ContentRejectedError)
+    flagged = failed_job(ctx, "image flagged", "error", marks=("flagged",))
+    assert isinstance(flagged, ContentRejectedError)
+    error = failed_job(ctx, f"bad key {SECRET}", 3)
+    assert type(error) is ProviderResponseError and SECRET not in str(error)
+    assert "could not make the images (3)" in str(failed_job(ctx, "", 3))
 
 
 def test_keep_input_size():

@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 
-from core import ContentRejectedError, InvalidRequestError, parse_settings
+from core import ContentRejectedError, ImageRequest, InvalidRequestError, parse_settings
 from core.errors import (
     ConfigError,
     JobTimeoutError,
@@ -18,6 +18,7 @@ from core.errors import (
     ProviderRejectedError,
     ProviderUnavailableError,
 )
+from core.providers.selfhosted import DEFAULT_SIZE, sd_size
 from core.registry import Registry
 from tests.emulators import Fault, create_emulator, wait_until
 
@@ -312,3 +313,14 @@ async def test_comfyui_refuses_a_size_its_workflow_cannot_take(harness, tmp_path
     result = await h.generate(steps=5)
     graph = h.calls("/prompt")[-1].json["prompt"]
     assert result.images[0].width == 512 and graph["3"]["inputs"]["steps"] == 5
+
+
+def test_sizes_are_on_the_backends_grid_and_default_to_512():
+    assert sd_size(ImageRequest(prompt="p"), "x") == DEFAULT_SIZE == (512, 512)
+    assert sd_size(ImageRequest(prompt="p", size=(768, 512)), "x") == (768, 512)
+    assert sd_size(ImageRequest(prompt="p", aspect_ratio="2:1"), "x") == (704, 384)
+    with pytest.raises(InvalidRequestError, match=r"x makes sides in multiples of 8; 100x100"):
+        sd_size(ImageRequest(prompt="p", size=(100, 100)), "x")
+    too_large = ImageRequest(prompt="p", size=(3136, 512))
+    with pytest.raises(InvalidRequestError, match=r"of 64 from 64 to 3072; 3136x512 is not \(try"):
+        sd_size(too_large, "the Horde", multiple=64, high=3072, hint=" (try 512x512)")
