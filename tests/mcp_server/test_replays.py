@@ -17,6 +17,8 @@ from mcp_server.server import IDEMPOTENCY_KEY
 
 from .conftest import call, make_settings, running
 from .test_http import TOKENS, clients
+from .test_server import quota
+from .test_spend import User, priced
 
 ARGS = {"prompt": "once", "n": 2, "return_image": "none"}
 ERAS = ["2026-07-28", "legacy"]  # the stateless protocol, and 2025-11-25's sessions
@@ -114,3 +116,18 @@ def _result(response: httpx.Response) -> dict[str, Any]:
         return response.json()["result"]
     data = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
     return json.loads(data[-1])["result"]
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_call_approved_by_the_user_and_sent_again_is_charged_once(tmp_path, connect, mode):
+    """On 2026-07-28 the question comes back as a result and the client calls again: the key
+    rides every round, so the job is still one."""
+    answer = {"also_allow": 0, "minutes": 60}
+    user = User(answer, answer)
+    args = {"prompt": "a red fox", "n": 2, "return_image": "none"}
+    async with connect(priced(tmp_path, confirm_over=3), mode=mode, elicitation_callback=user) as c:
+        first = await c.call_tool("generate_image", args, meta={IDEMPOTENCY_KEY: "fox-1"})
+        again = await c.call_tool("generate_image", args, meta={IDEMPOTENCY_KEY: "fox-1"})
+        assert not again.is_error, again.content
+        assert again.structured_content["job_id"] == first.structured_content["job_id"]
+        assert (await quota(c))["remaining"] == 10 - 4
