@@ -39,7 +39,7 @@ class PlaceholderImageModel(ImageModel):
         )
 
     def plan(self, request: ImageRequest) -> Plan:
-        self.require_operation(request)
+        self.accept(request, self.Options)  # it takes no options: any is refused, not dropped
         warnings = []
         for name in ("negative_prompt", "steps", "guidance"):
             if getattr(request, name) is not None:

@@ -99,6 +99,14 @@ async def test_mask_of_the_wrong_size_is_refused_before_any_charge(service):
     assert (await service.quota(ALICE)).remaining == 50
 
 
+async def test_placeholder_refuses_options_before_any_charge(service):
+    """It takes no provider options: one sent is an error naming it, never silently dropped."""
+    request = ImageRequest(operation="generate", prompt="x", options={"steps_x": 3})
+    with pytest.raises(InvalidRequestError, match="steps_x"):
+        await service.generate(ALICE, request)
+    assert (await service.quota(ALICE)).remaining == 50
+
+
 @pytest.mark.parametrize("mode", ["variation", "sketch", "background", "avatar"])
 async def test_every_edit_mode_returns_an_image_of_the_input_size(service, mode):
     source = await service.load_input(png_bytes((80, 60)))
