@@ -34,16 +34,19 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import queue
 import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, get_args, overload
 
 import aiosqlite
+from pydantic import BaseModel
 
 from . import schema
 from .errors import ConfigError
@@ -52,10 +55,37 @@ if TYPE_CHECKING:
     from .settings import DatabaseSettings
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 MIN_SQLITE = (3, 35, 0)  # RETURNING
 
 Params = Sequence[Any]
+
+
+@overload
+def from_ms(ms: int) -> datetime: ...
+@overload
+def from_ms(ms: int | None) -> datetime | None: ...
+def from_ms(ms: int | None) -> datetime | None:
+    """A time as the tables keep it (epoch milliseconds) as a UTC datetime; None stays None."""
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def from_row(model: type[M], row: Any, **values: Any) -> M:
+    """A ``model`` from a row read back: each column named as one of its fields fills it (a
+    time, for a datetime field, through ``from_ms``); ``values`` fill the other fields, or
+    replace what a column gave."""
+    times, fields = _fields(model)
+    data = {k: from_ms(v) if k in times else v for k, v in dict(row).items() if k in fields}
+    return model(**(data | values))
+
+
+@functools.cache
+def _fields(model: type[BaseModel]) -> tuple[frozenset[str], frozenset[str]]:
+    """(the datetime fields, every field) of ``model``."""
+    every = model.model_fields
+    times = (n for n, f in every.items() if datetime in (f.annotation, *get_args(f.annotation)))
+    return frozenset(times), frozenset(every)
 
 
 class Tx(Protocol):

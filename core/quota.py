@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .db import Database, Tx, skip_locked
+from .db import Database, Tx, from_row, skip_locked
 from .errors import IdempotencyConflictError, QuotaExceededError, RateLimitedError
 from .leases import LAPSED
 from .types import LedgerEntry, QuotaStatus
@@ -206,27 +206,12 @@ class QuotaStore:
     async def history(self, user: str, *, limit: int = 100) -> list[LedgerEntry]:
         """The user's most recent ledger entries, newest first."""
         rows = await self.db.fetchall(
-            "SELECT entry_id, user_id, kind, d_allowance_used, d_granted, d_held, hold_id,"
+            "SELECT entry_id, user_id AS user, kind, d_allowance_used, d_granted, d_held, hold_id,"
             " reason, created_at, actor, d_debt FROM ledger WHERE user_id = ?"
             " ORDER BY entry_id DESC LIMIT ?",
             (user, limit),
         )
-        return [
-            LedgerEntry(
-                entry_id=r[0],
-                user=r[1],
-                kind=r[2],
-                d_allowance_used=r[3],
-                d_granted=r[4],
-                d_held=r[5],
-                hold_id=r[6],
-                reason=r[7],
-                created_at=datetime.fromtimestamp(r[8] / 1000, UTC),
-                actor=r[9],
-                d_debt=r[10],
-            )
-            for r in rows
-        ]
+        return [from_row(LedgerEntry, row) for row in rows]
 
     async def hold_state(self, hold_id: str) -> tuple[str, int | None] | None:
         """(state, settled amount) of a hold, or None."""

@@ -19,12 +19,11 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel
 
-from .db import Database, Tx
+from .db import Database, Tx, from_row
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -41,7 +40,8 @@ _FAILED_COUNT = f"CAST(SUM(CASE WHEN {_FAILED} THEN 1 ELSE 0 END) AS BIGINT)"
 _REFUNDED_COUNT = f"CAST(SUM(CASE WHEN {_REFUNDED} THEN 1 ELSE 0 END) AS BIGINT)"
 _CHARGED = "CAST(SUM(-l.d_held) AS BIGINT)"
 _JOB_COLUMNS = (
-    "job_id, user_id, operation, model, status, credits_charged, error, created_at, finished_at"
+    "job_id, user_id AS user, operation, model, status, credits_charged, error, created_at,"
+    " finished_at"
 )
 
 
@@ -133,10 +133,6 @@ class Digest(BaseModel):
 
 def day_of(ms: int) -> date:
     return _EPOCH + timedelta(days=ms // DAY_MS)
-
-
-def _dt(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def frontend_of(user: str) -> str:
@@ -267,7 +263,7 @@ class Reports:
         rows = await self.db.fetchall(
             f"SELECT {_JOB_COLUMNS} FROM job WHERE status = 'running' ORDER BY created_at"
         )
-        return [_job(row) for row in rows]
+        return [from_row(JobSummary, row) for row in rows]
 
     async def user_jobs(self, user: str, *, limit: int = 50) -> list[JobSummary]:
         """A user's jobs, newest first."""
@@ -275,27 +271,16 @@ class Reports:
             f"SELECT {_JOB_COLUMNS} FROM job WHERE user_id = ? ORDER BY created_at DESC LIMIT ?",
             (user, limit),
         )
-        return [_job(row) for row in rows]
+        return [from_row(JobSummary, row) for row in rows]
 
     async def recent_images(self, *, limit: int = 24) -> list[ImageSummary]:
         """The newest stored results, newest first."""
         rows = await self.db.fetchall(
-            "SELECT image_id, job_id, user_id, model, width, height, created_at FROM image"
+            "SELECT image_id, job_id, user_id AS user, model, width, height, created_at FROM image"
             " ORDER BY created_at DESC, image_id LIMIT ?",
             (limit,),
         )
-        return [
-            ImageSummary(
-                image_id=r[0],
-                job_id=r[1],
-                user=r[2],
-                model=r[3],
-                width=r[4],
-                height=r[5],
-                created_at=datetime.fromtimestamp(r[6] / 1000, UTC),
-            )
-            for r in rows
-        ]
+        return [from_row(ImageSummary, row) for row in rows]
 
     async def failures_by_model(self, since_ms: int) -> list[tuple[str, int, int]]:
         """(model, jobs finished since ``since_ms``, of them failed), by model."""
@@ -349,20 +334,6 @@ class Reports:
         spent = sum(max(0.0, a[1] - b[1]) for a, b in zip(rows, rows[1:], strict=False))
         burn = spent / ((last_at - first_at) / DAY_MS)
         return amount, unit, burn, (max(0.0, amount) / burn if burn > 0 else None), last_at
-
-
-def _job(row: Any) -> JobSummary:
-    return JobSummary(
-        job_id=row[0],
-        user=row[1],
-        operation=row[2],
-        model=row[3],
-        status=row[4],
-        credits_charged=row[5],
-        error=row[6],
-        created_at=datetime.fromtimestamp(row[7] / 1000, UTC),
-        finished_at=_dt(row[8]),
-    )
 
 
 async def _insert_balance(tx: Tx, provider: str, now_ms: int, amount: float, unit: str) -> None:

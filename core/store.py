@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .db import Database, Tx, skip_locked
+from .db import Database, Tx, from_row, skip_locked
 from .errors import InvalidRequestError, NotFoundError
 from .ids import random_hex
 from .images import EXTENSIONS, ImageInfo, preview, sniff_mime
@@ -80,10 +80,6 @@ async def _mark_deleted(tx: Tx, job_id: str, by: str, now_ms: int) -> None:
         " ON CONFLICT (job_id) DO NOTHING",
         (job_id, by, now_ms),
     )
-
-
-def _dt(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
 class ImageStore:
@@ -313,29 +309,21 @@ class ImageStore:
     def _record(
         self, row: Any, images: list[StoredImage], marks: tuple[dict[str, int], set[str]]
     ) -> JobRecord:
-        held = marks[0].get(row["hold_id"]) if row["hold_id"] else None
-        deleted = row["job_id"] in marks[1]
-        return JobRecord(
-            job_id=row["job_id"],
+        return from_row(
+            JobRecord,
+            row,
             user=row["user_id"],
-            operation=row["operation"],
-            model=row["model"],
-            status=row["status"],
             request=json.loads(row["request"]),
             images=images,
-            credits_charged=row["credits_charged"],
             warnings=json.loads(row["warnings"]),
-            error=row["error"],
-            created_at=datetime.fromtimestamp(row["created_at"] / 1000, UTC),
-            finished_at=_dt(row["finished_at"]),
             cancel_requested=row["cancel_requested_at"] is not None,
-            credits_held=held,
-            deleted=deleted,
+            credits_held=marks[0].get(row["hold_id"]) if row["hold_id"] else None,
+            deleted=row["job_id"] in marks[1],
         )
 
     async def share(self, job_id: str, scope: str) -> None:
         """Record that the job's result was shown publicly in ``scope``."""
-        await self.db.transact(_share, job_id, scope, int(self.clock() * 1000))
+        await self.db.transact(_share, job_id, scope, self._ms())
 
     async def is_shared(self, job_id: str, scope: str) -> bool:
         row = await self.db.fetchone(
@@ -345,7 +333,7 @@ class ImageStore:
 
     async def mark_deleted(self, job_id: str, by: str) -> None:
         """The job's result is deleted: history and /show never show it again."""
-        await self.db.transact(_mark_deleted, job_id, by, int(self.clock() * 1000))
+        await self.db.transact(_mark_deleted, job_id, by, self._ms())
 
     async def image(self, image_id: str) -> tuple[StoredImage, str] | None:
         """(image, owner user) or None."""
@@ -362,21 +350,14 @@ class ImageStore:
         return None if row is None else self._stored(row)
 
     def _stored(self, row: Any) -> StoredImage:
-        return StoredImage(
+        return from_row(
+            StoredImage,
+            row,
             id=row["image_id"],
-            job_id=row["job_id"],
             index=row["idx"],
             path=self.path_for(row["sha256"], row["mime"]),
-            mime=row["mime"],
-            width=row["width"],
-            height=row["height"],
-            seed=row["seed"],
-            sha256=row["sha256"],
-            model=row["model"],
-            provider_image_id=row["provider_image_id"],
             meta=json.loads(row["meta"]),
             size_bytes=row["bytes"],
-            lost=row["lost"],
         )
 
     async def read(self, image: StoredImage) -> bytes:

@@ -16,10 +16,10 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from .db import Database, Tx
+from .db import Database, Tx, from_ms
 from .errors import InvalidRequestError, NotFoundError
 
 KIND_PATTERN = re.compile(r"[a-z]{1,16}")
@@ -83,7 +83,7 @@ class TokenStore:
         token = f"ig_{kind}_{prefix}_{secrets.token_urlsafe(32)}"
         now_ms = self._now_ms()
         await self.db.transact(_insert, prefix, kind, user, digest(token), label, now_ms)
-        created = datetime.fromtimestamp(now_ms / 1000, UTC)
+        created = from_ms(now_ms)
         return token, TokenInfo(kind, user, prefix, label, created, None, None)
 
     async def verify(self, kind: str, token: str) -> TokenInfo | None:
@@ -165,19 +165,15 @@ def _check_kind(kind: str) -> str:
     return kind
 
 
-def _time(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
 def _info(row: Any, *, last_used_ms: int | None = None) -> TokenInfo:
     return TokenInfo(
         kind=row["kind"],
         user=row["user_id"],
         prefix=row["prefix"],
         label=row["label"],
-        created_at=_time(row["created_at"]) or datetime.fromtimestamp(0, UTC),
-        last_used_at=_time(last_used_ms or row["last_used_at"]),
-        revoked_at=_time(row["revoked_at"]),
+        created_at=from_ms(row["created_at"]),
+        last_used_at=from_ms(last_used_ms or row["last_used_at"]),
+        revoked_at=from_ms(row["revoked_at"]),
     )
 
 

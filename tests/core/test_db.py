@@ -8,14 +8,16 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import BaseModel
 
 from core import ConfigError, parse_settings
-from core.db import Database, SqliteDatabase, Tx, open_database
+from core.db import Database, SqliteDatabase, Tx, from_row, open_database
 from core.pg import PostgresDatabase, pg_sql, redact
 from tests.conftest import PG_URL_ENV
 
@@ -83,6 +85,24 @@ async def test_rows_read_by_position_and_by_name(db: Database):
     row = await db.fetchone("SELECT scope, updated_at FROM scope_setting WHERE scope = ?", ["a:1"])
     assert (row[0], row["scope"], row["updated_at"]) == ("a:1", "a:1", 0)
     assert await db.fetchone("SELECT scope FROM scope_setting WHERE scope = ?", ["b"]) is None
+
+
+class _Setting(BaseModel):
+    name: str
+    value: str
+    updated_at: datetime
+    updated_by: str | None = None
+
+
+async def test_a_row_fills_a_model_by_column_name(db: Database):
+    await db.transact(_put, "a:1")
+    row = await db.fetchone(
+        "SELECT scope AS name, value, 1700000000123 AS updated_at, 7 AS extra FROM scope_setting"
+    )
+    when = datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
+    # A time (epoch ms) becomes a datetime; a column no field names is left out.
+    assert from_row(_Setting, row) == _Setting(name="a:1", value="{}", updated_at=when)
+    assert from_row(_Setting, row, value="v", updated_by="ops").value == "v"
 
 
 async def test_migrations_are_versioned_and_shown(backend: dict[str, Any]):
