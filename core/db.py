@@ -347,7 +347,7 @@ class SqliteDatabase(Database):
         return {row[0]: row[1] for row in await self.fetchall("SELECT * FROM _migrations")}
 
     async def upgrade(self) -> list[str]:
-        return await self.transact(_migrate, self.migrations)
+        return await self.transact(apply_migrations, self.migrations, "datetime('now')")
 
     async def tables(self) -> dict[str, tuple[list[str], set[str]]]:
         """Every table of the schema (not ``_migrations``) with its columns and the tables it
@@ -509,7 +509,10 @@ def _deliver(results: list[tuple[_Op, tuple[bool, Any]]]) -> None:
             op.future.set_exception(value)
 
 
-async def _migrate(tx: Tx, migrations: list[tuple[str, list[str]]]) -> list[str]:
+async def apply_migrations(tx: Tx, migrations: list[tuple[str, list[str]]], now: str) -> list[str]:
+    """A transaction body: apply the ``migrations`` that ``_migrations`` does not record yet,
+    in order, each recorded with the time ``now`` (the engine's SQL for the UTC time as
+    YYYY-MM-DD HH:MM:SS); returns their names."""
     await tx.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
     )
@@ -520,7 +523,7 @@ async def _migrate(tx: Tx, migrations: list[tuple[str, list[str]]]) -> list[str]
             continue
         for statement in statements:
             await tx.execute(statement)
-        await tx.execute("INSERT INTO _migrations VALUES (?, datetime('now'))", (name,))
+        await tx.execute(f"INSERT INTO _migrations VALUES (?, {now})", (name,))
         applied.append(name)
     return applied
 

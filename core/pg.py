@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from . import schema
-from .db import Body, Database, Params, T
+from .db import Body, Database, Params, T, apply_migrations
 from .errors import ConfigError
 
 #: A table to fill (``PostgresDatabase.load``): name, columns, batches of rows.
@@ -52,6 +52,7 @@ _RETRY = (
     asyncpg.InvalidCachedStatementError,
 )
 _MIGRATION_LOCK = 0x1A6E_6A7E  # pg_advisory_xact_lock key: one process migrates at a time
+_UTC_NOW = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
 
 
 class PostgresTx:
@@ -159,23 +160,7 @@ class PostgresDatabase(Database):
         async with self._pool.acquire() as conn, conn.transaction():
             # Replicas starting together: the first migrates, the others then find it done.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
-            )
-            done = {row[0] for row in await conn.fetch("SELECT name FROM _migrations")}
-            applied = []
-            for name, statements in self.migrations:
-                if name in done:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO _migrations VALUES"
-                    " ($1, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'))",
-                    name,
-                )
-                applied.append(name)
-            return applied
+            return await apply_migrations(PostgresTx(conn), self.migrations, _UTC_NOW)
 
     async def columns(self) -> dict[str, list[str]]:
         """Every table of the schema (not ``_migrations``) and its columns."""
