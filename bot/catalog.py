@@ -1,12 +1,26 @@
 """The configured models as the bot's autocomplete and /models show them. Built once from
 ``ImageService.models()`` (in memory, so it is safe to use before acknowledging). Which model
-serves an operation, and the default, are the core's choices (``ImageService.model_for``)."""
+serves an operation, and the default, are the core's choices (``ImageService.model_for``).
+Also the autocomplete callbacks of every model and style option, and fixed choices."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, cast
+
+import discord
 from discord import app_commands
 
-from core import ImageService, ModelInfo
+from core import EDIT_MODES, ImageService, ModelInfo
+
+from . import render
+from .guilds import scope_of
+
+if TYPE_CHECKING:
+    from .client import ImageBot
+
+Choices = list[app_commands.Choice[str]]
+Autocomplete = Callable[[discord.Interaction, str], Awaitable[Choices]]
 
 
 class Catalog:
@@ -53,3 +67,41 @@ class Catalog:
             if len(found) == 25:
                 break
         return found
+
+
+def model_choices(operation: str | None = None) -> Autocomplete:
+    """An autocomplete callback for a model option (``app_commands.autocomplete``): the models
+    that can do ``operation`` (None: any) whose reference contains what was typed."""
+
+    async def choices(interaction: discord.Interaction, current: str) -> Choices:
+        return cast("ImageBot", interaction.client).catalog.choices(current, operation)
+
+    return choices
+
+
+async def edit_model_choices(interaction: discord.Interaction, current: str) -> Choices:
+    """``model_choices`` for the edit mode picked so far in the same command (any, if none)."""
+    mode = getattr(interaction.namespace, "mode", None)
+    return await model_choices(mode if mode in EDIT_MODES else None)(interaction, current)
+
+
+def fixed_choices(labels: Mapping[str, str]) -> Choices:
+    """The choices of an option with fixed values (``app_commands.choices``), value → label,
+    in order."""
+    return [app_commands.Choice(name=label, value=value) for value, label in labels.items()]
+
+
+async def style_choices(interaction: discord.Interaction, current: str) -> Choices:
+    """An autocomplete callback for a style option: up to 25 styles of this server (the
+    operator's first) whose name contains ``current``."""
+    guild = interaction.guild_id
+    bot = cast("ImageBot", interaction.client)
+    styles = await bot.service.styles(scope_of(guild) if guild is not None else None)
+    needle = current.casefold().strip()
+    return [
+        app_commands.Choice(
+            name=render.clip(f"{s.name} — {s.description or s.prompt}", 100), value=s.name
+        )
+        for s in styles
+        if needle in s.name
+    ][:25]

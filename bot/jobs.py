@@ -176,6 +176,12 @@ class Tracker:
 
         return progress
 
+    def service_options(self) -> dict[str, Any]:
+        """``idempotency_key`` and ``progress`` for the job's ``ImageService`` call: Discord
+        retrying the interaction replays the job instead of charging twice, and its stages
+        show here."""
+        return {"idempotency_key": idempotency_key(self.interaction), "progress": self.callback()}
+
     def text(self) -> str:
         elapsed = _elapsed(asyncio.get_running_loop().time() - self.started)
         if self.stage == "starting":

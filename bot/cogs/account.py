@@ -12,12 +12,19 @@ from discord.ext import commands
 from core import DELIVERY_MODES
 
 from .. import errors, render
+from ..catalog import fixed_choices, model_choices, style_choices
 from ..guilds import scope_of
 from ..jobs import caller_of
-from .generate import ASPECT_NAMES, ASPECTS, MAX_COUNT, style_choices
+from .generate import ASPECT_NAMES, ASPECTS, MAX_COUNT
 
 if TYPE_CHECKING:
     from ..client import ImageBot
+
+DELIVERY = {
+    "public": "public: in the channel",
+    "private": "private: only you see them",
+    "dm": "dm: by direct message",
+}
 
 
 class AccountCog(commands.Cog, name="Account"):
@@ -58,14 +65,8 @@ class AccountCog(commands.Cog, name="Account"):
         delivery="Where your results go (a server's own delivery setting wins)",
         reset="Forget all your defaults",
     )
-    @app_commands.choices(
-        aspect=[app_commands.Choice(name=ASPECT_NAMES[a], value=a) for a in ASPECTS],
-        delivery=[
-            app_commands.Choice(name="public: in the channel", value="public"),
-            app_commands.Choice(name="private: only you see them", value="private"),
-            app_commands.Choice(name="dm: by direct message", value="dm"),
-        ],
-    )
+    @app_commands.choices(aspect=fixed_choices(ASPECT_NAMES), delivery=fixed_choices(DELIVERY))
+    @app_commands.autocomplete(model=model_choices("generate"), style=style_choices)
     async def settings(
         self,
         interaction: discord.Interaction,
@@ -98,18 +99,6 @@ class AccountCog(commands.Cog, name="Account"):
             content="✅ Saved." if changes else None,
             embed=render.preferences_embed(prefs, server_delivery=server),
         )
-
-    @settings.autocomplete("model")
-    async def _settings_models(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return self.bot.catalog.choices(current, "generate")
-
-    @settings.autocomplete("style")
-    async def _settings_styles(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return await style_choices(self.bot, interaction, current)
 
     @app_commands.command(name="history", description="Your jobs, newest first (only you see this)")
     @app_commands.describe(page="Which page (5 jobs each)")

@@ -10,7 +10,8 @@ never Manage Server alone.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import discord
 from discord import app_commands
@@ -19,6 +20,7 @@ from discord.ext import commands
 from core import MAX_STYLE_TEXT, Caller, filter_form, make_style
 
 from .. import errors, moderation, render, trust
+from ..catalog import fixed_choices, model_choices, style_choices
 from ..guilds import (
     DELIVERY_MODES,
     MAX_BANNED_WORDS,
@@ -28,12 +30,12 @@ from ..guilds import (
     scope_of,
 )
 from ..jobs import caller_of
-from .generate import style_choices
 
 if TYPE_CHECKING:
     from ..client import ImageBot
 
 log = logging.getLogger("imagegate.bot")
+T = TypeVar("T")
 
 MAX_GRANT = 1_000_000
 # Marks the commands that create, take or re-set credits (``extras`` of the command).
@@ -45,11 +47,7 @@ NSFW_NAMES = {
     "strict": "No NSFW prompts anywhere",
     "off": "No word filter (providers still moderate)",
 }
-LIST_ACTIONS = [
-    app_commands.Choice(name="add", value="add"),
-    app_commands.Choice(name="remove", value="remove"),
-    app_commands.Choice(name="clear", value="clear"),
-]
+ListAction = Literal["add", "remove", "clear"]  # the choices of a list setting's action
 
 
 class TextChannelOption(app_commands.Transformer):
@@ -75,6 +73,27 @@ class TextChannelOption(app_commands.Transformer):
 
     async def transform(self, interaction: discord.Interaction, value: Any, /) -> Any:
         return value
+
+
+def _edited(
+    current: Sequence[T], action: str, given: list[T], limit: int, what: str
+) -> tuple[T, ...]:
+    """A server's list setting (of ``what``) after ``action`` (add, remove or clear) with
+    ``given``.
+
+    Raises:
+        Refusal: an unknown action, or the list would grow past ``limit`` entries.
+    """
+    if action == "clear":
+        return ()
+    if action == "remove":
+        return tuple(item for item in current if item not in given)
+    if action != "add":
+        raise errors.Refusal("The action must be add, remove or clear.")
+    added = tuple(dict.fromkeys([*current, *given]))
+    if len(added) > len(current) and len(added) > limit:
+        raise errors.Refusal(f"At most {limit} {what} can be listed.")
+    return added
 
 
 def _target(user: discord.abc.User, interaction: discord.Interaction) -> Caller:
@@ -294,42 +313,35 @@ class AdminCog(
     @app_commands.describe(
         action="Add, remove, or clear the list", channel="The channel to add or remove"
     )
-    @app_commands.choices(action=LIST_ACTIONS)
     async def settings_channels(
         self,
         interaction: discord.Interaction,
-        action: str,
+        action: ListAction,
         channel: app_commands.Transform[Any, TextChannelOption] | None = None,
     ) -> None:
-        channels = list(self._current(interaction).channels)
-        if action == "clear":
-            return await self._update(
-                interaction, "Image commands now work in every channel.", channels=()
-            )
-        if channel is None:
+        if channel is None and action != "clear":
             raise errors.Refusal(f"Pick the channel to {action}.")
-        if action == "add":
-            if channel.id not in channels:
-                if len(channels) >= MAX_CHANNELS:
-                    raise errors.Refusal(f"At most {MAX_CHANNELS} channels can be listed.")
-                channels.append(channel.id)
-            done = f"Image commands now work in <#{channel.id}>" + (
-                " (and the other listed channels)." if len(channels) > 1 else " only."
-            )
-        elif action == "remove":
-            channels = [c for c in channels if c != channel.id]
-            done = f"Removed <#{channel.id}>." + (
+        given = [channel.id] if channel is not None else []
+        channels = _edited(
+            self._current(interaction).channels, action, given, MAX_CHANNELS, "channels"
+        )
+        if action == "clear":
+            done = "Image commands now work in every channel."
+        elif action == "add":
+            others = " (and the other listed channels)." if len(channels) > 1 else " only."
+            done = f"Image commands now work in <#{given[0]}>{others}"
+        else:
+            done = f"Removed <#{given[0]}>." + (
                 "" if channels else " Image commands now work everywhere."
             )
-        else:
-            raise errors.Refusal("The action must be add, remove or clear.")
-        await self._update(interaction, done, channels=tuple(channels))
+        await self._update(interaction, done, channels=channels)
 
     @settings.command(
         name="model",
         description="The model used when a member names none (empty: the bot's default)",
     )
     @app_commands.describe(model="A model from /models; leave empty to reset")
+    @app_commands.autocomplete(model=model_choices())
     async def settings_model(
         self, interaction: discord.Interaction, model: str | None = None
     ) -> None:
@@ -343,51 +355,36 @@ class AdminCog(
         )
         await self._update(interaction, done, default_model=model)
 
-    @settings_model.autocomplete("model")
-    async def _settings_models(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return self.bot.catalog.choices(current)
-
     @settings.command(
         name="banned", description="Words refused in prompts (comma-separated; word* = any ending)"
     )
     @app_commands.describe(
         action="Add, remove, or clear the list", words="Comma-separated words or phrases"
     )
-    @app_commands.choices(action=LIST_ACTIONS)
     async def settings_banned(
         self,
         interaction: discord.Interaction,
-        action: str,
+        action: ListAction,
         words: app_commands.Range[str, 1, 1000] | None = None,
     ) -> None:
-        current = list(self._current(interaction).banned_words)
-        if action == "clear":
-            return await self._update(interaction, "Banned word list cleared.", banned_words=())
         # Stored as matched (core.filter_form), so "ＮＵＤＥ" and "nude" are one entry.
         given = [w for w in map(filter_form, (words or "").split(",")) if w]
-        if not given:
+        if not given and action != "clear":
             raise errors.Refusal(f"List the words to {action}, separated by commas.")
         if any(len(w) > 50 for w in given):
             raise errors.Refusal("Each banned word or phrase can be at most 50 characters.")
-        if action == "add":
-            current += [w for w in given if w not in current]
-            if len(current) > MAX_BANNED_WORDS:
-                raise errors.Refusal(f"At most {MAX_BANNED_WORDS} banned words can be listed.")
-            done = f"Added {len(given)} banned word(s)."
-        elif action == "remove":
-            current = [w for w in current if w not in given]
-            done = f"Removed {len(given)} banned word(s)."
-        else:
-            raise errors.Refusal("The action must be add, remove or clear.")
-        await self._update(interaction, done, banned_words=tuple(current))
+        current = self._current(interaction).banned_words
+        banned = _edited(current, action, given, MAX_BANNED_WORDS, "banned words")
+        done = {
+            "clear": "Banned word list cleared.",
+            "add": f"Added {len(given)} banned word(s).",
+            "remove": f"Removed {len(given)} banned word(s).",
+        }[action]
+        await self._update(interaction, done, banned_words=banned)
 
     @settings.command(name="nsfw", description="Where NSFW-looking prompts are allowed")
     @app_commands.describe(policy="The NSFW policy for this server")
-    @app_commands.choices(
-        policy=[app_commands.Choice(name=NSFW_NAMES[p], value=p) for p in NSFW_POLICIES]
-    )
+    @app_commands.choices(policy=fixed_choices(NSFW_NAMES))
     async def settings_nsfw(self, interaction: discord.Interaction, policy: str) -> None:
         if policy not in NSFW_POLICIES:
             raise errors.Refusal(f"The policy must be one of {', '.join(NSFW_POLICIES)}.")
@@ -415,6 +412,7 @@ class AdminCog(
         aspect="Shape used when the member picks none, e.g. 16:9",
         description="Shown in /models and the style list",
     )
+    @app_commands.autocomplete(model=model_choices("generate"))
     async def styles_add(
         self,
         interaction: discord.Interaction,
@@ -452,14 +450,9 @@ class AdminCog(
             content=f"✅ Style `{style.name}` saved: {render.clip(style.prompt, 300)}"
         )
 
-    @styles_add.autocomplete("model")
-    async def _styles_models(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return self.bot.catalog.choices(current, "generate")
-
     @styles.command(name="remove", description="Remove a style of this server")
     @app_commands.describe(name="The style to remove")
+    @app_commands.autocomplete(name=style_choices)
     async def styles_remove(
         self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 32]
     ) -> None:
@@ -470,12 +463,6 @@ class AdminCog(
         await interaction.edit_original_response(
             content=f"✅ Style `{name.strip().lower()}` removed."
         )
-
-    @styles_remove.autocomplete("name")
-    async def _styles_names(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return await style_choices(self.bot, interaction, current)
 
     @styles.command(name="list", description="The styles members can pick here")
     async def styles_list(self, interaction: discord.Interaction) -> None:

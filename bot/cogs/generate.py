@@ -33,6 +33,7 @@ from core import (
 )
 
 from .. import errors, moderation, render, views
+from ..catalog import edit_model_choices, fixed_choices, model_choices, style_choices
 from ..guilds import scope_of
 from ..jobs import (
     Delivery,
@@ -40,7 +41,6 @@ from ..jobs import (
     caller_of,
     check_attachment,
     download,
-    idempotency_key,
     make_request,
 )
 
@@ -84,22 +84,6 @@ def _age_restricted(interaction: discord.Interaction) -> bool:
         return bool(is_nsfw()) if callable(is_nsfw) else False
     except Exception:  # a thread whose parent is not cached
         return False
-
-
-async def style_choices(
-    bot: ImageBot, interaction: discord.Interaction, current: str
-) -> list[app_commands.Choice[str]]:
-    """Up to 25 styles of this server (the operator's first) whose name contains ``current``."""
-    guild = interaction.guild_id
-    styles = await bot.service.styles(scope_of(guild) if guild is not None else None)
-    needle = current.casefold().strip()
-    return [
-        app_commands.Choice(
-            name=render.clip(f"{s.name} — {s.description or s.prompt}", 100), value=s.name
-        )
-        for s in styles
-        if needle in s.name
-    ][:25]
 
 
 def _plural(n: int, word: str) -> str:
@@ -234,9 +218,8 @@ class GenerateCog(commands.Cog, name="Generate"):
         style="A style from /models that wraps your prompt",
         spoiler="Send the images as spoilers",
     )
-    @app_commands.choices(
-        aspect=[app_commands.Choice(name=ASPECT_NAMES[a], value=a) for a in ASPECTS]
-    )
+    @app_commands.choices(aspect=fixed_choices(ASPECT_NAMES))
+    @app_commands.autocomplete(model=model_choices("generate"), style=style_choices)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -295,12 +278,7 @@ class GenerateCog(commands.Cog, name="Generate"):
             request = await self.personalise(interaction, caller, "generate", style, fields)
             self.tuning(request.model or "", request.steps, request.guidance)
             tracker.what = what or f"Imagining {_plural(request.n, 'image')}"
-            result = await self.bot.service.generate(
-                caller,
-                request,
-                idempotency_key=idempotency_key(interaction),
-                progress=tracker.callback(),
-            )
+            result = await self.bot.service.generate(caller, request, **tracker.service_options())
             return Delivery(result, request.prompt, spoiler)
 
         count = fields.get("n")
@@ -334,18 +312,6 @@ class GenerateCog(commands.Cog, name="Generate"):
         self.moderate(interaction, request.prompt, request.negative_prompt)
         return request
 
-    @imagine.autocomplete("model")
-    async def _imagine_models(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return self.bot.catalog.choices(current, "generate")
-
-    @imagine.autocomplete("style")
-    async def _imagine_styles(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return await style_choices(self.bot, interaction, current)
-
     # --- /edit ------------------------------------------------------------------------------
 
     @app_commands.command(
@@ -361,9 +327,8 @@ class GenerateCog(commands.Cog, name="Generate"):
         style="A style from /models that wraps your prompt",
         spoiler="Send the images as spoilers",
     )
-    @app_commands.choices(
-        mode=[app_commands.Choice(name=MODE_NAMES[m], value=m) for m in EDIT_MODES]
-    )
+    @app_commands.choices(mode=fixed_choices(MODE_NAMES))
+    @app_commands.autocomplete(model=edit_model_choices, style=style_choices)
     async def edit(
         self,
         interaction: discord.Interaction,
@@ -388,19 +353,6 @@ class GenerateCog(commands.Cog, name="Generate"):
             raise errors.Refusal("Strength must be between 0 and 1.")
         options = EditOptions(mask, strength, model, style, spoiler)
         await self.start_edit(interaction, image, mode, prompt or "", options)
-
-    @edit.autocomplete("model")
-    async def _edit_models(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        mode = getattr(interaction.namespace, "mode", None)
-        return self.bot.catalog.choices(current, mode if mode in EDIT_MODES else None)
-
-    @edit.autocomplete("style")
-    async def _edit_styles(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return await style_choices(self.bot, interaction, current)
 
     async def start_edit(
         self,
@@ -433,12 +385,7 @@ class GenerateCog(commands.Cog, name="Generate"):
                 "model": model,
             }
             request = await self.personalise(interaction, caller, mode, options.style, fields)
-            result = await self.bot.service.edit(
-                caller,
-                request,
-                idempotency_key=idempotency_key(interaction),
-                progress=tracker.callback(),
-            )
+            result = await self.bot.service.edit(caller, request, **tracker.service_options())
             return Delivery(result, request.prompt, options.spoiler)
 
         await self.bot.jobs.run(interaction, caller, work, what=f"Editing ({mode})")
@@ -466,8 +413,7 @@ class GenerateCog(commands.Cog, name="Generate"):
                 shared=True,
                 prompt=prompt,
                 negative_prompt=negative,
-                idempotency_key=idempotency_key(interaction),
-                progress=tracker.callback(),
+                **tracker.service_options(),
             )
             return Delivery(result, prompt)
 
@@ -482,6 +428,7 @@ class GenerateCog(commands.Cog, name="Generate"):
         model="Which model (see /models)",
     )
     @app_commands.choices(scale=[app_commands.Choice(name=f"{k}x", value=k) for k in (2, 3, 4)])
+    @app_commands.autocomplete(model=model_choices("upscale"))
     async def upscale(
         self,
         interaction: discord.Interaction,
@@ -491,21 +438,6 @@ class GenerateCog(commands.Cog, name="Generate"):
     ) -> None:
         if scale is not None and scale not in (2, 3, 4):
             raise errors.Refusal("The scale must be 2, 3 or 4.")
-        await self.start_upscale(interaction, image, scale, model)
-
-    @upscale.autocomplete("model")
-    async def _upscale_models(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        return self.bot.catalog.choices(current, "upscale")
-
-    async def start_upscale(
-        self,
-        interaction: discord.Interaction,
-        image: discord.Attachment,
-        scale: int | None = None,
-        model: str | None = None,
-    ) -> None:
         check_attachment(image, "image", self.max_attachment)
         self.precheck(interaction)
         model = self.model_for(interaction, model, "upscale")
@@ -514,12 +446,7 @@ class GenerateCog(commands.Cog, name="Generate"):
         async def work(tracker: Tracker) -> Delivery:
             source = await self.load(caller, image, "image")
             request = make_request(operation="upscale", image=source, scale=scale, model=model)
-            result = await self.bot.service.upscale(
-                caller,
-                request,
-                idempotency_key=idempotency_key(interaction),
-                progress=tracker.callback(),
-            )
+            result = await self.bot.service.upscale(caller, request, **tracker.service_options())
             return Delivery(result, "")
 
         await self.bot.jobs.run(interaction, caller, work, what="Upscaling")
@@ -537,7 +464,8 @@ class GenerateCog(commands.Cog, name="Generate"):
     async def upscale_message(
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
-        await self.start_upscale(interaction, _image_of(message))
+        """The "Upscale" menu: /upscale of the message's first image."""
+        await self.upscale.callback(self, interaction, _image_of(message))
 
     async def edit_message(
         self, interaction: discord.Interaction, message: discord.Message
@@ -571,7 +499,22 @@ def _image_of(message: discord.Message) -> discord.Attachment:
 MENU_MODES = tuple(m for m in EDIT_MODES if m != "inpaint")  # inpaint needs a mask upload
 
 
-class EditModal(discord.ui.Modal, title="Edit image"):
+class _JobModal(discord.ui.Modal):
+    """A form whose submission starts a job; a failure is told privately (and the form is
+    done either way)."""
+
+    def __init__(self, cog: GenerateCog, kind: str) -> None:
+        super().__init__(timeout=900, custom_id=f"imagegate:{kind}-modal:{secrets.token_hex(6)}")
+        self.cog = cog
+
+    async def on_error(  # type: ignore[override]  # Modal's signature differs from View's
+        self, interaction: discord.Interaction, error: Exception, /
+    ) -> None:
+        self.stop()
+        await errors.report(interaction, error)
+
+
+class EditModal(_JobModal, title="Edit image"):
     """The "Edit image" menu: which kind of edit (inpaint needs a mask, so /edit) and its
     prompt."""
 
@@ -593,33 +536,23 @@ class EditModal(discord.ui.Modal, title="Edit image"):
     )
 
     def __init__(self, cog: GenerateCog, attachment: discord.Attachment) -> None:
-        super().__init__(timeout=900, custom_id=f"imagegate:edit-modal:{secrets.token_hex(6)}")
-        self.cog = cog
+        super().__init__(cog, "edit")
         self.attachment = attachment
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         select = self.mode.component
         assert isinstance(select, discord.ui.Select)
         mode = select.values[0] if select.values else "variation"
-        try:
-            if mode not in MENU_MODES:
-                raise errors.Refusal(f"The mode must be one of {', '.join(MENU_MODES)}.")
-            await self.cog.start_edit(interaction, self.attachment, mode, self.prompt.value)
-        except Exception as exc:
-            await errors.report(interaction, exc)
-
-    async def on_error(  # type: ignore[override]  # Modal's signature differs from View's
-        self, interaction: discord.Interaction, error: Exception, /
-    ) -> None:
-        await errors.report(interaction, error)
+        if mode not in MENU_MODES:
+            raise errors.Refusal(f"The mode must be one of {', '.join(MENU_MODES)}.")
+        await self.cog.start_edit(interaction, self.attachment, mode, self.prompt.value)
 
 
-class RemixModal(discord.ui.Modal, title="Remix"):
+class RemixModal(_JobModal, title="Remix"):
     """The Remix button: the job's prompt and negative prompt, pre-filled, to change."""
 
     def __init__(self, cog: GenerateCog, job: JobRecord) -> None:
-        super().__init__(timeout=900, custom_id=f"imagegate:remix-modal:{secrets.token_hex(6)}")
-        self.cog = cog
+        super().__init__(cog, "remix")
         self.job_id = job.job_id
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="Prompt",
@@ -639,17 +572,7 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         self.add_item(self.negative)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        try:
-            await self.cog.start_remix(
-                interaction, self.job_id, self.prompt.value, self.negative.value
-            )
-        except Exception as exc:
-            await errors.report(interaction, exc)
-
-    async def on_error(  # type: ignore[override]  # Modal's signature differs from View's
-        self, interaction: discord.Interaction, error: Exception, /
-    ) -> None:
-        await errors.report(interaction, error)
+        await self.cog.start_remix(interaction, self.job_id, self.prompt.value, self.negative.value)
 
 
 class ButtonActions:
@@ -701,11 +624,7 @@ class ButtonActions:
             self.cog.moderate(interaction, prompt, job.request.get("negative_prompt"))
             service = self.bot.service
             # Whoever sees a result's buttons was shown it, so they may build on it (and pay).
-            common: dict[str, Any] = {
-                "shared": True,
-                "idempotency_key": idempotency_key(interaction),
-                "progress": tracker.callback(),
-            }
+            common: dict[str, Any] = {"shared": True, **tracker.service_options()}
             if action == "reroll":
                 result = await service.rerun(caller, job_id, **common)
             else:

@@ -208,6 +208,31 @@ async def test_model_autocomplete_and_models_list(env: Running):
     assert "placeholder:default" in edit.json["embeds"][0]["description"]
 
 
+AUTOCOMPLETED = [  # command, option typed into, other options given so far
+    ("imagine", "model", {"prompt": "x"}),
+    ("imagine", "style", {"prompt": "x"}),
+    ("edit", "model", {"mode": "sketch"}),
+    ("edit", "style", {"mode": "sketch"}),
+    ("upscale", "model", {}),
+    ("settings", "model", {}),
+    ("settings", "style", {}),
+    ("imagegate settings model", "model", {}),
+    ("imagegate styles add", "model", {"name": "x", "prompt": "{prompt}"}),
+    ("imagegate styles remove", "name", {}),
+]
+
+
+async def test_every_model_and_style_option_autocompletes(fake_discord: FakeDiscord, settings_for):
+    fake = fake_discord
+    styles = {"noir": {"prompt": "{prompt}, film noir"}}
+    async with running(fake, settings_for(styles=styles)):
+        for name, focused, given in AUTOCOMPLETED:
+            typed = {**given, focused: "o"}
+            handle = await fake.autocomplete(name, typed, focused=focused, user=fake.admin)
+            expected = "placeholder:default" if focused == "model" else "noir"
+            assert [c["value"] for c in await handle.wait_choices()] == [expected], name
+
+
 async def test_audit_channel_gets_requester_prompt_job_and_link(
     fake_discord: FakeDiscord, settings_for
 ):

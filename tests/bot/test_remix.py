@@ -51,6 +51,20 @@ async def test_remix_changes_only_the_text(env: Running):
     assert (await env.service.quota(admin)).remaining == 50 - 2
 
 
+async def test_a_refused_remix_is_told_privately_and_costs_nothing(env: Running):
+    fake = env.fake
+    message = await result_of(fake, await fake.slash("imagine", {"prompt": "a red barn"}))
+    opener = await fake.click(message, custom_id(message, "Remix"))
+    modal = await opener.wait_modal()
+    fields = inputs(modal)
+    blank = {fields["Prompt"]["custom_id"]: "   ", fields["Negative prompt"]["custom_id"]: ""}
+    submit = await fake.submit_modal(modal["custom_id"], blank)
+    reply = await submit.wait_callback()
+    assert reply.type == 4 and reply.data["flags"] & 64
+    assert "The prompt must be" in reply.data["content"]
+    assert await env.remaining(fake.user) == 49  # the first image only
+
+
 async def test_spoiler_option_hides_the_images(env: Running):
     fake = env.fake
     handle = await fake.slash("imagine", {"prompt": "a plot twist", "spoiler": True})

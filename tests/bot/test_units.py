@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bot.cogs.admin import _edited
+from bot.errors import Refusal
 from bot.guilds import GuildConfig
 from bot.moderation import check_prompt
 from core import find_term
@@ -60,3 +62,14 @@ def test_guild_config_round_trip_and_tolerance():
     assert config.allows_channel(1234567890123456789)
     assert not config.allows_channel(1) and config.allows_channel(1, parent_id=1234567890123456789)
     assert GuildConfig().allows_channel(None)
+
+
+def test_list_settings_add_remove_clear_and_their_cap():
+    assert _edited((1, 2), "add", [2, 3, 3], 3, "channels") == (1, 2, 3)
+    assert _edited((1, 2), "add", [2], 2, "channels") == (1, 2)  # nothing new: not refused
+    with pytest.raises(Refusal, match="At most 2 channels can be listed"):
+        _edited((1, 2), "add", [3], 2, "channels")
+    assert _edited(("a", "b"), "remove", ["a", "z"], 5, "words") == ("b",)
+    assert _edited(("a",), "clear", [], 5, "words") == ()
+    with pytest.raises(Refusal, match="add, remove or clear"):
+        _edited((), "swap", [1], 2, "channels")
