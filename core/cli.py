@@ -363,18 +363,14 @@ def _admin() -> Caller:
 
 
 async def _generate(service: ImageService, args: argparse.Namespace) -> None:
-    request = ImageRequest.checked(
+    request = _request(
+        args,
+        _options(args),
         operation="generate",
-        prompt=args.prompt,
         negative_prompt=args.negative,
         n=service.settings.defaults.n if args.n is None else args.n,
         size=parse_size(args.size),
         aspect_ratio=args.aspect,
-        seed=args.seed,
-        steps=args.steps,
-        guidance=args.guidance,
-        model=args.model,
-        options=_options(args),
     )
     result = await service.generate(_caller(args), request, idempotency_key=_key())
     _print_result(result, args)
@@ -386,18 +382,7 @@ async def _edit(service: ImageService, args: argparse.Namespace) -> None:
     mask = None
     if args.mask:
         mask = await service.input_from(caller, args.mask, _read, what=f"mask {args.mask}")
-    request = ImageRequest.checked(
-        operation=args.mode,
-        prompt=args.prompt,
-        image=image,
-        mask=mask,
-        strength=args.strength,
-        seed=args.seed,
-        steps=args.steps,
-        guidance=args.guidance,
-        model=args.model,
-        options=options,
-    )
+    request = _request(args, options, operation=args.mode, image=image, mask=mask)
     result = await service.edit(caller, request, idempotency_key=_key())
     _print_result(result, args)
 
@@ -405,16 +390,24 @@ async def _edit(service: ImageService, args: argparse.Namespace) -> None:
 async def _upscale(service: ImageService, args: argparse.Namespace) -> None:
     caller, options = _caller(args), _options(args)
     image = await service.input_from(caller, args.image, _read, what=f"image {args.image}")
-    request = ImageRequest.checked(
-        operation="upscale",
-        prompt=args.prompt,
-        image=image,
-        scale=args.scale,
-        model=args.model,
-        options=options,
-    )
+    request = _request(args, options, operation="upscale", image=image)
     result = await service.upscale(caller, request, idempotency_key=_key())
     _print_result(result, args)
+
+
+# The flags of the job commands that carry a request field's own name.
+_REQUEST_FLAGS = ("prompt", "seed", "steps", "guidance", "strength", "scale", "model")
+
+
+def _request(args: argparse.Namespace, options: dict[str, Any], **fields: Any) -> ImageRequest:
+    """A job command's request: ``fields`` plus the ``_REQUEST_FLAGS`` it has (a flag the
+    command lacks, or left out, is not given).
+
+    Raises:
+        InvalidRequestError: as ``ImageRequest.checked``.
+    """
+    flags = {name: getattr(args, name, None) for name in _REQUEST_FLAGS}
+    return ImageRequest.checked(**flags, options=options, **fields)
 
 
 def _read(path: str) -> bytes:
