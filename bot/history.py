@@ -73,15 +73,8 @@ class History:
         if job.status == "running" or not job.images:
             await interaction.edit_original_response(content=_not_shown(job))
             return
-        result = ImageResult(
-            job_id=job.job_id,
-            operation=job.operation,
-            model=job.model,
-            images=[image for image in job.images if not image.lost],
-            credits_charged=job.credits_charged,
-            credits_remaining=(await service.quota(caller)).remaining,
-            warnings=job.warnings,
-        )
+        result = ImageResult.from_record(job, (await service.quota(caller)).remaining)
+        result.images = [image for image in job.images if not image.lost]  # files gone
         prompt = str(job.request.get("prompt") or "")
         await self.bot.jobs.deliver(interaction, caller, Delivery(result, prompt), mode="private")
         await interaction.edit_original_response(

@@ -751,16 +751,7 @@ class ImageService:
                 f"this request already ran and failed (job {hold.job_id}); send a new one"
             )
         remaining = (await self.quota(caller)).remaining
-        return ImageResult(
-            job_id=job.job_id,
-            operation=job.operation,
-            model=job.model,
-            images=job.images,
-            credits_charged=job.credits_charged,
-            credits_remaining=remaining,
-            warnings=job.warnings,
-            replayed=True,
-        )
+        return ImageResult.from_record(job, remaining, replayed=True)
 
     # --- lookups ----------------------------------------------------------------------------
 

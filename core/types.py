@@ -292,6 +292,21 @@ class ImageResult(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     replayed: bool = False
 
+    @classmethod
+    def from_record(cls, job: JobRecord, remaining: int, *, replayed: bool = False) -> ImageResult:
+        """A stored job's result, every image included (lost ones too), for a caller who has
+        ``remaining`` credits now; ``replayed``: handed out again for a repeated request."""
+        return cls(
+            job_id=job.job_id,
+            operation=job.operation,
+            model=job.model,
+            images=job.images,
+            credits_charged=job.credits_charged,
+            credits_remaining=remaining,
+            warnings=job.warnings,
+            replayed=replayed,
+        )
+
 
 class Estimate(BaseModel):
     """What a job would cost, from ``ImageService.estimate`` (nothing reserved, no provider
