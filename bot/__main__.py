@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 
 from core import ImageGateError, ImageService, Settings, load_settings
@@ -41,7 +43,7 @@ def run_bot(settings: Settings, args: argparse.Namespace | None = None) -> int:
     logs.install(token)
     try:
         asyncio.run(_serve(settings, token))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (below)
         return 0
     except ImageGateError as exc:
         print(f"imagegate bot: {exc.message}", file=sys.stderr)
@@ -57,10 +59,20 @@ def run_bot(settings: Settings, args: argparse.Namespace | None = None) -> int:
 
 async def _serve(settings: Settings, token: str) -> None:
     service = await ImageService.open(settings)
+    _stop_on_sigterm()
     try:
         await start_bot(service, settings, token=token)
     finally:
         await service.aclose()
+
+
+def _stop_on_sigterm() -> None:
+    """Stop on SIGTERM (``docker stop``, systemd) as on Ctrl-C: the gateway is closed and the
+    instance lease dropped, so this process's holds are not left waiting for it to lapse."""
+    task = asyncio.current_task()
+    assert task is not None
+    with contextlib.suppress(NotImplementedError):  # no loop signal handlers on Windows
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
 
 def main(argv: list[str] | None = None) -> int:

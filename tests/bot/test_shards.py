@@ -36,7 +36,8 @@ async def shard_processes(
     fake: FakeDiscord, folder: Path, pg_url: str
 ) -> AsyncIterator[list[asyncio.subprocess.Process]]:
     """``python -m bot --config shardN.toml`` as shards 0 and 1 of 2, pointed at ``fake``;
-    on exit stopped with SIGINT (both must exit 0), and killed whatever happened."""
+    on exit shard 0 is stopped with SIGINT (Ctrl-C) and shard 1 with SIGTERM (``docker stop``,
+    systemd): both must exit 0. Killed whatever happened."""
     env = {**os.environ, **child_env(fake), "PYTHONPATH": str(ROOT), PG_URL_ENV: pg_url}
     env["DISCORD_TOKEN"] = TOKEN
     processes: list[asyncio.subprocess.Process] = []
@@ -65,8 +66,8 @@ async def shard_processes(
                     )  # fmt: skip
                 )
         yield processes
-        for process in processes:
-            process.send_signal(signal.SIGINT)
+        for process, stop in zip(processes, (signal.SIGINT, signal.SIGTERM), strict=True):
+            process.send_signal(stop)
         with anyio.fail_after(20):
             assert [await process.wait() for process in processes] == [0, 0]
     except BaseException:
@@ -118,6 +119,9 @@ async def test_two_shard_processes_each_handle_only_their_own_servers(
             ran_by = await service.db.fetchall(
                 "SELECT j.request, i.pid FROM job j JOIN instance i ON i.instance_id = j.owner"
             )
+        # A clean stop, by SIGINT or SIGTERM, drops each shard's lease at once.
+        leases = await service.db.fetchall("SELECT pid FROM instance")
+        assert {pid for (pid,) in leases}.isdisjoint(p.pid for p in processes)
         alice = Caller(frontend="discord", user_id=str(fake.user.id))
         assert (await service.quota(alice)).remaining == 48  # both charged the one ledger
         assert await service.quotas.check_ledger() == []
