@@ -59,20 +59,24 @@ def run_bot(settings: Settings, args: argparse.Namespace | None = None) -> int:
 
 async def _serve(settings: Settings, token: str) -> None:
     service = await ImageService.open(settings)
-    _stop_on_sigterm()
+    _stop_on_signals()
     try:
         await start_bot(service, settings, token=token)
     finally:
         await service.aclose()
 
 
-def _stop_on_sigterm() -> None:
-    """Stop on SIGTERM (``docker stop``, systemd) as on Ctrl-C: the gateway is closed and the
-    instance lease dropped, so this process's holds are not left waiting for it to lapse."""
+def _stop_on_signals() -> None:
+    """Stop cleanly on SIGINT (Ctrl-C) and SIGTERM (``docker stop``, systemd): the gateway is
+    closed and the instance lease dropped, so this process's holds are not left waiting for it
+    to lapse. Installed on the loop, as ``imagegate serve`` does, so a SIGINT stops the bot even
+    when started in the background by a shell, which makes it inherit SIGINT ignored."""
     task = asyncio.current_task()
     assert task is not None
-    with contextlib.suppress(NotImplementedError):  # no loop signal handlers on Windows
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # no loop signal handlers on Windows
+            loop.add_signal_handler(sig, task.cancel)
 
 
 def main(argv: list[str] | None = None) -> int:
