@@ -8,8 +8,10 @@ another process. Unlike a host name and pid, this works for processes in separat
 namespaces on one host (two containers in a pod) and across hosts.
 
 The SQL is kept portable (numbers for times, conditional updates, ``ON CONFLICT``) so the same
-statements run on PostgreSQL. Times are epoch milliseconds from the caller's clock: on one
-host every process shares it; across hosts the clocks must agree to well within ``lease_s``.
+statements run on PostgreSQL. Times are epoch milliseconds from one clock for every process
+(``lease_clock``): on SQLite the host's (every process is on that host); on PostgreSQL the
+database server's, so that hosts whose clocks disagree cannot lapse one another's live leases
+(a host's clock running ahead would otherwise release a live replica's holds).
 
 A process whose lease lapsed while it was still alive (frozen, or the database unreachable for
 longer than ``lease_s``) loses its holds to another process's sweeper; it renews again when it
@@ -33,6 +35,18 @@ log = logging.getLogger("imagegate")
 # Put after a column that holds an instance id (``owner NOT IN ...``), with the current time
 # (ms) as its parameter: true when no live lease stands behind that id.
 LAPSED = "NOT IN (SELECT instance_id FROM instance WHERE expires_at > ?)"
+# The database server's clock, in epoch milliseconds (one trip; only off the hot paths).
+_SERVER_MS = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
+
+async def lease_clock(tx: Tx, now_ms: int) -> int:
+    """The time (epoch ms) leases are set and judged by, ``LAPSED``'s parameter included: on
+    PostgreSQL the server's clock, shared by every host; on SQLite ``now_ms``, the caller's
+    (every process is on one host)."""
+    if tx.dialect != "postgresql":
+        return now_ms
+    row = await tx.fetchone(_SERVER_MS)
+    return int(row[0])
 
 
 class Leases:
@@ -51,21 +65,19 @@ class Leases:
 
     async def register(self) -> None:
         """Record this instance with a fresh lease (again after a lapse)."""
-        now = self._now_ms()
         await self.db.transact(
             _register,
             self.instance_id,
             socket.gethostname(),
             os.getpid(),
-            now,
-            now + int(self.lease_s * 1000),
+            self._now_ms(),
+            int(self.lease_s * 1000),
         )
 
     async def renew(self) -> bool:
         """Extend the lease; False (and a fresh lease) when it had lapsed meanwhile."""
-        now = self._now_ms()
         renewed = await self.db.transact(
-            _renew, self.instance_id, now, now + int(self.lease_s * 1000)
+            _renew, self.instance_id, self._now_ms(), int(self.lease_s * 1000)
         )
         if not renewed:
             log.warning(
@@ -93,7 +105,9 @@ class Leases:
         return await self.db.transact(_forget_lapsed, self.instance_id, self._now_ms())
 
 
-async def _register(tx: Tx, instance: str, host: str, pid: int, now: int, expires: int) -> None:
+async def _register(tx: Tx, instance: str, host: str, pid: int, now: int, lease_ms: int) -> None:
+    now = await lease_clock(tx, now)
+    expires = now + lease_ms
     await tx.execute(
         "INSERT INTO instance (instance_id, host, pid, started_at, renewed_at, expires_at)"
         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE"
@@ -102,7 +116,9 @@ async def _register(tx: Tx, instance: str, host: str, pid: int, now: int, expire
     )
 
 
-async def _renew(tx: Tx, instance: str, now: int, expires: int) -> bool:
+async def _renew(tx: Tx, instance: str, now: int, lease_ms: int) -> bool:
+    now = await lease_clock(tx, now)
+    expires = now + lease_ms
     # Conditional: a lease that lapsed is not silently revived (``renew`` logs it first).
     changed = await tx.execute(
         "UPDATE instance SET renewed_at = ?, expires_at = ? WHERE instance_id = ?"
@@ -117,6 +133,7 @@ async def _drop(tx: Tx, instance: str) -> None:
 
 
 async def _forget_lapsed(tx: Tx, instance: str, now: int) -> int:
+    now = await lease_clock(tx, now)
     return await tx.execute(
         "DELETE FROM instance WHERE expires_at <= ? AND instance_id <> ?", (now, instance)
     )

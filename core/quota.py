@@ -23,7 +23,7 @@ from typing import Any
 
 from .db import Database, Tx, from_row, skip_locked
 from .errors import IdempotencyConflictError, QuotaExceededError, RateLimitedError
-from .leases import LAPSED
+from .leases import LAPSED, lease_clock
 from .types import LedgerEntry, QuotaStatus
 
 
@@ -383,16 +383,19 @@ async def _sweep(tx: Tx, instance: str, now_ms: int) -> int:
     # Every sweeper takes the rows in one order (accounts by user, holds by id), so replicas
     # sweeping at once never wait on each other in a circle (a deadlock on PostgreSQL). There
     # the holds are locked as they are chosen, skipping those another transaction holds: it is
-    # settling, releasing or sweeping them already.
+    # settling, releasing or sweeping them already. An owner-less hold expires by the clock
+    # that set its expiry (its process's); an owned one when its owner's lease lapsed, by the
+    # leases' clock, which also dates the release.
+    lease_now = await lease_clock(tx, now_ms)
     rows = await tx.fetchall(
         "SELECT hold_id FROM hold WHERE state = 'held' AND ((owner IS NULL AND expires_at <= ?)"
         f" OR (owner IS NOT NULL AND owner <> ? AND owner {LAPSED})) ORDER BY user_id, hold_id"
         + skip_locked(tx, "hold"),
-        (now_ms, instance, now_ms),
+        (now_ms, instance, lease_now),
     )
     released = 0
     for row in rows:
-        released += await _close_hold(tx, row[0], 0, "expire", now_ms) is not None
+        released += await _close_hold(tx, row[0], 0, "expire", lease_now) is not None
     return released
 
 

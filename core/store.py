@@ -37,7 +37,7 @@ from .db import Database, Tx, from_row, skip_locked
 from .errors import InvalidRequestError, NotFoundError
 from .ids import random_hex
 from .images import EXTENSIONS, ImageInfo, preview, sniff_mime
-from .leases import LAPSED
+from .leases import LAPSED, lease_clock
 from .types import (
     GeneratedImage,
     ImagePage,
@@ -564,6 +564,7 @@ async def _mark_lost(tx: Tx, rows: list[tuple[str, str, str]]) -> None:
 
 
 async def _interrupt_jobs(tx: Tx, instance: str, now_ms: int) -> int:
+    now_ms = await lease_clock(tx, now_ms)  # the lapse, and when it was found, by that clock
     jobs = await tx.fetchall(
         "SELECT j.job_id, j.request, h.state, h.settled_amount,"
         " (SELECT count(*) FROM image i WHERE i.job_id = j.job_id)"

@@ -16,6 +16,7 @@ from core.db import open_database
 from core.leases import Leases
 from core.quota import Policy, QuotaStore
 from tests.conftest import make_settings
+from tests.core.test_leases import sweep_until_released
 from tests.core.test_quota import Clock
 from tests.emulators import Fault, create_emulator
 
@@ -32,7 +33,7 @@ async def store(backend):
 
 async def release_while_running(store: QuotaStore, user: str, amount: int, policy: Policy):
     """A hold whose process's lease lapsed, released by the sweep of another."""
-    lease = Leases(store.db, 1, store.clock)
+    lease = Leases(store.db, 0.2, store.clock)
     await lease.register()
     hold = await store.reserve(
         user,
@@ -43,7 +44,7 @@ async def release_while_running(store: QuotaStore, user: str, amount: int, polic
         owner=lease.instance_id,
     )
     store.clock.now += 2  # type: ignore[attr-defined]
-    assert await store.sweep(instance="another") == 1
+    assert await sweep_until_released(store, "another") == 1
     return hold
 
 

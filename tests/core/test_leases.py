@@ -9,10 +9,12 @@ moves time on.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import asyncpg
 import httpx
 import pytest
@@ -23,7 +25,7 @@ from core.leases import Leases
 from core.pg import PostgresDatabase
 from core.quota import Policy, QuotaStore
 from core.store import ImageStore
-from tests.conftest import make_settings
+from tests.conftest import PG_URL_ENV, make_settings
 from tests.core.test_quota import Clock
 from tests.emulators import Fault, create_emulator
 
@@ -50,9 +52,26 @@ async def store(backend):
     await store.db.close()
 
 
+FROZEN_S = 3.0  # a lease short enough to wait out on PostgreSQL, whose leases run on its clock
+
+
+async def sweep_until_released(store: QuotaStore, instance: str) -> int:
+    """Sweep until a sweep releases something; returns how many. A lease lapses when the
+    clock leases follow says so: at once on SQLite (the store's fake clock was moved past
+    it), within real seconds on PostgreSQL (the server's clock)."""
+    with anyio.fail_after(FROZEN_S + 10):
+        while not (released := await store.sweep(instance=instance)):
+            await asyncio.sleep(0.05)
+    return released
+
+
 async def test_only_holds_of_lapsed_leases_are_released(store):
     clock, db = store.clock, store.db
-    alive, frozen, me = (Leases(db, 10, clock) for _ in range(3))
+    alive, me, frozen = (
+        Leases(db, 3600, clock),
+        Leases(db, 3600, clock),
+        Leases(db, FROZEN_S, clock),
+    )
     for lease in (alive, frozen, me):
         await lease.register()
     holds = {
@@ -63,12 +82,12 @@ async def test_only_holds_of_lapsed_leases_are_released(store):
         "ownerless": await _hold(store, "o", None),
     }
     assert await store.sweep(instance=me.instance_id) == 1  # only the unknown owner's
-    clock.now += 9  # past every hold's TTL (1 s): a hold with a live lease stays held
-    assert await alive.renew() and await me.renew()
+    clock.now += 1.5  # past every hold's TTL (1 s): a hold with a live lease stays held
     assert await store.sweep(instance=me.instance_id) == 1  # the owner-less one expired
     assert (await _states(store, holds))["frozen"] == "held"
-    clock.now += 2  # frozen's lease (10 s) has lapsed; alive's and mine were renewed
-    assert await store.sweep(instance=me.instance_id) == 1
+    clock.now += FROZEN_S  # frozen's lease lapses; alive's and mine are renewed
+    assert await alive.renew() and await me.renew()
+    assert await sweep_until_released(store, me.instance_id) == 1
     assert await _states(store, holds) == {
         "alive": "held",
         "frozen": "expired",
@@ -77,14 +96,41 @@ async def test_only_holds_of_lapsed_leases_are_released(store):
         "ownerless": "expired",
     }
     # Even with its own lease lapsed, a process never releases its own holds.
-    clock.now += 60
-    assert await store.sweep(instance=me.instance_id) == 1  # alive's, at last
-    assert (await _states(store, holds))["mine"] == "held"
+    late = await _hold(store, "l", frozen.instance_id)
+    assert await store.sweep(instance=frozen.instance_id) == 0
     assert await store.check_ledger() == []
     # The frozen process wakes up: its renewal reports the lapse and takes a new lease.
-    assert await frozen.forget_lapsed() == 2  # alive's and mine (not its own)
+    assert await me.forget_lapsed() == 1  # frozen's (never its own)
     assert not await frozen.renew()
     assert await frozen.renew()
+    assert await store.sweep(instance=me.instance_id) == 0
+    assert (await store.hold_state(late) or ("?",))[0] == "held"
+
+
+async def test_on_postgresql_leases_follow_the_servers_clock(tmp_path, pg_url, monkeypatch):
+    """Hosts whose clocks are an hour apart share one PostgreSQL database: the one ahead
+    releases nothing of a live process's, and the one behind still releases a dead one's once
+    its lease lapsed, both by the server's clock."""
+    monkeypatch.setenv(PG_URL_ENV, pg_url)
+    settings = make_settings(tmp_path, database={"url_env": PG_URL_ENV, "lease_s": 60})
+    caller = Caller(frontend="cli", user_id="alice")
+    behind = ImageService.open(settings, sweeper=False, clock=lambda: time.time() - 3600)
+    ahead = ImageService.open(settings, sweeper=False, clock=lambda: time.time() + 3600)
+    async with await behind as live, await ahead as skewed:
+        dead = Leases(live.db, 0.5)  # a process that stopped renewing
+        await dead.register()
+        holds = {}
+        for name, owner in (("live", live.owner), ("dead", dead.instance_id)):
+            hold = await live.quotas.reserve(
+                caller.key, amount=1, idem_key=name, request_hash="h",
+                policy=live.policy(caller), owner=owner,
+            )  # fmt: skip
+            holds[name] = hold.hold_id
+        assert await sweep_until_released(live.quotas, live.owner) == 1  # an hour behind
+        assert await skewed.recover() == 0  # an hour ahead
+        assert await live.leases.renew() and await skewed.leases.renew()
+        assert await _states(live.quotas, holds) == {"live": "held", "dead": "expired"}
+        assert await live.quotas.check_ledger() == []
 
 
 async def _beside_a_lock(
@@ -130,7 +176,7 @@ async def test_sweeps_pass_over_rows_another_transaction_has_locked(pg_url: str,
 
     for index in range(3):
         await db.transact(job, index)
-    clock.now += 11  # its lease has lapsed
+    await gone.drop()  # no live lease stands behind its holds and jobs any more
     assert await _beside_a_lock(db, pg_url, lambda: quotas.sweep(), "hold", holds[1]) == 2
     assert (
         await _beside_a_lock(db, pg_url, lambda: store.interrupt_lapsed("me"), "job", "job1") == 2
