@@ -9,26 +9,15 @@ import asyncio
 import time
 
 import httpx
-import pytest
 
-from core import Caller, ImageRequest, ImageService, parse_settings
-from core.db import open_database
+from core import Caller, ImageRequest, ImageService
 from core.leases import Leases
 from core.quota import Policy, QuotaStore
 from tests.conftest import make_settings
 from tests.core.test_leases import sweep_until_released
-from tests.core.test_quota import Clock
 from tests.emulators import Fault, create_emulator
 
 DAY = 86_400
-
-
-@pytest.fixture
-async def store(backend):
-    settings = parse_settings({"database": backend})
-    store = QuotaStore(await open_database(settings.database), Clock())
-    yield store
-    await store.db.close()
 
 
 async def release_while_running(store: QuotaStore, user: str, amount: int, policy: Policy):

@@ -17,10 +17,8 @@ from typing import Any
 import anyio
 import asyncpg
 import httpx
-import pytest
 
-from core import Caller, ImageRequest, ImageService, parse_settings
-from core.db import open_database
+from core import Caller, ImageRequest, ImageService
 from core.leases import Leases
 from core.pg import PostgresDatabase
 from core.quota import Policy, QuotaStore
@@ -41,15 +39,6 @@ async def _hold(store: QuotaStore, key: str, owner: str | None) -> str:
 
 async def _states(store: QuotaStore, holds: dict[str, str]) -> dict[str, str]:
     return {name: (await store.hold_state(hold_id) or ("?",))[0] for name, hold_id in holds.items()}
-
-
-@pytest.fixture
-async def store(backend):
-    """A quota store on a fake clock (``store.clock``), on each backend."""
-    settings = parse_settings({"database": backend})
-    store = QuotaStore(await open_database(settings.database), Clock())
-    yield store
-    await store.db.close()
 
 
 FROZEN_S = 3.0  # a lease short enough to wait out on PostgreSQL, whose leases run on its clock
